@@ -1,0 +1,53 @@
+"""Tiny seeded random models of each supported family, for tests.
+
+Sizes are chosen so the rotation passes meet every Hadamard shape class: powers of two
+and ``K * 2^k`` with K in {12, 20, 28, 36, 40}. Norm gains and biases are drawn at random
+(not ones and zeros) so that a folding bug changes the logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+__all__ = ["TINY_CONFIGS", "build_tiny"]
+
+_COMMON = dict(vocab_size=256, max_position_embeddings=256, initializer_range=0.08)
+
+TINY_CONFIGS: dict[str, transformers.PretrainedConfig] = {
+    # hidden 64 = 2^6, FFN 96 = 12*8, GQA 4 query / 2 KV heads.
+    "tiny-llama": transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=False, **_COMMON),
+    # hidden 80 = 20*4 (5 heads of 16), FFN 160 = 20*8, one KV head.
+    "tiny-mistral": transformers.MistralConfig(
+        hidden_size=80, intermediate_size=160, num_hidden_layers=2, num_attention_heads=5,
+        num_key_value_heads=1, head_dim=16, sliding_window=None, tie_word_embeddings=True,
+        **_COMMON),
+    # hidden 112 = 28*4 (7 heads of 16), FFN 144 = 36*4, q/k/v biases.
+    "tiny-qwen2": transformers.Qwen2Config(
+        hidden_size=112, intermediate_size=144, num_hidden_layers=2, num_attention_heads=7,
+        num_key_value_heads=7, tie_word_embeddings=True, **_COMMON),
+    # LayerNorm with bias, ReLU, learned positions; hidden 64, FFN 320 = 40*8.
+    "tiny-opt": transformers.OPTConfig(
+        hidden_size=64, ffn_dim=320, num_hidden_layers=2, num_attention_heads=4,
+        word_embed_proj_dim=64, do_layer_norm_before=True, activation_function="relu",
+        vocab_size=256, max_position_embeddings=256, init_std=0.08, dropout=0.0,
+        attention_dropout=0.0, tie_word_embeddings=True),
+}
+
+
+def build_tiny(model_id: str, seed: int = 0) -> transformers.PreTrainedModel:
+    """Build the tiny model ``model_id`` with seeded random weights, norms and biases."""
+    config = TINY_CONFIGS[model_id]
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            is_norm = "norm" in name or "layer_norm" in name
+            if is_norm and name.endswith("weight"):
+                param.copy_(0.5 + torch.rand(param.shape, generator=generator))
+            elif name.endswith("bias"):
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return model.eval()

@@ -1,0 +1,61 @@
+"""Reading and writing ONNX files safely.
+
+``load`` turns every way a file can be unreadable into one :class:`OQError` sentence.
+``save`` never leaves a half-written file: it writes into a temporary folder next to the
+target and renames into place; models whose weights exceed ``EXTERNAL_DATA_BYTES`` keep
+their weights in ``<name>.data`` beside the ``.onnx`` file (ONNX external data).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import tempfile
+
+import onnx_ir as ir
+
+from oqcompile.errors import OQError
+
+__all__ = ["EXTERNAL_DATA_BYTES", "load", "save"]
+
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def load(path: str | os.PathLike, *, into_memory: bool = True) -> ir.Model:
+    """Load an ONNX file; with ``into_memory`` external weights are read now (the file can go away)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise OQError(f"{path}: no such file")
+    try:
+        model = ir.load(path)
+        if into_memory:
+            ir.external_data.load_to_model(model)
+    except Exception as error:  # protobuf and external-data errors have many types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OQError(f"{path}: not a readable ONNX model ({reason})") from error
+    return model
+
+
+def save(model: ir.Model, path: str | os.PathLike) -> pathlib.Path:
+    """Write ``model`` to ``path`` atomically (plus ``path.data`` for large weights)."""
+    path = pathlib.Path(path)
+    parent = path.parent if str(path.parent) else pathlib.Path(".")
+    if not parent.is_dir():
+        raise OQError(f"{path}: output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OQError(f"{path}: output directory {parent} is not writable")
+    weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values()
+                       if v.const_value is not None)
+    data_name = path.name + ".data" if weight_bytes > EXTERNAL_DATA_BYTES else None
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+    try:
+        ir.save(model, staging / path.name, external_data=data_name)
+        if data_name:
+            os.replace(staging / data_name, parent / data_name)
+        os.replace(staging / path.name, path)
+    except OSError as error:
+        raise OQError(f"{path}: could not write ({error.strerror or error})") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,1 @@
+"""Graph passes of oqcompile, one module per pass (installed as ``oqcompile.passes``)."""
