@@ -16,6 +16,7 @@ __all__ = [
     "add_initializer",
     "const_array",
     "consumers_of",
+    "copy_type",
     "is_const",
     "node_meta",
     "peel_noop",
@@ -123,3 +124,11 @@ def consumers_of(values: Iterable[ir.Value]) -> list[ir.Node]:
         for node in value.consumers():
             seen.setdefault(id(node), node)
     return list(seen.values())
+
+
+def copy_type(source: ir.Value, target: ir.Value) -> None:
+    """Give ``target`` the dtype and shape of ``source`` where those are known."""
+    if source.type is not None:
+        target.type = source.type
+    if source.shape is not None:
+        target.shape = source.shape

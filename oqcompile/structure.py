@@ -34,9 +34,9 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile.errors import OQError
-from oqcompile.graph import LAYOUT_OPS, add_initializer, const_array, is_const, peel_noop, producer_op
+from oqcompile.graph import LAYOUT_OPS, add_initializer, const_array, copy_type, is_const, peel_noop, producer_op
 
-__all__ = ["Attention", "Block", "Embedding", "Linear", "MLP", "Norm", "StructureError",
+__all__ = ["Attention", "Block", "Embedding", "Linear", "MLP", "Norm", "StructureError", "match_linear",
            "Transformer", "analyze"]
 
 
@@ -98,7 +98,7 @@ class Linear:
         old_output = self.output
         add = ir.node("Add", [old_output, value], name=f"{self.name}/bias")
         add.outputs[0].name = f"{self.name}.biased"
-        add.outputs[0].shape, add.outputs[0].dtype = old_output.shape, old_output.dtype
+        copy_type(old_output, add.outputs[0])
         old_output.replace_all_uses_with(add.outputs[0], replace_graph_outputs=True)
         add.replace_input_with(0, old_output)
         graph.insert_after(self.node, add)
@@ -284,7 +284,7 @@ class _Analyzer:
         self.linears_by_output: dict[int, Linear] = {}
         self.linears_by_input: dict[int, list[Linear]] = {}
         for node in graph:
-            linear = _match_linear(node)
+            linear = match_linear(node)
             if linear is not None:
                 self.linears_by_output[id(linear.output)] = linear
                 self.linears_by_input.setdefault(id(peel_noop(linear.input)), []).append(linear)
@@ -446,7 +446,8 @@ def peel_consumers(value: ir.Value) -> list[ir.Node]:
 # -- matching single layers -------------------------------------------------------------
 
 
-def _match_linear(node: ir.Node) -> Linear | None:
+def match_linear(node: ir.Node) -> Linear | None:
+    """``node`` seen as a linear layer (MatMul/Gemm with a constant 2-D weight), else ``None``."""
     if node.op_type == "MatMul" and node.domain == "":
         weight_input = node.inputs[1]
         if is_const(node.inputs[0]) or weight_input is None:

@@ -1,0 +1,127 @@
+"""Online rotations in the graph: emission as standard ONNX, and recognition of what was emitted.
+
+An online Hadamard ``y = x H_n`` on the last axis, ``n = a * b`` (``H_n = H_a ⊗ H_b``), is
+emitted as::
+
+    X = Reshape(x, [..., a, b]);  Y = MatMul(H_aᵀ, MatMul(X, H_b));  y = Reshape(Y, shape(x))
+
+using ``x (A ⊗ B) = vec(Aᵀ X B)`` for row-major ``X``. Its inverse uses ``H_aᵀ, H_bᵀ`` the
+other way round. All nodes of one rotation share the name prefix ``<where>/hadamard`` and
+carry metadata (``oq.rotation`` = that prefix, ``oq.rotation_size``, ``oq.rotation_inverse``,
+``oq.rotation_online``) so that later passes (cancellation, lowering) find them without
+pattern guessing, and Netron shows what they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from oqcompile.graph import add_initializer, copy_type, node_meta, set_node_meta
+from oqcompile.hadamard import hadamard, kronecker_factors
+
+__all__ = ["Rotation", "find_rotations", "insert_hadamard", "remove_rotation"]
+
+
+@dataclasses.dataclass
+class Rotation:
+    """One emitted online rotation: ``output = input · M``, ``M = H_n`` or ``H_nᵀ``."""
+
+    name: str
+    size: int
+    inverse: bool
+    online: bool  # a quantization point: must stay in the graph
+    nodes: list[ir.Node]
+    input: ir.Value
+    output: ir.Value
+
+    def matrix(self) -> np.ndarray:
+        h = hadamard(self.size)
+        return h.T if self.inverse else h
+
+
+def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = False,
+                    online: bool = True) -> ir.Value:
+    """Insert ``value · H_size`` (or ``· H_sizeᵀ``) right after ``value``'s producer; return the new value.
+
+    Every former consumer of ``value`` (graph outputs included) reads the rotated value instead.
+    """
+    graph = _graph_of(value)
+    former_uses = list(value.uses())
+    a, b = kronecker_factors(size)
+    h_a, h_b = hadamard(a), hadamard(b)  # orthonormal factors: H_n = H_a ⊗ H_b
+    if inverse:
+        h_a, h_b = h_a.T, h_b.T
+    dtype = value.dtype.numpy() if value.dtype is not None else np.float32
+    rotated_name = f"{name}/hadamard{'_inverse' if inverse else ''}"
+    nodes: list[ir.Node] = []
+
+    def const(tag: str, array: np.ndarray) -> ir.Value:
+        key = f"hadamard.{tag}"
+        if key in graph.initializers:
+            return graph.initializers[key]
+        return add_initializer(graph, key, array)
+
+    if a == 1:
+        right = const(f"{size}{'.T' if inverse else ''}", h_b.astype(dtype))
+        nodes.append(ir.node("MatMul", [value, right], name=f"{rotated_name}/matmul"))
+    else:
+        shape = ir.node("Shape", [value], name=f"{rotated_name}/shape")
+        lead = ir.node("Shape", [value], attributes={"end": -1}, name=f"{rotated_name}/lead_shape")
+        split = ir.node("Concat", [lead.outputs[0], const(f"split.{a}x{b}", np.array([a, b], np.int64))],
+                        attributes={"axis": 0}, name=f"{rotated_name}/split_shape")
+        reshaped = ir.node("Reshape", [value, split.outputs[0]], name=f"{rotated_name}/split")
+        right = ir.node("MatMul", [reshaped.outputs[0], const(f"{b}{'.T' if inverse else ''}",
+                                                               h_b.astype(dtype))],
+                        name=f"{rotated_name}/matmul_right")
+        # Left factor applied as MatMul(H_aᵀ, X): for the inverse, (H_aᵀ)ᵀ = H_a.
+        left = ir.node("MatMul", [const(f"{a}{'' if inverse else '.T'}", h_a.T.astype(dtype)),
+                                  right.outputs[0]], name=f"{rotated_name}/matmul_left")
+        merged = ir.node("Reshape", [left.outputs[0], shape.outputs[0]], name=f"{rotated_name}/merge")
+        nodes += [shape, lead, split, reshaped, right, left, merged]
+    output = nodes[-1].outputs[0]
+    output.name = f"{rotated_name}/output"
+    copy_type(value, output)
+    for user, index in former_uses:
+        user.replace_input_with(index, output)
+    graph.outputs[:] = [output if v is value else v for v in graph.outputs]
+    for node in nodes:
+        set_node_meta(node, rotation=rotated_name, rotation_size=size,
+                      rotation_inverse=int(inverse), rotation_online=int(online))
+        node.doc_string = (f"{'Inverse ' if inverse else ''}Hadamard rotation of size {size} "
+                           f"({a}x{b} Kronecker factors) on the last axis, inserted by oqcompile.")
+    graph.insert_after(value.producer(), nodes)
+    return output
+
+
+def find_rotations(graph: ir.Graph) -> list[Rotation]:
+    """Every rotation emitted by :func:`insert_hadamard`, in graph order."""
+    groups: dict[str, list[ir.Node]] = {}
+    for node in graph:
+        key = node_meta(node, "rotation")
+        if key is not None:
+            groups.setdefault(key, []).append(node)
+    rotations = []
+    for key, nodes in groups.items():
+        first, last = nodes[0], nodes[-1]
+        rotations.append(Rotation(
+            name=key, size=int(node_meta(first, "rotation_size")),
+            inverse=node_meta(first, "rotation_inverse") == "1",
+            online=node_meta(first, "rotation_online") == "1",
+            nodes=nodes, input=first.inputs[0], output=last.outputs[0]))
+    return rotations
+
+
+def remove_rotation(graph: ir.Graph, rotation: Rotation) -> None:
+    """Bypass and delete ``rotation`` (callers make sure the graph stays function-preserving)."""
+    rotation.output.replace_all_uses_with(rotation.input, replace_graph_outputs=True)
+    graph.remove(rotation.nodes, safe=True)
+
+
+def _graph_of(value: ir.Value) -> ir.Graph:
+    producer = value.producer()
+    if producer is None:
+        raise ValueError(f"cannot rotate {value.name}: it is not computed inside the graph")
+    return producer.graph

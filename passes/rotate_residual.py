@@ -1,0 +1,53 @@
+"""R1: rotate the residual stream by a seeded random Hadamard matrix ``Q`` (QuaRot).
+
+With every stream norm scale-free (run ``fuse_norms`` first) the norms commute with an
+orthogonal ``Q``: ``rms(xQ) = rms(x)``, so ``norm(xQ) = norm(x) Q``. The stream ``x`` is
+replaced by ``x' = xQ`` by rewriting every constant that writes or reads it:
+
+- embeddings (token and positional) ``E' = E Q``;
+- writers (o_proj, down_proj/fc2) ``W' = W Q``, ``b' = b Q``;
+- readers (q/k/v, gate/up/fc1, lm_head) ``W' = Qᵀ W`` (biases unchanged),
+
+so every reader computes ``x' W' = x Q Qᵀ W = x W``: the function is unchanged, while the
+stream's outlier channels are spread over all channels. Sums are formed in float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from oqcompile.hadamard import random_hadamard
+from oqcompile.passes.base import TransformerPass
+from oqcompile.structure import analyze
+
+__all__ = ["RotateResidual"]
+
+
+@dataclasses.dataclass
+class RotateResidual(TransformerPass):
+    """Rotate the residual stream by ``random_hadamard(hidden, seed)`` (see module doc)."""
+
+    seed: int = 0
+    name = "rotate_residual"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        transformer = analyze(model)
+        for norm in transformer.norms():
+            if norm.kind != "rms" or not norm.scale_free:
+                raise ir.passes.PreconditionError(
+                    f"norm {norm.name} is {'a LayerNorm' if norm.kind == 'layer' else 'not scale-free'}: "
+                    "residual rotation is not function-preserving here; run fuse_norms first")
+        q = random_hadamard(transformer.hidden_size, self.seed)
+        for embedding in [transformer.embedding, *transformer.positional]:
+            embedding.set_table(embedding.table().astype(np.float64) @ q)
+        for writer in transformer.stream_writers():
+            writer.set_weight(writer.weight().astype(np.float64) @ q)
+            if writer.bias_slot is not None:
+                writer.set_bias(writer.bias().astype(np.float64) @ q)
+        for _, readers in transformer.stream_readers():
+            for reader in readers:
+                reader.set_weight(q.T @ reader.weight().astype(np.float64))
+        return ir.passes.PassResult(model, modified=True)
