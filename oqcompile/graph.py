@@ -57,7 +57,8 @@ def peel_noop(value: ir.Value) -> ir.Value:
     """Step back through nodes that act on whole channel vectors without changing them.
 
     These are ``Identity``, float-to-float ``Cast`` (exporters add them freely) and a ``Slice``
-    over leading axes only (HF's ``logits_to_keep`` slice). Channel rotations and scalings
+    over leading axes only (HF's ``logits_to_keep`` slice), and a ``Reshape`` that only merges or
+    splits leading axes (OPT flattens tokens to 2-D around its MLP). Channel rotations and scalings
     commute with all of them, so they are transparent to every rewrite in oqcompile.
     """
     while (node := value.producer()) is not None and (
@@ -65,9 +66,16 @@ def peel_noop(value: ir.Value) -> ir.Value:
         or (node.op_type == "Cast" and node.attributes.get_int("to") in _FLOAT_TYPES
             and (node.inputs[0].dtype is None or node.inputs[0].dtype.value in _FLOAT_TYPES))
         or (node.op_type == "Slice" and _slices_leading_axes_only(node))
+        or (node.op_type == "Reshape" and _same_static_last_dim(node))
     ):
         value = node.inputs[0]
     return value
+
+
+def _same_static_last_dim(node: ir.Node) -> bool:
+    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+    return (in_shape is not None and out_shape is not None and len(in_shape) > 0 and len(out_shape) > 0
+            and isinstance(in_shape[-1], int) and in_shape[-1] == out_shape[-1])
 
 
 def _slices_leading_axes_only(node: ir.Node) -> bool:

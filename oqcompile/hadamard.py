@@ -14,13 +14,18 @@ import functools
 
 import numpy as np
 
-__all__ = ["hadamard", "kronecker_factors", "random_hadamard"]
+__all__ = ["hadamard", "kronecker_factors", "kronecker_pair", "random_hadamard"]
 
 
 def hadamard(n: int) -> np.ndarray:
     """The orthonormal ``n x n`` Hadamard matrix (float64) used everywhere in oqcompile."""
+    return np.kron(*kronecker_pair(n))
+
+
+def kronecker_pair(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal ``(H_a, H_b)`` with ``hadamard(n) == kron(H_a, H_b)``, sizes from :func:`kronecker_factors`."""
     a, b = kronecker_factors(n)
-    return np.kron(_unnormalized(a), _unnormalized(b)) / np.sqrt(n)
+    return _unnormalized(a) / np.sqrt(a), _unnormalized(b) / np.sqrt(b)
 
 
 def random_hadamard(n: int, seed: int) -> np.ndarray:

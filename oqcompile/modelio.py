@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from oqcompile.errors import OQError
 
-__all__ = ["EXTERNAL_DATA_BYTES", "load", "save"]
+__all__ = ["EXTERNAL_DATA_BYTES", "check_writable", "load", "metadata", "save"]
 
 EXTERNAL_DATA_BYTES = 1 << 30
 
@@ -37,14 +37,32 @@ def load(path: str | os.PathLike, *, into_memory: bool = True) -> ir.Model:
     return model
 
 
-def save(model: ir.Model, path: str | os.PathLike) -> pathlib.Path:
-    """Write ``model`` to ``path`` atomically (plus ``path.data`` for large weights)."""
+def metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, without reading external weights."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        raise OQError(f"{path}: not a readable ONNX model ({type(error).__name__})") from error
+    return {entry.key: entry.value for entry in proto.metadata_props}
+
+
+def check_writable(path: str | os.PathLike) -> pathlib.Path:
+    """Raise :class:`OQError` unless ``path`` can be created; return its directory."""
     path = pathlib.Path(path)
-    parent = path.parent if str(path.parent) else pathlib.Path(".")
+    parent = path.parent
     if not parent.is_dir():
         raise OQError(f"{path}: output directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OQError(f"{path}: output directory {parent} is not writable")
+    return parent
+
+
+def save(model: ir.Model, path: str | os.PathLike) -> pathlib.Path:
+    """Write ``model`` to ``path`` atomically (plus ``path.data`` for large weights)."""
+    path = pathlib.Path(path)
+    parent = check_writable(path)
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values()
                        if v.const_value is not None)
     data_name = path.name + ".data" if weight_bytes > EXTERNAL_DATA_BYTES else None

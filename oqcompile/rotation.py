@@ -20,7 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile.graph import add_initializer, copy_type, node_meta, set_node_meta
-from oqcompile.hadamard import hadamard, kronecker_factors
+from oqcompile.hadamard import hadamard, kronecker_factors, kronecker_pair
 
 __all__ = ["Rotation", "find_rotations", "insert_hadamard", "remove_rotation"]
 
@@ -51,7 +51,7 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
     graph = _graph_of(value)
     former_uses = list(value.uses())
     a, b = kronecker_factors(size)
-    h_a, h_b = hadamard(a), hadamard(b)  # orthonormal factors: H_n = H_a ⊗ H_b
+    h_a, h_b = kronecker_pair(size)  # orthonormal factors: H_n = H_a ⊗ H_b
     if inverse:
         h_a, h_b = h_a.T, h_b.T
     dtype = value.dtype.numpy() if value.dtype is not None else np.float32

@@ -333,7 +333,7 @@ class _Analyzer:
         for node in self.graph:
             if (node.op_type == "Gather" and node.attributes.get_int("axis", 0) == 0
                     and _const_ndim(node.inputs[0]) == 2
-                    and id(peel_noop(node.inputs[1])) in graph_inputs):
+                    and id(_peel_index_reshapes(node.inputs[1])) in graph_inputs):
                 return Embedding("embed_tokens", node)
         raise StructureError("no token embedding (Gather from a constant table indexed by a graph "
                              "input) found: not a language model graph")
@@ -622,6 +622,13 @@ def _rope_output(projection: Linear) -> ir.Value | None:
 
 
 # -- small helpers --------------------------------------------------------------------------
+
+
+def _peel_index_reshapes(value: ir.Value) -> ir.Value:
+    while (node := value.producer()) is not None and node.op_type in (
+            "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze"):
+        value = node.inputs[0]
+    return value
 
 
 def _find_positional_gather(value: ir.Value) -> ir.Node | None:

@@ -1,0 +1,36 @@
+# One environment in .venv/; `make demo` is the main job, `make test` the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT := out
+DEPS_STAMP := $(VENV)/.deps-installed
+
+.PHONY: setup demo test clean
+
+$(DEPS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch pinned to the CPU build; a bare requirement may pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0 scikit-build-core
+	$(BIN)/pip install -q --no-build-isolation ".[test]"
+	touch $@
+
+setup: $(DEPS_STAMP)
+	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall .
+	rm -rf build
+
+$(OUT)/smollm2-135m.onnx: | setup
+	mkdir -p $(OUT)
+	$(BIN)/oqcompile export smollm2-135m -o $@
+
+demo: setup $(OUT)/smollm2-135m.onnx
+	$(BIN)/oqcompile inspect $(OUT)/smollm2-135m.onnx | head -14
+	$(BIN)/oqcompile optimize $(OUT)/smollm2-135m.onnx -o $(OUT)/smollm2-135m.rotate.onnx --recipe rotate
+	$(BIN)/oqcompile eval $(OUT)/smollm2-135m.onnx --tokens 4096 --seq 1024
+	$(BIN)/oqcompile eval $(OUT)/smollm2-135m.rotate.onnx --tokens 4096 --seq 1024
+
+test: setup
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(OUT) build

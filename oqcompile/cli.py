@@ -1,0 +1,175 @@
+"""The ``oqcompile`` command line: export, inspect, optimize, eval, recipes.
+
+Expected failures (bad input, missing packages, unwritable output) print one line
+``oqcompile: error: ...`` and exit with status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import resource
+import sys
+import time
+import warnings
+
+from oqcompile.errors import OQError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    warnings.filterwarnings("ignore")
+    try:
+        return args.handler(args)
+    except OQError as error:
+        print(f"oqcompile: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oqcompile: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from oqcompile.models import DEFAULT_MODEL, MODEL_IDS
+
+    parser = argparse.ArgumentParser(
+        prog="oqcompile",
+        description="Rotate and quantize the transformer inside an ONNX language model.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each pass")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="export a model to ONNX (input_ids -> logits)")
+    export.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                        help=f"one of {', '.join(MODEL_IDS)} or a local HF model directory "
+                             f"(default {DEFAULT_MODEL})")
+    export.add_argument("-o", "--output", required=True, help="output .onnx file")
+    export.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
+    export.add_argument("--exporter", choices=("dynamo", "dynamo-noopt", "legacy"), default="dynamo",
+                        help="torch.onnx.export flavour (default: dynamo with its optimizer)")
+    export.set_defaults(handler=_export)
+
+    inspect = commands.add_parser("inspect", help="print the transformer map of an ONNX file")
+    inspect.add_argument("file")
+    inspect.add_argument("--json", action="store_true", help="print the map as JSON")
+    inspect.set_defaults(handler=_inspect)
+
+    optimize = commands.add_parser("optimize", help="apply a recipe and write a new ONNX file")
+    optimize.add_argument("file")
+    optimize.add_argument("-o", "--output", required=True, help="output .onnx file")
+    optimize.add_argument("--recipe", default="rotate", help="recipe name (see `oqcompile recipes`)")
+    optimize.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
+    optimize.set_defaults(handler=_optimize)
+
+    evaluate = commands.add_parser("eval", help="perplexity on Pride and Prejudice through ORT")
+    evaluate.add_argument("file")
+    evaluate.add_argument("--tokens", type=int, default=16384, help="tokens of the book to use")
+    evaluate.add_argument("--seq", type=int, default=1024, help="window length")
+    evaluate.add_argument("--batch", type=int, default=1, help="windows per ORT run")
+    evaluate.add_argument("--tokenizer", default=None,
+                          help="model id or HF directory of the tokenizer (default: the one the "
+                               f"file was exported from, else {DEFAULT_MODEL})")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=_eval)
+
+    recipes = commands.add_parser("recipes", help="list the recipes")
+    recipes.set_defaults(handler=_recipes)
+    return parser
+
+
+def _export(args) -> int:
+    from oqcompile import modelio
+    from oqcompile.models import load_torch_model
+    from oqcompile.models.export import export_model
+
+    modelio.check_writable(args.output)
+    start = time.perf_counter()
+    model = export_model(load_torch_model(args.model), dtype=args.dtype,
+                         legacy=args.exporter == "legacy", optimize=args.exporter == "dynamo")
+    model.metadata_props["oq.source_model"] = args.model
+    modelio.save(model, args.output)
+    print(f"exported {args.model} ({args.dtype}, {args.exporter}) to {args.output} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _inspect(args) -> int:
+    from oqcompile import modelio
+    from oqcompile.structure import analyze
+
+    summary = analyze(modelio.load(args.file)).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    blocks = summary.pop("blocks")
+    for key, value in summary.items():
+        print(f"{key:>22}: {value}")
+    roles = list(blocks[0])
+    print()
+    for index, block in enumerate(blocks):
+        print(f"block {index}")
+        for role in roles:
+            print(f"  {role:>14}: {block[role]}")
+    return 0
+
+
+def _optimize(args) -> int:
+    from oqcompile import modelio
+    from oqcompile.compiler import optimize
+
+    source, target = pathlib.Path(args.file), pathlib.Path(args.output)
+    modelio.check_writable(target)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise OQError(f"{target}: refusing to overwrite the input file")
+    start = time.perf_counter()
+    model = modelio.load(source)
+    optimize(model, args.recipe, seed=args.seed)
+    modelio.save(model, target)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"wrote {target} (recipe {args.recipe}, seed {args.seed}) in "
+          f"{time.perf_counter() - start:.1f} s, peak RSS {peak_mib:.0f} MiB")
+    return 0
+
+
+def _eval(args) -> int:
+    from oqcompile import modelio
+    from oqcompile.data import EVALUATION_BOOK, book_tokens
+    from oqcompile.evaluate import perplexity, session
+    from oqcompile.models import DEFAULT_MODEL, load_tokenizer
+
+    if not pathlib.Path(args.file).is_file():
+        raise OQError(f"{args.file}: no such file")
+    tokenizer_id = args.tokenizer or modelio.metadata(args.file).get("oq.source_model", DEFAULT_MODEL)
+    tokens = book_tokens(EVALUATION_BOOK, load_tokenizer(tokenizer_id), _cache_key(tokenizer_id))
+    result = perplexity(session(args.file), tokens[: args.tokens], seq=args.seq, batch=args.batch,
+                        progress=sys.stderr.isatty() or not args.json)
+    if args.json:
+        print(json.dumps({"file": args.file, "book": EVALUATION_BOOK, "perplexity": result.perplexity,
+                          "tokens": result.tokens, "predictions": result.predictions,
+                          "seq": result.seq, "windows": result.windows}))
+    else:
+        print(f"{args.file}: perplexity {result.perplexity:.4f} on {result.tokens} tokens of "
+              f"{EVALUATION_BOOK} ({result.windows} windows of {result.seq})")
+    return 0
+
+
+def _recipes(args) -> int:
+    from oqcompile.recipes import RECIPES
+
+    for name, (description, _) in RECIPES.items():
+        print(f"{name:>16}  {description}")
+    return 0
+
+
+def _cache_key(tokenizer_id: str) -> str:
+    return pathlib.Path(tokenizer_id).name if pathlib.Path(tokenizer_id).is_dir() else tokenizer_id
+
+
+if __name__ == "__main__":
+    sys.exit(main())

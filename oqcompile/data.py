@@ -1,0 +1,101 @@
+"""Real text for calibration and evaluation: Jane Austen's novels, offline.
+
+The novels come from Debian's ``r-cran-janeaustenr`` package (an R lazy-load database,
+read with the PyPI package ``rdata``). Calibration text is *Emma*; evaluation text is
+*Pride and Prejudice*; the two are never mixed. The ``.deb`` is fetched once with
+``apt-get download`` into ``$OQ_CACHE/downloads``, and each book is cached as plain text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import zlib
+
+import numpy as np
+
+from oqcompile.cache import cache_dir
+from oqcompile.errors import OQError
+
+__all__ = ["CALIBRATION_BOOK", "EVALUATION_BOOK", "book_text", "book_tokens"]
+
+CALIBRATION_BOOK = "emma"
+EVALUATION_BOOK = "prideprejudice"
+_DEB = "r-cran-janeaustenr"
+_DATA_DIR = "usr/lib/R/site-library/janeaustenr/data"
+
+
+def book_text(book: str) -> str:
+    """The full text of ``book`` (``emma``, ``prideprejudice``, ...), lines joined by newlines."""
+    cached = cache_dir("text") / f"{book}.txt"
+    if not cached.is_file():
+        lines = _read_lazyload_db(_data_dir(), book)
+        partial = cached.with_suffix(".part")
+        partial.write_text("\n".join(lines), encoding="utf-8")
+        partial.rename(cached)
+    return cached.read_text(encoding="utf-8")
+
+
+def book_tokens(book: str, tokenizer, tokenizer_id: str) -> np.ndarray:
+    """``book`` tokenized without special tokens (cached per tokenizer id), as int64."""
+    cached = cache_dir("tokens") / f"{tokenizer_id}-{book}.npy"
+    if not cached.is_file():
+        ids = tokenizer(book_text(book), add_special_tokens=False)["input_ids"]
+        np.save(cached, np.asarray(ids, dtype=np.int64))
+    return np.load(cached)
+
+
+def _data_dir() -> pathlib.Path:
+    installed = pathlib.Path("/") / _DATA_DIR
+    if (installed / "Rdata.rdb").is_file():
+        return installed
+    extracted = cache_dir("janeaustenr")
+    if (extracted / _DATA_DIR / "Rdata.rdb").is_file():
+        return extracted / _DATA_DIR
+    downloads = cache_dir("downloads")
+    debs = sorted(downloads.glob(f"{_DEB}_*.deb"))
+    if not debs:
+        try:
+            subprocess.run(["apt-get", "download", _DEB], cwd=downloads, check=True,
+                           capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise OQError(f"cannot obtain the Jane Austen text: install the Debian package {_DEB} "
+                          f"(apt-get install {_DEB}) or put its .deb into {downloads}") from error
+        debs = sorted(downloads.glob(f"{_DEB}_*.deb"))
+    staging = pathlib.Path(tempfile.mkdtemp(dir=extracted))
+    try:
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True, capture_output=True)
+        shutil.copytree(staging / "usr", extracted / "usr", dirs_exist_ok=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise OQError(f"cannot unpack {debs[-1]} (needs dpkg-deb): {error}") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return extracted / _DATA_DIR
+
+
+def _read_lazyload_db(directory: pathlib.Path, name: str) -> list[str]:
+    """Read object ``name`` from R's lazy-load database ``Rdata.rdx``/``Rdata.rdb``.
+
+    The index (``.rdx``, gzip) maps names to (offset, length) in the ``.rdb``; each record is
+    a 4-byte length followed by a zlib stream of an R serialization.
+    """
+    import rdata
+
+    index = rdata.conversion.convert(rdata.parser.parse_data(
+        gzip.decompress((directory / "Rdata.rdx").read_bytes())))
+    entries = {str(k): v for k, v in index["variables"].items()}
+    if name not in entries:
+        raise OQError(f"no book {name!r} in janeaustenr (has {', '.join(sorted(entries))})")
+    offset, length = (int(v) for v in entries[name])
+    with open(directory / "Rdata.rdb", "rb") as db:
+        db.seek(offset)
+        record = db.read(length)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines = rdata.conversion.convert(rdata.parser.parse_data(zlib.decompress(record[4:])))
+    return [str(line) for line in lines]

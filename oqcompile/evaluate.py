@@ -1,0 +1,63 @@
+"""Perplexity through ONNX Runtime on the evaluation text.
+
+The first ``tokens`` tokens of the book are cut into non-overlapping windows of ``seq``
+tokens; each window is one row of the ``input_ids`` batch. Perplexity is
+``exp(mean NLL)`` over every position that has a next token inside its window
+(``seq - 1`` predictions per window), computed in float64 from the fp logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from oqcompile.errors import OQError
+
+__all__ = ["PerplexityResult", "perplexity", "session"]
+
+
+@dataclasses.dataclass
+class PerplexityResult:
+    perplexity: float
+    tokens: int  # tokens fed to the model
+    predictions: int  # next-token predictions scored
+    windows: int
+    seq: int
+
+
+def session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU ORT session for ``path`` (one-line :class:`OQError` if ORT refuses the file)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises several pybind exception types
+        raise OQError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]})") from error
+
+
+def perplexity(sess: ort.InferenceSession, tokens: np.ndarray, seq: int = 1024,
+               batch: int = 1, progress: bool = True) -> PerplexityResult:
+    """Perplexity of ``sess`` on ``tokens`` in windows of ``seq`` (see module doc)."""
+    windows = len(tokens) // seq
+    if windows == 0:
+        raise OQError(f"need at least {seq} tokens for one window, got {len(tokens)}")
+    data = tokens[: windows * seq].reshape(windows, seq)
+    input_name = sess.get_inputs()[0].name
+    nll_sum, count = 0.0, 0
+    for start in tqdm(range(0, windows, batch), desc="perplexity", unit="window",
+                      disable=not progress, total=-(-windows // batch)):
+        rows = data[start:start + batch]
+        logits = sess.run(None, {input_name: rows})[0].astype(np.float64)
+        logits = logits[:, :-1]
+        targets = rows[:, 1:]
+        top = logits.max(axis=-1, keepdims=True)
+        log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+        picked = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+        nll_sum += float((log_z - picked).sum())
+        count += targets.size
+    return PerplexityResult(float(np.exp(nll_sum / count)), windows * seq, count, windows, seq)

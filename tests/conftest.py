@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny models exported three ways, the real SmolLM2 export, ORT helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from oqcompile import modelio
+from oqcompile.cache import cache_dir
+
+LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
+EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")
+
+
+def export_to(model_id: str, exporter: str, path: pathlib.Path) -> pathlib.Path:
+    from oqcompile.models import load_torch_model
+    from oqcompile.models.export import export_model
+
+    model = export_model(load_torch_model(model_id), legacy=exporter == "legacy",
+                         optimize=exporter == "dynamo")
+    model.metadata_props["oq.source_model"] = model_id
+    return modelio.save(model, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``tiny_export(model_id, exporter)`` -> path of a (session-cached) export."""
+    made: dict[tuple[str, str], pathlib.Path] = {}
+
+    def get(model_id: str, exporter: str = "dynamo") -> pathlib.Path:
+        key = (model_id, exporter)
+        if key not in made:
+            folder = tmp_path_factory.mktemp(f"{model_id}-{exporter}")
+            made[key] = export_to(model_id, exporter, folder / "model.onnx")
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx() -> pathlib.Path:
+    """SmolLM2-135M exported once (dynamo, fp32) and kept in $OQ_CACHE between runs."""
+    import torch
+    import transformers
+
+    from oqcompile.models import export as export_module
+
+    source = pathlib.Path(export_module.__file__).read_bytes()
+    key = hashlib.sha256(source + torch.__version__.encode() + transformers.__version__.encode())
+    path = cache_dir("exports") / f"smollm2-135m-{key.hexdigest()[:12]}.onnx"
+    if not path.is_file():
+        export_to("smollm2-135m", "dynamo", path)
+    return path
+
+
+def run_logits(path: pathlib.Path, input_ids: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: input_ids})[0]
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())

@@ -1,0 +1,100 @@
+"""The command line: happy path on a tiny model, and one-line errors for bad input."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+
+def oqcompile(*args):
+    # Run outside the checkout so the installed package, not the source tree, is imported.
+    return subprocess.run([sys.executable, "-m", "oqcompile.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=pathlib.Path(sys.executable).parent)
+
+
+def assert_one_line_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oqcompile: error:"), result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_and_optimize(tiny_export, tmp_path):
+    source = tiny_export("tiny-llama")
+    shown = oqcompile("inspect", source, "--json")
+    assert shown.returncode == 0, shown.stderr
+    summary = json.loads(shown.stdout)
+    assert summary["num_blocks"] == 2 and summary["num_kv_heads"] == 2
+    table = oqcompile("inspect", source)
+    assert "block 1" in table.stdout and "down" in table.stdout
+    result = oqcompile("optimize", source, "-o", tmp_path / "out.onnx", "--recipe", "rotate", "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.onnx").is_file()
+
+
+def test_truncated_file(tiny_export, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(tiny_export("tiny-llama").read_bytes()[:5000])
+    before = broken.read_bytes()
+    result = oqcompile("optimize", broken, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "not a readable ONNX model")
+    assert broken.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx"]
+
+
+def test_non_transformer_graph(tmp_path):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    result = oqcompile("optimize", path, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "no linear layer")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_missing_output_directory(tiny_export, tmp_path):
+    result = oqcompile("optimize", tiny_export("tiny-llama"), "-o", tmp_path / "nope" / "out.onnx")
+    assert_one_line_error(result, "does not exist")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_unwritable_output_directory(tiny_export, tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permission bits: make writes fail otherwise
+            target = locked / "file-as-dir" / "out.onnx"
+            (locked / "file-as-dir").write_text("")
+            fragment = "does not exist"
+        else:
+            target, fragment = locked / "out.onnx", "not writable"
+        result = oqcompile("optimize", tiny_export("tiny-llama"), "-o", target)
+        assert_one_line_error(result, fragment)
+        assert not target.exists()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_refuses_to_overwrite_input(tiny_export, tmp_path):
+    source = tmp_path / "model.onnx"
+    source.write_bytes(tiny_export("tiny-llama").read_bytes())
+    before = source.read_bytes()
+    result = oqcompile("optimize", source, "-o", source)
+    assert_one_line_error(result, "refusing to overwrite the input")
+    assert source.read_bytes() == before
+
+
+def test_unknown_recipe(tiny_export, tmp_path):
+    result = oqcompile("optimize", tiny_export("tiny-llama"), "-o", tmp_path / "o.onnx", "--recipe", "x")
+    assert_one_line_error(result, "unknown recipe 'x'")

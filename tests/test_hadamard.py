@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from oqcompile.hadamard import hadamard, kronecker_factors, kronecker_pair, random_hadamard
+
+
+@pytest.mark.parametrize("n", [1, 2, 16, 12, 20, 28, 36, 40, 64, 96, 576, 1536, 4096, 14336])
+def test_hadamard_is_orthonormal_with_equal_magnitudes(n):
+    h = hadamard(n)
+    np.testing.assert_allclose(h @ h.T, np.eye(n), atol=1e-12)
+    np.testing.assert_allclose(np.abs(h), 1 / np.sqrt(n))
+
+
+@pytest.mark.parametrize("n,factors", [(576, (36, 16)), (1536, (48, 32)), (64, (8, 8)), (40, (20, 2))])
+def test_kronecker_factors_reproduce_the_matrix(n, factors):
+    assert kronecker_factors(n) == factors
+    h_a, h_b = kronecker_pair(n)
+    assert (h_a.shape[0], h_b.shape[0]) == factors
+    np.testing.assert_allclose(h_a @ h_a.T, np.eye(factors[0]), atol=1e-12)
+    np.testing.assert_allclose(np.kron(h_a, h_b), hadamard(n), atol=1e-12)
+
+
+def test_random_hadamard_is_seeded_and_orthonormal():
+    q1, q2, q3 = random_hadamard(96, 3), random_hadamard(96, 3), random_hadamard(96, 4)
+    np.testing.assert_array_equal(q1, q2)
+    assert not np.array_equal(q1, q3)
+    np.testing.assert_allclose(q1 @ q1.T, np.eye(96), atol=1e-12)
+
+
+def test_impossible_size_is_refused():
+    with pytest.raises(ValueError, match="no Hadamard matrix of size 6"):
+        hadamard(6)

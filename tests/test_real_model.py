@@ -1,0 +1,60 @@
+"""SmolLM2-135M (the real default model): the rotations keep logits and perplexity."""
+
+import numpy as np
+import pytest
+
+from conftest import relative_error, run_logits
+from oqcompile import modelio
+from oqcompile.compiler import optimize
+from oqcompile.data import EVALUATION_BOOK, book_tokens
+from oqcompile.evaluate import perplexity, session
+from oqcompile.models import load_tokenizer
+
+pytestmark = pytest.mark.real_model
+TOKENS, SEQ = 2048, 512
+
+
+@pytest.fixture(scope="module")
+def eval_tokens():
+    return book_tokens(EVALUATION_BOOK, load_tokenizer("smollm2-135m"), "smollm2-135m")[:TOKENS]
+
+
+@pytest.fixture(scope="module")
+def rotated(smollm2_onnx, tmp_path_factory):
+    model = modelio.load(smollm2_onnx)
+    optimize(model, "rotate", seed=0)
+    return modelio.save(model, tmp_path_factory.mktemp("rotate") / "smollm2.rotate.onnx")
+
+
+def test_rotate_keeps_perplexity(smollm2_onnx, rotated, eval_tokens):
+    base = perplexity(session(smollm2_onnx), eval_tokens, seq=SEQ, progress=False)
+    after = perplexity(session(rotated), eval_tokens, seq=SEQ, progress=False)
+    assert base.tokens == TOKENS and base.predictions == TOKENS - TOKENS // SEQ
+    assert 10 < base.perplexity < 60  # SmolLM2 reads Austen fluently; a broken export does not
+    assert abs(after.perplexity - base.perplexity) / base.perplexity <= 1e-4
+
+
+@pytest.mark.parametrize("recipe", ["rotate", "fuse_norms", "rotate_residual", "rotate_heads",
+                                    "rotate_qk", "online_hadamard"])
+def test_each_pass_keeps_logits(smollm2_onnx, rotated, eval_tokens, tmp_path, recipe):
+    ids = eval_tokens[:256].reshape(2, 128)
+    expected = run_logits(smollm2_onnx, ids)
+    if recipe == "rotate":
+        path = rotated
+    else:
+        model = modelio.load(smollm2_onnx)
+        optimize(model, recipe, seed=0)
+        path = modelio.save(model, tmp_path / "out.onnx")
+    assert relative_error(run_logits(path, ids), expected) <= 1e-4
+
+
+def test_ort_matches_pytorch(smollm2_onnx, eval_tokens):
+    import torch
+
+    from oqcompile.models import load_torch_model
+
+    ids = eval_tokens[:128].reshape(1, 128)
+    with torch.no_grad():
+        expected = load_torch_model("smollm2-135m")(torch.from_numpy(ids)).logits.numpy()
+    assert relative_error(run_logits(smollm2_onnx, ids), expected) <= 1e-4
+    assert np.isfinite(expected).all()
