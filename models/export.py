@@ -36,7 +36,7 @@ def export_model(torch_model, *, dtype: str = "fp32", legacy: bool = False,
                 input_names=["input_ids"], output_names=["logits"],
                 dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                               "logits": {0: "batch", 1: "sequence"}})
-            model = modelio.load(path, into_memory=True)
+            model = modelio.load(path)
         else:
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
             program = torch.onnx.export(

@@ -6,8 +6,6 @@ Everything that knows how one exporter spells a constant or a no-op lives here o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import onnx_ir as ir
 
@@ -15,10 +13,10 @@ __all__ = [
     "LAYOUT_OPS",
     "add_initializer",
     "const_array",
-    "consumers_of",
     "copy_type",
     "is_const",
     "node_meta",
+    "peel_consumers",
     "peel_noop",
     "producer_op",
     "set_node_meta",
@@ -72,6 +70,17 @@ def peel_noop(value: ir.Value) -> ir.Value:
     return value
 
 
+def peel_consumers(value: ir.Value) -> list[ir.Node]:
+    """Consumers of ``value``, looking through the nodes :func:`peel_noop` looks through."""
+    result = []
+    for node in value.consumers():
+        if node.op_type in ("Identity", "Cast", "Slice", "Reshape") and peel_noop(node.outputs[0]) is value:
+            result += peel_consumers(node.outputs[0])
+        else:
+            result.append(node)
+    return result
+
+
 def _same_static_last_dim(node: ir.Node) -> bool:
     in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
     return (in_shape is not None and out_shape is not None and len(in_shape) > 0 and len(out_shape) > 0
@@ -123,15 +132,6 @@ def set_node_meta(node: ir.Node, **entries: str) -> None:
 def node_meta(node: ir.Node, key: str) -> str | None:
     """The ``oq.<key>`` metadata entry of ``node``, if any."""
     return node.metadata_props.get(f"oq.{key}")
-
-
-def consumers_of(values: Iterable[ir.Value]) -> list[ir.Node]:
-    """Distinct consumer nodes of ``values``, in first-seen order."""
-    seen: dict[int, ir.Node] = {}
-    for value in values:
-        for node in value.consumers():
-            seen.setdefault(id(node), node)
-    return list(seen.values())
 
 
 def copy_type(source: ir.Value, target: ir.Value) -> None:

@@ -22,15 +22,14 @@ __all__ = ["EXTERNAL_DATA_BYTES", "check_writable", "load", "metadata", "save"]
 EXTERNAL_DATA_BYTES = 1 << 30
 
 
-def load(path: str | os.PathLike, *, into_memory: bool = True) -> ir.Model:
-    """Load an ONNX file; with ``into_memory`` external weights are read now (the file can go away)."""
+def load(path: str | os.PathLike) -> ir.Model:
+    """Load an ONNX file with all weights in memory (passes rewrite them; the file may go away)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise OQError(f"{path}: no such file")
     try:
         model = ir.load(path)
-        if into_memory:
-            ir.external_data.load_to_model(model)
+        ir.external_data.load_to_model(model)
     except Exception as error:  # protobuf and external-data errors have many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OQError(f"{path}: not a readable ONNX model ({reason})") from error

@@ -34,7 +34,8 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile.errors import OQError
-from oqcompile.graph import LAYOUT_OPS, add_initializer, const_array, copy_type, is_const, peel_noop, producer_op
+from oqcompile.graph import (LAYOUT_OPS, add_initializer, const_array, copy_type, is_const,
+                             peel_consumers, peel_noop, producer_op)
 
 __all__ = ["Attention", "Block", "Embedding", "Linear", "MLP", "Norm", "StructureError", "match_linear",
            "Transformer", "analyze"]
@@ -307,7 +308,7 @@ class _Analyzer:
             residual, writer = self._residual(stream)
             if residual is None:
                 break
-            sublayer = self._sublayer(len(blocks), norm, readers, writer)
+            sublayer = self._sublayer(readers, writer)
             if isinstance(sublayer, Attention):
                 if blocks and blocks[-1].mlp is None:
                     raise StructureError(f"two attention sub-layers in a row at {residual.name}")
@@ -384,7 +385,7 @@ class _Analyzer:
 
     # -- sub-layers ----------------------------------------------------------------------
 
-    def _sublayer(self, index: int, norm: Norm, readers: list[Linear], writer: Linear):
+    def _sublayer(self, readers: list[Linear], writer: Linear):
         hits = {id(r): _dynamic_matmul_hits(r.output, writer.node) for r in readers}
         if not any(hits.values()):
             return self._mlp(readers, writer)
@@ -430,17 +431,6 @@ class _Analyzer:
             num_heads=q.out_features // head_dim, num_kv_heads=k.out_features // head_dim,
             head_dim=head_dim, scores=scores, context=context,
             q_rotary=_rope_output(q), k_rotary=_rope_output(k))
-
-
-def peel_consumers(value: ir.Value) -> list[ir.Node]:
-    """Consumers of ``value``, looking through the nodes :func:`peel_noop` looks through."""
-    result = []
-    for node in value.consumers():
-        if node.op_type in ("Identity", "Cast", "Slice") and peel_noop(node.outputs[0]) is value:
-            result += peel_consumers(node.outputs[0])
-        else:
-            result.append(node)
-    return result
 
 
 # -- matching single layers -------------------------------------------------------------

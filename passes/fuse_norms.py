@@ -43,7 +43,7 @@ class FuseNorms(TransformerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
         if self.center and any(n.kind == "layer" for n in transformer.norms()):
-            _center_stream(model.graph, transformer)
+            _center_stream(transformer)
         for norm, readers in transformer.stream_readers():
             gain, bias = norm.gain(), norm.bias()
             for linear in readers:
@@ -62,7 +62,7 @@ class FuseNorms(TransformerPass):
         return ir.passes.PassResult(model, modified=True)
 
 
-def _center_stream(graph: ir.Graph, transformer: Transformer) -> None:
+def _center_stream(transformer: Transformer) -> None:
     """Make every stream writer mean-free over channels: ``W' = W - mean_j W``."""
     for embedding in [transformer.embedding, *transformer.positional]:
         table = embedding.table().astype(np.float64)
