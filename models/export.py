@@ -1,9 +1,18 @@
-"""Export a ``transformers`` causal LM to ONNX: ``input_ids [batch, seq] -> logits``.
+"""Export a ``transformers`` causal LM to ONNX.
+
+Two graph signatures:
+
+- default: ``input_ids [batch, sequence] -> logits [batch, sequence, vocab]`` (the full
+  sequence at once; what calibration and perplexity use);
+- ``kv_cache=True``: ``input_ids, attention_mask [batch, past + sequence],
+  past_key_values.{i}.key/value [batch, kv_heads, past, head_dim] -> logits,
+  present.{i}.key/value [batch, kv_heads, past + sequence, head_dim]``, the usual decoder
+  signature of ORT deployments (prefill with ``past = 0``, then one token at a time).
 
 The dynamo exporter (``torch.onnx.export(dynamo=True)``) is the default; ``optimize``
 toggles its ONNX optimizer, and ``legacy=True`` uses the TorchScript exporter instead.
-Both are supported inputs of the structure analysis. The IR version is capped at what
-the installed ONNX Runtime accepts (onnx may default to a newer one).
+All are supported inputs of the structure analysis. The IR version is capped at what the
+installed ONNX Runtime accepts (onnx may default to a newer one).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import onnx_ir as ir
 import torch
 
 from oqcompile import modelio
+from oqcompile.errors import OQError
 
 __all__ = ["export_model"]
 
@@ -22,9 +32,20 @@ MAX_IR_VERSION = 10  # ORT >= 1.20 reads IR 10; newer onnx releases may write 11
 
 
 def export_model(torch_model, *, dtype: str = "fp32", legacy: bool = False,
-                 optimize: bool = True, opset: int = 20) -> ir.Model:
-    """Export ``torch_model`` (``input_ids -> logits``, dynamic batch and sequence) to an ir.Model."""
+                 optimize: bool = True, opset: int = 20, kv_cache: bool = False) -> ir.Model:
+    """Export ``torch_model`` with dynamic batch and sequence to an ir.Model (see module doc)."""
     torch_model = torch_model.to(torch.float16 if dtype == "fp16" else torch.float32)
+    if kv_cache:
+        if legacy:
+            raise OQError("--kv-cache needs the dynamo exporter")
+        model = _export_with_cache(torch_model, opset, optimize)
+    else:
+        model = _export_logits(torch_model, opset, optimize, legacy)
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    return model
+
+
+def _export_logits(torch_model, opset: int, optimize: bool, legacy: bool) -> ir.Model:
     torch_model.config.use_cache = False
     wrapper = _LogitsOnly(torch_model).eval()
     example = torch.zeros((2, 8), dtype=torch.int64)
@@ -36,16 +57,39 @@ def export_model(torch_model, *, dtype: str = "fp32", legacy: bool = False,
                 input_names=["input_ids"], output_names=["logits"],
                 dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                               "logits": {0: "batch", 1: "sequence"}})
-            model = modelio.load(path)
-        else:
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-            program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, opset_version=opset, optimize=optimize,
-                input_names=["input_ids"], output_names=["logits"],
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}}, verbose=False)
-            model = program.model
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    return model
+            return modelio.load(path)
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        program = torch.onnx.export(
+            wrapper, (example,), dynamo=True, opset_version=opset, optimize=optimize,
+            input_names=["input_ids"], output_names=["logits"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}}, verbose=False)
+        return program.model
+
+
+def _export_with_cache(torch_model, opset: int, optimize: bool) -> ir.Model:
+    config = torch_model.config
+    layers = config.num_hidden_layers
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype = next(torch_model.parameters()).dtype
+    wrapper = _WithCache(torch_model).eval()
+    batch, seq, past = 2, 8, 3
+    example = (torch.zeros((batch, seq), dtype=torch.int64),
+               torch.ones((batch, past + seq), dtype=torch.int64),
+               *[torch.zeros((batch, kv_heads, past, head_dim), dtype=dtype) for _ in range(2 * layers)])
+    cache_names = [f"{i}.{part}" for i in range(layers) for part in ("key", "value")]
+    batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    past_dim, total_dim = torch.export.Dim("past_sequence"), torch.export.Dim("total_sequence")
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper, example, dynamo=True, opset_version=opset, optimize=optimize,
+            input_names=["input_ids", "attention_mask", *[f"past_key_values.{n}" for n in cache_names]],
+            output_names=["logits", *[f"present.{n}" for n in cache_names]],
+            dynamic_shapes={"input_ids": {0: batch_dim, 1: seq_dim},
+                            "attention_mask": {0: batch_dim, 1: total_dim},
+                            "past": tuple({0: batch_dim, 2: past_dim} for _ in range(2 * layers))},
+            verbose=False)
+    return program.model
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -58,3 +102,22 @@ class _LogitsOnly(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         attention_mask = torch.ones_like(input_ids)  # skips the packed-sequence probe
         return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+class _WithCache(torch.nn.Module):
+    """Flat tensors in and out: ``(input_ids, attention_mask, k0, v0, k1, ...) -> (logits, k0', ...)``."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.inner.config)
+        for layer in range(len(past) // 2):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                         use_cache=True)
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
     export.add_argument("--exporter", choices=("dynamo", "dynamo-noopt", "legacy"), default="dynamo",
                         help="torch.onnx.export flavour (default: dynamo with its optimizer)")
+    export.add_argument("--kv-cache", action="store_true",
+                        help="decoder signature with attention_mask and past_key_values.* inputs "
+                             "and present.* outputs (dynamo exporters only)")
     export.set_defaults(handler=_export)
 
     inspect = commands.add_parser("inspect", help="print the transformer map of an ONNX file")
@@ -91,10 +94,12 @@ def _export(args) -> int:
     modelio.check_writable(args.output)
     start = time.perf_counter()
     model = export_model(load_torch_model(args.model), dtype=args.dtype,
-                         legacy=args.exporter == "legacy", optimize=args.exporter == "dynamo")
+                         legacy=args.exporter == "legacy", optimize=args.exporter == "dynamo",
+                         kv_cache=args.kv_cache)
     model.metadata_props["oq.source_model"] = args.model
     modelio.save(model, args.output)
-    print(f"exported {args.model} ({args.dtype}, {args.exporter}) to {args.output} "
+    cache = ", KV cache" if args.kv_cache else ""
+    print(f"exported {args.model} ({args.dtype}, {args.exporter}{cache}) to {args.output} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
 

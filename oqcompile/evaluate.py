@@ -3,7 +3,8 @@
 The first ``tokens`` tokens of the book are cut into non-overlapping windows of ``seq``
 tokens; each window is one row of the ``input_ids`` batch. Perplexity is
 ``exp(mean NLL)`` over every position that has a next token inside its window
-(``seq - 1`` predictions per window), computed in float64 from the fp logits.
+(``seq - 1`` predictions per window), computed in float64 from the fp logits. Models
+exported with a KV cache get an all-ones ``attention_mask`` and empty past tensors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from tqdm import tqdm
 
 from oqcompile.errors import OQError
 
-__all__ = ["PerplexityResult", "perplexity", "session"]
+__all__ = ["PerplexityResult", "feeds", "perplexity", "session"]
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                "tensor(int32)": np.int32}
 
 
 @dataclasses.dataclass
@@ -47,12 +51,11 @@ def perplexity(sess: ort.InferenceSession, tokens: np.ndarray, seq: int = 1024,
     if windows == 0:
         raise OQError(f"need at least {seq} tokens for one window, got {len(tokens)}")
     data = tokens[: windows * seq].reshape(windows, seq)
-    input_name = sess.get_inputs()[0].name
     nll_sum, count = 0.0, 0
     for start in tqdm(range(0, windows, batch), desc="perplexity", unit="window",
                       disable=not progress, total=-(-windows // batch)):
         rows = data[start:start + batch]
-        logits = sess.run(None, {input_name: rows})[0].astype(np.float64)
+        logits = sess.run(None, feeds(sess, rows))[0].astype(np.float64)
         logits = logits[:, :-1]
         targets = rows[:, 1:]
         top = logits.max(axis=-1, keepdims=True)
@@ -61,3 +64,24 @@ def perplexity(sess: ort.InferenceSession, tokens: np.ndarray, seq: int = 1024,
         nll_sum += float((log_z - picked).sum())
         count += targets.size
     return PerplexityResult(float(np.exp(nll_sum / count)), windows * seq, count, windows, seq)
+
+
+def feeds(sess: ort.InferenceSession, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Inputs for one full-sequence run: ``input_ids`` plus, for KV-cache exports, an all-ones
+    ``attention_mask`` and empty ``past_key_values.*`` (every symbolic dim but batch set to 0)."""
+    batch, length = input_ids.shape
+    result = {}
+    for index, spec in enumerate(sess.get_inputs()):
+        dtype = _NUMPY_TYPES.get(spec.type)
+        if index == 0:
+            result[spec.name] = input_ids.astype(dtype)
+        elif spec.name == "attention_mask":
+            result[spec.name] = np.ones((batch, length), dtype)
+        elif spec.name.startswith("past") and dtype is not None:
+            shape = [d if isinstance(d, int) else 0 for d in spec.shape]
+            shape[0] = batch
+            result[spec.name] = np.zeros(shape, dtype)
+        else:
+            raise OQError(f"model input {spec.name!r} ({spec.type}) is not one oqcompile knows how to "
+                          "feed: expected input_ids, attention_mask and past_key_values.*")
+    return result

@@ -1,6 +1,8 @@
 """Reading and writing ONNX files safely.
 
-``load`` turns every way a file can be unreadable into one :class:`OQError` sentence.
+``load`` turns every way a file can be unreadable into one :class:`OQError` sentence, and
+fills in the value shapes ONNX shape inference can derive (the TorchScript exporter writes
+none; structure analysis needs static channel dims to see through token-flattening Reshapes).
 ``save`` never leaves a half-written file: it writes into a temporary folder next to the
 target and renames into place; models whose weights exceed ``EXTERNAL_DATA_BYTES`` keep
 their weights in ``<name>.data`` beside the ``.onnx`` file (ONNX external data).
@@ -11,13 +13,17 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import logging
 import tempfile
 
 import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
 
 from oqcompile.errors import OQError
 
 __all__ = ["EXTERNAL_DATA_BYTES", "check_writable", "load", "metadata", "save"]
+
+logger = logging.getLogger(__name__)
 
 EXTERNAL_DATA_BYTES = 1 << 30
 
@@ -33,6 +39,10 @@ def load(path: str | os.PathLike) -> ir.Model:
     except Exception as error:  # protobuf and external-data errors have many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OQError(f"{path}: not a readable ONNX model ({reason})") from error
+    try:
+        ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+    except Exception as error:  # inference is a help, not a requirement
+        logger.warning("%s: shape inference failed (%s); continuing with the stored shapes", path, error)
     return model
 
 

@@ -87,6 +87,16 @@ class Linear:
         stored = (weight.T if self.transposed else weight).astype(dtype)
         node.replace_input_with(index, add_initializer(node.graph, f"{self.name}.weight", stored))
 
+    def rotate_outputs(self, rotation: np.ndarray) -> None:
+        """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in float64)."""
+        self.set_weight(self.weight().astype(np.float64) @ rotation)
+        if self.bias_slot is not None:
+            self.set_bias(self.bias().astype(np.float64) @ rotation)
+
+    def rotate_inputs(self, rotation: np.ndarray) -> None:
+        """Make the layer expect ``x R`` (``R`` orthogonal): ``W' = Rᵀ W``, so ``(x R) W' = x W``."""
+        self.set_weight(rotation.T @ self.weight().astype(np.float64))
+
     def set_bias(self, bias: np.ndarray) -> None:
         """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
         dtype = self.weight_value().dtype.numpy()
@@ -574,8 +584,8 @@ def _head_dim(scores: ir.Node, q: Linear) -> int:
     if shape is not None and len(shape) >= 1 and isinstance(shape[-1], int):
         return shape[-1]
     value = q.output
-    for _ in range(4):
-        users = [n for n in value.consumers() if n.op_type in LAYOUT_OPS]
+    for _ in range(5):
+        users = [n for n in value.consumers() if n.op_type in LAYOUT_OPS or _is_scalar_scaling(n)]
         if not users:
             break
         node = users[0]
@@ -647,6 +657,11 @@ def _scalar_value(value: ir.Value | None) -> float | None:
 
 def _is_scalar_const(value: ir.Value | None) -> bool:
     return _scalar_value(value) is not None
+
+
+def _is_scalar_scaling(node: ir.Node) -> bool:
+    """``x * c`` or ``x / c`` with a constant scalar ``c`` (OPT scales q before the head split)."""
+    return node.op_type in ("Mul", "Div") and _is_scalar_const(node.inputs[1])
 
 
 def _only_consumer(value: ir.Value, op_type: str) -> ir.Node | None:

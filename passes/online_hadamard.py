@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import onnx_ir as ir
 
 from oqcompile.hadamard import hadamard
@@ -36,7 +35,7 @@ class OnlineHadamard(TransformerPass):
             size = down.in_features
             rotated = insert_hadamard(down.input, size, down.name)
             if self.fold_inverse:
-                down.set_weight(hadamard(size).T @ down.weight().astype(np.float64))
+                down.rotate_inputs(hadamard(size))
             else:
                 insert_hadamard(rotated, size, down.name, inverse=True, online=False)
         return ir.passes.PassResult(model, modified=True)

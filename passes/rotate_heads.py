@@ -42,12 +42,9 @@ class RotateHeads(TransformerPass):
             per_head = random_hadamard(attn.head_dim, self.seed + 1)
             v_rotation = np.kron(np.eye(attn.num_kv_heads), per_head)
             o_rotation = np.kron(np.eye(attn.num_heads), per_head)
-            attn.v.set_weight(attn.v.weight().astype(np.float64) @ v_rotation)
-            if attn.v.bias_slot is not None:
-                attn.v.set_bias(attn.v.bias().astype(np.float64) @ v_rotation)
-            weight_o = o_rotation.T @ attn.o.weight().astype(np.float64)
+            attn.v.rotate_outputs(v_rotation)
             if self.online:
                 insert_hadamard(attn.o.input, attn.o.in_features, attn.o.name)
-                weight_o = hadamard(attn.o.in_features).T @ weight_o
-            attn.o.set_weight(weight_o)
+                o_rotation = o_rotation @ hadamard(attn.o.in_features)
+            attn.o.rotate_inputs(o_rotation)
         return ir.passes.PassResult(model, modified=True)

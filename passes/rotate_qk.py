@@ -1,17 +1,24 @@
-"""R3: online per-head Hadamard on Q and K after RoPE (QuaRot), for a quantizable KV cache.
+"""R3: per-head Hadamard on Q and K (QuaRot), so the KV cache quantizes well.
 
 Scores are ``q kᵀ`` per head; with an orthonormal ``H_d`` (``d`` = head size),
-``(q H_d)(k H_d)ᵀ = q H_d H_dᵀ kᵀ = q kᵀ``, so rotating both after RoPE keeps the function
-while the cached keys lose their outlier channels. RoPE itself does not commute with
-``H_d``, which is why the rotation stays online instead of being folded into W_q/W_k.
+``(q H_d)(k H_d)ᵀ = q H_d H_dᵀ kᵀ = q kᵀ``, so rotating both keeps the function while
+the cached keys lose their outlier channels.
+
+- With RoPE, the rotation must come after it (RoPE does not commute with ``H_d``), so it
+  is inserted online on the post-RoPE q and k.
+- Without RoPE (OPT), q and k are plain linear outputs and the rotation is folded into the
+  projections: ``W_q' = W_q (I_h ⊗ H_d)``, ``b_q' = b_q (I_h ⊗ H_d)``, and likewise for k
+  with its ``h_kv`` heads. Scalar score scalings commute with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_ir as ir
 
+from oqcompile.hadamard import hadamard
 from oqcompile.passes.base import TransformerPass
 from oqcompile.rotation import insert_hadamard
 from oqcompile.structure import analyze
@@ -21,17 +28,21 @@ __all__ = ["RotateQK"]
 
 @dataclasses.dataclass
 class RotateQK(TransformerPass):
-    """Insert ``H_d`` on the post-RoPE q and k of every attention (see module doc)."""
+    """Rotate every head of q and k by ``H_d``: online after RoPE, else folded (see module doc)."""
 
     name = "rotate_qk"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         for block in analyze(model).blocks:
             attn = block.attention
-            if attn.q_rotary is None or attn.k_rotary is None:
+            if attn.q_rotary is not None and attn.k_rotary is not None:
+                insert_hadamard(attn.q_rotary, attn.head_dim, attn.q.name)
+                insert_hadamard(attn.k_rotary, attn.head_dim, attn.k.name)
+            elif attn.q_rotary is None and attn.k_rotary is None:
+                per_head = hadamard(attn.head_dim)
+                attn.q.rotate_outputs(np.kron(np.eye(attn.num_heads), per_head))
+                attn.k.rotate_outputs(np.kron(np.eye(attn.num_kv_heads), per_head))
+            else:
                 raise ir.passes.PreconditionError(
-                    f"attention of block {block.index} has no RoPE: rotate_qk places its rotation "
-                    "after RoPE and is not needed without it")
-            insert_hadamard(attn.q_rotary, attn.head_dim, attn.q.name)
-            insert_hadamard(attn.k_rotary, attn.head_dim, attn.k.name)
+                    f"attention of block {block.index} applies RoPE to only one of q and k")
         return ir.passes.PassResult(model, modified=True)

@@ -44,10 +44,8 @@ class RotateResidual(TransformerPass):
         for embedding in [transformer.embedding, *transformer.positional]:
             embedding.set_table(embedding.table().astype(np.float64) @ q)
         for writer in transformer.stream_writers():
-            writer.set_weight(writer.weight().astype(np.float64) @ q)
-            if writer.bias_slot is not None:
-                writer.set_bias(writer.bias().astype(np.float64) @ q)
+            writer.rotate_outputs(q)
         for _, readers in transformer.stream_readers():
             for reader in readers:
-                reader.set_weight(q.T @ reader.weight().astype(np.float64))
+                reader.rotate_inputs(q)
         return ir.passes.PassResult(model, modified=True)

@@ -11,31 +11,33 @@ import pytest
 
 from oqcompile import modelio
 from oqcompile.cache import cache_dir
+from oqcompile.evaluate import feeds
 
 LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
+FAMILIES = (*LLAMA_FAMILIES, "tiny-opt")
 EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")
 
 
-def export_to(model_id: str, exporter: str, path: pathlib.Path) -> pathlib.Path:
+def export_to(model_id: str, exporter: str, path: pathlib.Path, **options) -> pathlib.Path:
     from oqcompile.models import load_torch_model
     from oqcompile.models.export import export_model
 
     model = export_model(load_torch_model(model_id), legacy=exporter == "legacy",
-                         optimize=exporter == "dynamo")
+                         optimize=exporter == "dynamo", **options)
     model.metadata_props["oq.source_model"] = model_id
     return modelio.save(model, path)
 
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
-    """``tiny_export(model_id, exporter)`` -> path of a (session-cached) export."""
-    made: dict[tuple[str, str], pathlib.Path] = {}
+    """``tiny_export(model_id, exporter, dtype=, kv_cache=)`` -> path of a (session-cached) export."""
+    made: dict[tuple, pathlib.Path] = {}
 
-    def get(model_id: str, exporter: str = "dynamo") -> pathlib.Path:
-        key = (model_id, exporter)
+    def get(model_id: str, exporter: str = "dynamo", **options) -> pathlib.Path:
+        key = (model_id, exporter, *sorted(options.items()))
         if key not in made:
             folder = tmp_path_factory.mktemp(f"{model_id}-{exporter}")
-            made[key] = export_to(model_id, exporter, folder / "model.onnx")
+            made[key] = export_to(model_id, exporter, folder / "model.onnx", **options)
         return made[key]
 
     return get
@@ -59,7 +61,7 @@ def smollm2_onnx() -> pathlib.Path:
 
 def run_logits(path: pathlib.Path, input_ids: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: input_ids})[0]
+    return session.run(None, feeds(session, input_ids))[0]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

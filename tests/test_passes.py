@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import EXPORTERS, LLAMA_FAMILIES, relative_error, run_logits
+from conftest import EXPORTERS, FAMILIES, relative_error, run_logits
 from oqcompile import modelio
 from oqcompile.compiler import optimize
 from oqcompile.rotation import find_rotations
@@ -27,7 +27,7 @@ def optimized(source, recipe, target, seed=0):
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-@pytest.mark.parametrize("model_id", LLAMA_FAMILIES)
+@pytest.mark.parametrize("model_id", FAMILIES)
 def test_recipe_keeps_logits(tiny_export, tmp_path, model_id, recipe):
     source = tiny_export(model_id)
     expected = run_logits(source, input_ids())
@@ -36,8 +36,9 @@ def test_recipe_keeps_logits(tiny_export, tmp_path, model_id, recipe):
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
-def test_rotate_on_every_exporter(tiny_export, tmp_path, exporter):
-    source = tiny_export("tiny-llama", exporter)
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
+def test_rotate_on_every_exporter(tiny_export, tmp_path, model_id, exporter):
+    source = tiny_export(model_id, exporter)
     expected = run_logits(source, input_ids())
     actual = run_logits(optimized(source, "rotate", tmp_path / "out.onnx"), input_ids())
     assert relative_error(actual, expected) <= TOLERANCE
@@ -110,6 +111,17 @@ def test_output_is_valid_recorded_deterministic_and_input_untouched(tiny_export,
     assert [p["pass"] for p in passes] == ["fuse_norms", "rotate_residual", "rotate_heads",
                                            "rotate_qk", "online_hadamard", "cancel_rotations"]
     assert passes[1]["params"] == {"seed": 5}
+
+
+def test_layer_norms_become_rms_on_a_centred_stream(tiny_export):
+    """fuse_norms on OPT: every LayerNorm turns into a scale-free RMS norm, every writer is mean-free."""
+    model = modelio.load(tiny_export("tiny-opt"))
+    optimize(model, "fuse_norms")
+    t = analyze(model)
+    assert all(n.kind == "rms" and n.scale_free for n in t.norms())
+    writers = [t.embedding.table(), t.positional[0].table()] + [w.weight() for w in t.stream_writers()]
+    writers += [w.bias()[None] for w in t.stream_writers()]
+    assert max(np.abs(w.mean(axis=1)).max() for w in writers) < 1e-6
 
 
 def test_residual_rotation_requires_fused_norms(tiny_export):

@@ -32,6 +32,22 @@ def test_roles_match_the_config(tiny_export, model_id, exporter):
         assert b.attn_norm.kind == b.mlp_norm.kind == "rms"
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_opt_roles_match_the_config(tiny_export, exporter):
+    config = TINY_CONFIGS["tiny-opt"]
+    t = analyze(modelio.load(tiny_export("tiny-opt", exporter)))
+    assert (len(t.blocks), t.hidden_size) == (config.num_hidden_layers, config.hidden_size)
+    assert len(t.positional) == 1
+    assert (t.lm_head.weight() == t.embedding.table().T).all()  # tied in the source (legacy copies it)
+    for b in t.blocks:
+        a = b.attention
+        assert (a.num_heads, a.num_kv_heads, a.head_dim) == (4, 4, 16)
+        assert a.q_rotary is None and b.mlp.gate is None
+        assert b.mlp.up.weight().shape == (config.hidden_size, config.ffn_dim)
+        assert all(lin.bias_slot is not None for lin in (a.q, a.k, a.v, a.o, b.mlp.up, b.mlp.down))
+        assert b.attn_norm.kind == b.mlp_norm.kind == "layer" and b.attn_norm.bias() is not None
+
+
 def test_gate_and_up_are_not_swapped(tiny_export):
     from oqcompile.models import load_torch_model
 

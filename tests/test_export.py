@@ -1,0 +1,75 @@
+"""Exports run in ORT with PyTorch's logits: every family, fp16, and the KV-cache signature."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import FAMILIES, relative_error, run_logits
+from oqcompile import modelio
+from oqcompile.compiler import optimize
+from oqcompile.models import load_torch_model
+
+IDS = np.random.default_rng(1).integers(0, 256, (2, 12)).astype(np.int64)
+
+
+def torch_logits(model_id: str, ids: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return load_torch_model(model_id)(torch.from_numpy(ids)).logits.numpy()
+
+
+@pytest.mark.parametrize("model_id", FAMILIES)
+def test_ort_matches_pytorch(tiny_export, model_id):
+    assert relative_error(run_logits(tiny_export(model_id), IDS), torch_logits(model_id, IDS)) <= 1e-5
+
+
+def test_fp16_export_matches_pytorch(tiny_export):
+    path = tiny_export("tiny-llama", dtype="fp16")
+    actual = run_logits(path, IDS)
+    assert actual.dtype == np.float16
+    assert relative_error(actual.astype(np.float32), torch_logits("tiny-llama", IDS)) <= 5e-3
+
+
+def prefill_then_decode(path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``ids[:, :-1]`` with an empty cache, then the last token with the returned cache."""
+    from oqcompile.evaluate import feeds
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    prefill = session.run(None, feeds(session, ids[:, :-1]))
+    past_names = [i.name for i in session.get_inputs()][2:]
+    step = {"input_ids": ids[:, -1:], "attention_mask": np.ones_like(ids),
+            **dict(zip(past_names, prefill[1:]))}
+    decode = session.run(None, step)
+    assert [o.name for o in session.get_outputs()][1:] == [n.replace("past_key_values", "present")
+                                                            for n in past_names]
+    assert decode[1].shape[2] == ids.shape[1]
+    return prefill[0], decode[0][:, -1]
+
+
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
+def test_kv_cache_export_decodes_like_pytorch(tiny_export, model_id):
+    expected = torch_logits(model_id, IDS)
+    prefill, last = prefill_then_decode(tiny_export(model_id, kv_cache=True), IDS)
+    assert relative_error(prefill, expected[:, :-1]) <= 1e-5
+    assert relative_error(last, expected[:, -1]) <= 1e-5
+
+
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
+def test_rotate_keeps_kv_cache_decoding(tiny_export, tmp_path, model_id):
+    """Rotated keys/values live in the cache; a rotated model fed its own cache decodes alike."""
+    source = tiny_export(model_id, kv_cache=True)
+    model = modelio.load(source)
+    optimize(model, "rotate", seed=2)
+    rotated = modelio.save(model, tmp_path / "rotated.onnx")
+    expected_prefill, expected_last = prefill_then_decode(source, IDS)
+    prefill, last = prefill_then_decode(rotated, IDS)
+    assert relative_error(prefill, expected_prefill) <= 1e-4
+    assert relative_error(last, expected_last) <= 1e-4
+
+
+def test_rotate_on_fp16_export(tiny_export, tmp_path):
+    source = tiny_export("tiny-llama", dtype="fp16")
+    model = modelio.load(source)
+    optimize(model, "rotate", seed=1)
+    rotated = run_logits(modelio.save(model, tmp_path / "rotated.onnx"), IDS).astype(np.float32)
+    assert relative_error(rotated, run_logits(source, IDS).astype(np.float32)) <= 5e-3
