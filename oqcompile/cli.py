@@ -66,8 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     optimize = commands.add_parser("optimize", help="apply a recipe and write a new ONNX file")
     optimize.add_argument("file")
     optimize.add_argument("-o", "--output", required=True, help="output .onnx file")
-    optimize.add_argument("--recipe", default="rotate", help="recipe name (see `oqcompile recipes`)")
+    optimize.add_argument("--recipe", default="rotate",
+                          help="recipe name (see `oqcompile recipes`) or a recipe .toml file")
     optimize.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
+    optimize.add_argument("--calib-tokens", type=int, default=128 * 1024,
+                          help="tokens of Emma for calibration, in windows of 1024 (default 131072)")
+    optimize.add_argument("--tokenizer", default=None,
+                          help="model id or HF directory of the tokenizer for calibration (default: "
+                               f"the one the file was exported from, else {DEFAULT_MODEL})")
     optimize.set_defaults(handler=_optimize)
 
     evaluate = commands.add_parser("eval", help="perplexity on Pride and Prejudice through ORT")
@@ -126,15 +132,19 @@ def _inspect(args) -> int:
 
 def _optimize(args) -> int:
     from oqcompile import modelio
-    from oqcompile.compiler import optimize
+    from oqcompile.calibrate import calibration_data
+    from oqcompile.compiler import needs_calibration, optimize
 
     source, target = pathlib.Path(args.file), pathlib.Path(args.output)
     modelio.check_writable(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise OQError(f"{target}: refusing to overwrite the input file")
+    calibration = None
+    if needs_calibration(args.recipe):
+        calibration = calibration_data(_tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
     start = time.perf_counter()
     model = modelio.load(source)
-    optimize(model, args.recipe, seed=args.seed)
+    optimize(model, args.recipe, seed=args.seed, calibration=calibration, progress=sys.stderr.isatty())
     modelio.save(model, target)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"wrote {target} (recipe {args.recipe}, seed {args.seed}) in "
@@ -143,15 +153,13 @@ def _optimize(args) -> int:
 
 
 def _eval(args) -> int:
-    from oqcompile import modelio
     from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.evaluate import perplexity, session
-    from oqcompile.models import DEFAULT_MODEL, load_tokenizer
 
     if not pathlib.Path(args.file).is_file():
         raise OQError(f"{args.file}: no such file")
-    tokenizer_id = args.tokenizer or modelio.metadata(args.file).get("oq.source_model", DEFAULT_MODEL)
-    tokens = book_tokens(EVALUATION_BOOK, load_tokenizer(tokenizer_id), _cache_key(tokenizer_id))
+    tokenizer_id = _tokenizer_id(args)
+    tokens = book_tokens(EVALUATION_BOOK, tokenizer_id)
     result = perplexity(session(args.file), tokens[: args.tokens], seq=args.seq, batch=args.batch,
                         progress=sys.stderr.isatty() or not args.json)
     if args.json:
@@ -172,8 +180,16 @@ def _recipes(args) -> int:
     return 0
 
 
-def _cache_key(tokenizer_id: str) -> str:
-    return pathlib.Path(tokenizer_id).name if pathlib.Path(tokenizer_id).is_dir() else tokenizer_id
+def _tokenizer_id(args) -> str:
+    """``--tokenizer``, else the model the file was exported from, else the default model."""
+    from oqcompile import modelio
+    from oqcompile.models import DEFAULT_MODEL
+
+    if args.tokenizer:
+        return args.tokenizer
+    if not pathlib.Path(args.file).is_file():
+        raise OQError(f"{args.file}: no such file")
+    return modelio.metadata(args.file).get("oq.source_model", DEFAULT_MODEL)
 
 
 if __name__ == "__main__":

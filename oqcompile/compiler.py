@@ -9,24 +9,39 @@ import onnx_ir as ir
 import onnx_ir.passes.common
 
 from oqcompile import __version__
+from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.recipes import build_recipe
 
-__all__ = ["optimize"]
+__all__ = ["needs_calibration", "optimize"]
 
 logger = logging.getLogger(__name__)
 
 
-def optimize(model: ir.Model, recipe: str, seed: int = 0) -> ir.Model:
+def needs_calibration(recipe: str) -> bool:
+    """True when a pass of ``recipe`` reads activation statistics (so calibration text is needed)."""
+    return any(p.needs_calibration for p in build_recipe(recipe))
+
+
+def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: CalibrationData | None = None,
+             progress: bool = False) -> ir.Model:
     """Apply ``recipe`` to ``model`` in place and return it.
 
-    ``metadata_props`` records ``oq.recipe``, ``oq.seed``, ``oq.version`` and ``oq.passes``
-    (a JSON list of ``{"pass": name, "params": {...}}``). A pass whose precondition fails
-    raises :class:`OQError` with the pass's own sentence.
+    Passes that need activation statistics collect them from ``calibration`` on the graph
+    as it is when they run. ``metadata_props`` records ``oq.recipe``, ``oq.seed``,
+    ``oq.version``, ``oq.passes`` (a JSON list of ``{"pass": name, "params": {...}}``) and,
+    when calibration was used, ``oq.calibration`` (source text, token count, hash). A pass
+    whose precondition fails raises :class:`OQError` with the pass's own sentence.
     """
     passes = build_recipe(recipe, seed)
+    calibrated = [p for p in passes if p.needs_calibration]
+    if calibrated and calibration is None:
+        raise OQError(f"recipe {recipe} needs calibration data ({calibrated[0].name} reads activation "
+                      "statistics)")
     for p in passes:
         logger.info("running %s %s", p.name, p.params())
+        if p.needs_calibration:
+            p.calibration, p.progress = calibration, progress
         try:
             p(model)
         except ir.passes.PreconditionError as error:
@@ -36,10 +51,21 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0) -> ir.Model:
         ir.passes.common.DeduplicateInitializersPass(),
     ])
     cleanup(model)
+    _raise_opset_for_quantization(model)
     model.metadata_props.update({
         "oq.recipe": recipe,
         "oq.seed": str(seed),
         "oq.version": __version__,
         "oq.passes": json.dumps([{"pass": p.name, "params": p.params()} for p in passes]),
     })
+    if calibrated:
+        model.metadata_props["oq.calibration"] = json.dumps(
+            {"text": calibration.source, "tokens": calibration.tokens, "sha256": calibration.digest()})
     return model
+
+
+def _raise_opset_for_quantization(model: ir.Model) -> None:
+    """Blocked and INT4 QuantizeLinear/DequantizeLinear need opset 21 (ONNX IR version 10)."""
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph):
+        model.opset_imports[""] = max(model.opset_imports.get("", 21), 21)
+

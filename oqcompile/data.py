@@ -39,11 +39,15 @@ def book_text(book: str) -> str:
     return cached.read_text(encoding="utf-8")
 
 
-def book_tokens(book: str, tokenizer, tokenizer_id: str) -> np.ndarray:
-    """``book`` tokenized without special tokens (cached per tokenizer id), as int64."""
-    cached = cache_dir("tokens") / f"{tokenizer_id}-{book}.npy"
+def book_tokens(book: str, tokenizer_id: str) -> np.ndarray:
+    """``book`` tokenized without special tokens by the tokenizer of ``tokenizer_id`` (a model id
+    or a local HF directory), as int64; cached per tokenizer."""
+    key = pathlib.Path(tokenizer_id).name if pathlib.Path(tokenizer_id).is_dir() else tokenizer_id
+    cached = cache_dir("tokens") / f"{key}-{book}.npy"
     if not cached.is_file():
-        ids = tokenizer(book_text(book), add_special_tokens=False)["input_ids"]
+        from oqcompile.models import load_tokenizer
+
+        ids = load_tokenizer(tokenizer_id)(book_text(book), add_special_tokens=False)["input_ids"]
         np.save(cached, np.asarray(ids, dtype=np.int64))
     return np.load(cached)
 

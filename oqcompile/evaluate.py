@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -44,9 +45,14 @@ def session(path: str | os.PathLike, threads: int | None = None) -> ort.Inferenc
         raise OQError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]})") from error
 
 
-def perplexity(sess: ort.InferenceSession, tokens: np.ndarray, seq: int = 1024,
-               batch: int = 1, progress: bool = True) -> PerplexityResult:
-    """Perplexity of ``sess`` on ``tokens`` in windows of ``seq`` (see module doc)."""
+def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray], tokens: np.ndarray,
+               seq: int = 1024, batch: int = 1, progress: bool = True) -> PerplexityResult:
+    """Perplexity on ``tokens`` in windows of ``seq`` (see module doc).
+
+    ``model`` is an ORT session or any function ``input_ids [b, seq] -> logits [b, seq, vocab]``
+    (e.g. a PyTorch model wrapped by the caller), so both are scored by the same code.
+    """
+    logits_of = model if callable(model) else (lambda rows: model.run(None, feeds(model, rows))[0])
     windows = len(tokens) // seq
     if windows == 0:
         raise OQError(f"need at least {seq} tokens for one window, got {len(tokens)}")
@@ -55,7 +61,7 @@ def perplexity(sess: ort.InferenceSession, tokens: np.ndarray, seq: int = 1024,
     for start in tqdm(range(0, windows, batch), desc="perplexity", unit="window",
                       disable=not progress, total=-(-windows // batch)):
         rows = data[start:start + batch]
-        logits = sess.run(None, feeds(sess, rows))[0].astype(np.float64)
+        logits = np.asarray(logits_of(rows), dtype=np.float64)
         logits = logits[:, :-1]
         targets = rows[:, 1:]
         top = logits.max(axis=-1, keepdims=True)

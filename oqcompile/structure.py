@@ -34,7 +34,8 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile.errors import OQError
-from oqcompile.graph import (LAYOUT_OPS, add_initializer, const_array, copy_type, is_const,
+from oqcompile.quant import QuantizedWeight
+from oqcompile.graph import (LAYOUT_OPS, add_initializer, append_op, const_array, is_const,
                              peel_consumers, peel_noop, producer_op)
 
 __all__ = ["Attention", "Block", "Embedding", "Linear", "MLP", "Norm", "StructureError", "match_linear",
@@ -87,6 +88,41 @@ class Linear:
         stored = (weight.T if self.transposed else weight).astype(dtype)
         node.replace_input_with(index, add_initializer(node.graph, f"{self.name}.weight", stored))
 
+    @property
+    def quantized(self) -> bool:
+        """The weight is ``DequantizeLinear`` of integer codes (see :meth:`set_quantized_weight`)."""
+        return producer_op(self.weight_value()) == "DequantizeLinear"
+
+    def set_quantized_weight(self, weight: QuantizedWeight) -> None:
+        """Feed the layer from ``DequantizeLinear(codes [in, out], scales)``.
+
+        Per output channel: scales ``[out]`` on ``axis=1``; groups: scales ``[in/g, out]``
+        with ``axis=0, block_size=g``. 4-bit codes are stored as INT4, 6- and 8-bit codes as
+        INT8. A transposed weight (``Transpose`` node, ``Gemm transB``) is stored ``[in, out]``.
+        """
+        graph = self.node.graph
+        float_type = self.output.dtype or ir.DataType.FLOAT
+        codes = add_initializer(graph, f"{self.name}.weight_int{weight.bits}", weight.codes,
+                                ir.DataType.INT4 if weight.bits == 4 else ir.DataType.INT8)
+        if weight.group is None:
+            scales, attributes = weight.scales[0], {"axis": 1}
+        else:
+            scales, attributes = weight.scales, {"axis": 0, "block_size": weight.group}
+        scales = add_initializer(graph, f"{self.name}.weight_scale", scales.astype(float_type.numpy()))
+        dequantize = ir.node("DequantizeLinear", [codes, scales], attributes=attributes,
+                             name=f"{self.name}/dequantize_weight")
+        dequantize.doc_string = (f"int{weight.bits} weight of {self.name}, "
+                                 + ("one scale per output channel." if weight.group is None
+                                    else f"one scale per {weight.group} input rows per output channel."))
+        dequantize.outputs[0].name = f"{self.name}.weight_dequantized"
+        dequantize.outputs[0].dtype = float_type
+        dequantize.outputs[0].shape = ir.Shape(weight.codes.shape)
+        graph.insert_before(self.node, dequantize)
+        self.node.replace_input_with(1, dequantize.outputs[0])
+        if self.node.op_type == "Gemm":
+            self.node.attributes["transB"] = ir.AttrInt64("transB", 0)
+        self.weight_slot, self.transposed = (self.node, 1), False
+
     def rotate_outputs(self, rotation: np.ndarray) -> None:
         """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in float64)."""
         self.set_weight(self.weight().astype(np.float64) @ rotation)
@@ -99,21 +135,17 @@ class Linear:
 
     def set_bias(self, bias: np.ndarray) -> None:
         """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
-        dtype = self.weight_value().dtype.numpy()
-        graph = self.node.graph
-        value = add_initializer(graph, f"{self.name}.bias", bias.astype(dtype))
+        value = add_initializer(self.node.graph, f"{self.name}.bias", bias.astype(self._float_type()))
         if self.bias_slot is not None:
             node, index = self.bias_slot
             node.replace_input_with(index, value)
             return
-        old_output = self.output
-        add = ir.node("Add", [old_output, value], name=f"{self.name}/bias")
+        add = append_op(self.output, "Add", value, f"{self.name}/bias")
         add.outputs[0].name = f"{self.name}.biased"
-        copy_type(old_output, add.outputs[0])
-        old_output.replace_all_uses_with(add.outputs[0], replace_graph_outputs=True)
-        add.replace_input_with(0, old_output)
-        graph.insert_after(self.node, add)
         self.output, self.bias_slot = add.outputs[0], (add, 1)
+
+    def _float_type(self) -> np.dtype:
+        return (self.output.dtype or self.weight_value().dtype or ir.DataType.FLOAT).numpy()
 
 
 @dataclasses.dataclass
@@ -128,6 +160,38 @@ class Norm:
     bias_slot: tuple[ir.Node, int] | None
     fused: bool  # one normalization op (else the decomposed RMS form, gain as a Mul)
     epsilon: float
+
+    def apply_affine(self, scale: np.ndarray, shift: np.ndarray | None = None) -> None:
+        """Make the norm emit ``y · scale + shift`` instead of its output ``y``.
+
+        Folded into the gain and bias (``g' = g · scale``, ``β' = β · scale + shift``) where
+        the norm has them; otherwise a ``Mul``/``Add`` is appended to its output.
+        """
+        graph = self.output.producer().graph
+        dtype = (self.output.dtype or ir.DataType.FLOAT).numpy()
+        gain, bias = self.gain(), self.bias()
+        if self.gain_slot is not None:
+            node, index = self.gain_slot
+            node.replace_input_with(index, add_initializer(graph, f"{self.name}.weight",
+                                                           (gain.astype(np.float64) * scale).astype(dtype)))
+        else:
+            scale_value = add_initializer(graph, f"{self.name}.scale", scale.astype(dtype))
+            mul = append_op(self.output, "Mul", scale_value, f"{self.name}/scale",
+                            "Per-channel scale folded out of the next linears' inputs.")
+            self.output, self.gain_slot = mul.outputs[0], (mul, 1)
+        new_bias = None if bias is None else bias.astype(np.float64) * scale
+        if shift is not None:
+            new_bias = shift if new_bias is None else new_bias + shift
+        if new_bias is None:
+            return
+        if self.bias_slot is not None:
+            node, index = self.bias_slot
+            node.replace_input_with(index, add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype)))
+        else:
+            shift_value = add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype))
+            add = append_op(self.output, "Add", shift_value, f"{self.name}/shift",
+                            "Per-channel shift (OutlierTune symmetrization) added to the norm output.")
+            self.output, self.bias_slot = add.outputs[0], (add, 1)
 
     def gain(self) -> np.ndarray | None:
         return None if self.gain_slot is None else const_array(self.gain_slot[0].inputs[self.gain_slot[1]])
@@ -453,7 +517,7 @@ def match_linear(node: ir.Node) -> Linear | None:
         if is_const(node.inputs[0]) or weight_input is None:
             return None
         producer = weight_input.producer()
-        if weight_input.const_value is not None or producer_op(weight_input) == "Constant":
+        if _is_stored_weight(weight_input):
             slot, transposed = (node, 1), False
         elif (producer is not None and producer.op_type == "Transpose" and is_const(producer.inputs[0])
               and tuple(producer.attributes.get_ints("perm", (1, 0))) == (1, 0)):
@@ -465,8 +529,7 @@ def match_linear(node: ir.Node) -> Linear | None:
         linear = Linear("", node, node.inputs[0], node.outputs[0], slot, transposed)
     elif node.op_type == "Gemm" and node.domain == "":
         if (node.attributes.get_int("transA", 0) or node.attributes.get_float("alpha", 1.0) != 1.0
-                or node.attributes.get_float("beta", 1.0) != 1.0 or not is_const(node.inputs[1])
-                or node.inputs[1].const_value is None and producer_op(node.inputs[1]) != "Constant"):
+                or node.attributes.get_float("beta", 1.0) != 1.0 or not _is_stored_weight(node.inputs[1])):
             return None
         linear = Linear("", node, node.inputs[0], node.outputs[0], (node, 1),
                         bool(node.attributes.get_int("transB", 0)))
@@ -485,15 +548,23 @@ def match_linear(node: ir.Node) -> Linear | None:
     return linear
 
 
+def _is_stored_weight(value: ir.Value) -> bool:
+    """An initializer, a ``Constant``, or ``DequantizeLinear`` of constant integer codes."""
+    return (value.const_value is not None or producer_op(value) == "Constant"
+            or (producer_op(value) == "DequantizeLinear" and is_const(value)))
+
+
 def _match_norm(node: ir.Node) -> Norm | None:
     op = node.op_type
     if op == "LayerNormalization" or op in ("RMSNormalization", "SimplifiedLayerNormalization"):
         if node.attributes.get_int("axis", -1) != -1:
             return None
         bias_slot = (node, 2) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        output = node.outputs[0]
+        if bias_slot is None:
+            output, bias_slot = _trailing_bias(output)
         return Norm("", "layer" if op == "LayerNormalization" else "rms", peel_noop(node.inputs[0]),
-                    node.outputs[0], (node, 1), bias_slot, True,
-                    node.attributes.get_float("epsilon", 1e-5))
+                    output, (node, 1), bias_slot, True, node.attributes.get_float("epsilon", 1e-5))
     if op != "ReduceMean":
         return None
     return _match_decomposed_rms(node)
@@ -540,7 +611,20 @@ def _match_decomposed_rms(mean: ir.Node) -> Norm | None:
             output, gain_slot = mul.outputs[0], (mul, index)
     if gain_slot is None:
         output = normalized
-    return Norm("", "rms", x, output, gain_slot, None, False, float(epsilon))
+    output, bias_slot = _trailing_bias(output)
+    return Norm("", "rms", x, output, gain_slot, bias_slot, False, float(epsilon))
+
+
+def _trailing_bias(output: ir.Value) -> tuple[ir.Value, tuple[ir.Node, int] | None]:
+    """A norm output followed by ``Add`` of a constant vector (e.g. OutlierTune's shift) has that bias."""
+    add = _only_consumer(output, "Add")
+    if add is not None and len(output.consumers()) == 1:
+        index = 1 if add.inputs[0] is output else 0
+        bias = const_array(add.inputs[index])
+        width = output.shape[-1] if output.shape is not None and len(output.shape) else None
+        if bias is not None and bias.ndim == 1 and (not isinstance(width, int) or width == bias.shape[0]):
+            return add.outputs[0], (add, index)
+    return output, None
 
 
 # -- attention details --------------------------------------------------------------------

@@ -77,12 +77,12 @@ def _center_stream(transformer: Transformer) -> None:
 
 def _make_scale_free(graph: ir.Graph, norm: Norm, as_rms: bool) -> None:
     """Drop the norm's gain and bias; a LayerNormalization becomes an RMS norm if ``as_rms``."""
+    if norm.bias_slot is not None and norm.bias_slot[0].op_type == "Add":
+        _bypass(graph, *norm.bias_slot)
+        norm.bias_slot = None
     if not norm.fused:
         if norm.gain_slot is not None:
-            mul, index = norm.gain_slot
-            normalized = mul.inputs[1 - index]
-            mul.outputs[0].replace_all_uses_with(normalized, replace_graph_outputs=True)
-            graph.remove(mul, safe=True)
+            _bypass(graph, *norm.gain_slot)
         return
     node = norm.gain_slot[0]
     if node.op_type == "LayerNormalization" and as_rms:
@@ -93,6 +93,12 @@ def _make_scale_free(graph: ir.Graph, norm: Norm, as_rms: bool) -> None:
     node.replace_input_with(1, add_initializer(graph, f"{norm.name}.unit_gain", np.ones(width, dtype)))
     if norm.bias_slot is not None:
         node.replace_input_with(2, None)
+
+
+def _bypass(graph: ir.Graph, node: ir.Node, constant_index: int) -> None:
+    """Remove a binary ``Mul``/``Add`` with a constant operand: its users read the other operand."""
+    node.outputs[0].replace_all_uses_with(node.inputs[1 - constant_index], replace_graph_outputs=True)
+    graph.remove(node, safe=True)
 
 
 def _replace_with_rms(graph: ir.Graph, norm: Norm, node: ir.Node) -> None:

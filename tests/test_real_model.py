@@ -8,7 +8,6 @@ from oqcompile import modelio
 from oqcompile.compiler import optimize
 from oqcompile.data import EVALUATION_BOOK, book_tokens
 from oqcompile.evaluate import perplexity, session
-from oqcompile.models import load_tokenizer
 
 pytestmark = pytest.mark.real_model
 TOKENS, SEQ = 2048, 512
@@ -16,7 +15,7 @@ TOKENS, SEQ = 2048, 512
 
 @pytest.fixture(scope="module")
 def eval_tokens():
-    return book_tokens(EVALUATION_BOOK, load_tokenizer("smollm2-135m"), "smollm2-135m")[:TOKENS]
+    return book_tokens(EVALUATION_BOOK, "smollm2-135m")[:TOKENS]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,77 @@
+"""Shared by the benchmark scripts: the machine description, step measurement and RESULTS.md.
+
+Each benchmark owns one section of ``docs/RESULTS.md``, delimited by
+``<!-- begin NAME -->`` / ``<!-- end NAME -->``; re-running it replaces only that section.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Callable
+
+RESULTS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
+
+
+def machine() -> str:
+    """One line naming the CPU, cores, memory, GPU and the versions that matter."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {gpu}; Python "
+            f"{platform.python_version()}, torch {torch.__version__}, onnxruntime "
+            f"{onnxruntime.__version__}, transformers {transformers.__version__}")
+
+
+def measure(step: Callable, *args):
+    """Run ``step(*args)`` in a fresh process: ``(result, seconds, peak RSS in GiB)``.
+
+    A fresh process per step makes the peak RSS that step's own, not the largest so far.
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_timed, step, *args).result()
+
+
+def _timed(step: Callable, *args):
+    start = time.perf_counter()
+    result = step(*args)
+    seconds = time.perf_counter() - start
+    return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    """Replace (or append) section ``name`` of RESULTS.md with ``title``, the command and ``body``."""
+    argv = [os.path.relpath(sys.executable), os.path.relpath(sys.argv[0]), *sys.argv[1:]]
+    command = " ".join(shlex.quote(a) for a in argv)
+    section = (f"<!-- begin {name} -->\n## {title}\n\nCommand: `{command}`  \nMachine: {machine()}\n\n"
+               f"{body.strip()}\n<!-- end {name} -->")
+    text = RESULTS.read_text() if RESULTS.is_file() else "# Results\n"
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(text)

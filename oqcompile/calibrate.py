@@ -1,0 +1,142 @@
+"""Streaming activation statistics through ONNX Runtime, on the calibration text.
+
+The values to observe are added as extra graph outputs of a temporary copy of the model;
+the calibration windows are run through ORT one batch at a time and each observed value
+``x`` (channels on the last axis, every other axis counted as tokens) updates running
+sums only:
+
+- per channel: ``min_j``, ``max_j`` (hence ``absmax_j`` and the midpoint
+  ``m_j = (max_j + min_j) / 2``) and ``Σ_t x_tj``;
+- per token: the largest per-token absmax ``max_t max_j |x_tj|``;
+- optionally the Gram matrix ``XᵀX`` (``[channels, channels]``, float64), which GPTQ uses
+  as its Hessian.
+
+Memory is therefore that of one batch of activations plus the sums, whatever the number
+of calibration tokens (ORT's own calibrator keeps every batch of every tensor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import pathlib
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import onnx_ir as ir
+from tqdm import tqdm
+
+from oqcompile import modelio
+from oqcompile.errors import OQError
+
+__all__ = ["ActivationStats", "CalibrationData", "calibration_data", "collect_statistics"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationData:
+    """Calibration token windows ``[windows, seq]`` and where they came from."""
+
+    windows: np.ndarray
+    source: str  # e.g. "emma[:32768]"
+    batch: int = 1
+
+    @property
+    def tokens(self) -> int:
+        return int(self.windows.size)
+
+    def digest(self) -> str:
+        """A short hash of the token ids and window shape (recorded in the output's metadata)."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.windows, np.int64).tobytes())
+        digest.update(str(self.windows.shape).encode())
+        return digest.hexdigest()[:16]
+
+
+def calibration_data(tokenizer_id: str, tokens: int, seq: int = 1024, batch: int = 1) -> CalibrationData:
+    """The first ``tokens`` tokens of the calibration book (Emma) in windows of ``seq``."""
+    from oqcompile.data import CALIBRATION_BOOK, book_tokens
+
+    ids = book_tokens(CALIBRATION_BOOK, tokenizer_id)
+    windows = min(tokens, len(ids)) // seq
+    if windows == 0:
+        raise OQError(f"--calib-tokens {tokens} is less than one window of {seq} tokens")
+    return CalibrationData(ids[: windows * seq].reshape(windows, seq), f"{CALIBRATION_BOOK}[:{windows * seq}]",
+                           batch)
+
+
+@dataclasses.dataclass
+class ActivationStats:
+    """Running statistics of one activation over its last axis (see module doc)."""
+
+    channels: int
+    with_gram: bool = False
+    tokens: int = 0
+    minimum: np.ndarray = None
+    maximum: np.ndarray = None
+    channel_sum: np.ndarray = None
+    token_absmax_max: float = 0.0
+    gram: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.minimum = np.full(self.channels, np.inf)
+        self.maximum = np.full(self.channels, -np.inf)
+        self.channel_sum = np.zeros(self.channels)
+        if self.with_gram:
+            self.gram = np.zeros((self.channels, self.channels))
+
+    def update(self, batch: np.ndarray) -> None:
+        x = batch.reshape(-1, self.channels)
+        self.tokens += x.shape[0]
+        self.minimum = np.minimum(self.minimum, x.min(axis=0))
+        self.maximum = np.maximum(self.maximum, x.max(axis=0))
+        self.channel_sum += x.sum(axis=0, dtype=np.float64)
+        self.token_absmax_max = max(self.token_absmax_max, float(np.abs(x).max()))
+        if self.gram is not None:
+            x32 = x.astype(np.float32)
+            self.gram += x32.T @ x32
+
+    @property
+    def absmax(self) -> np.ndarray:
+        return np.maximum(np.abs(self.minimum), np.abs(self.maximum))
+
+    @property
+    def midpoint(self) -> np.ndarray:
+        return (self.maximum + self.minimum) / 2
+
+
+def collect_statistics(model: ir.Model, values: Sequence[ir.Value], data: CalibrationData,
+                       gram: bool = False, progress: bool = True) -> dict[str, ActivationStats]:
+    """Statistics of ``values`` (by name) over ``data``, run through ORT CPU (see module doc).
+
+    ``model`` is left as it was: the observed values are graph outputs only in the
+    temporary copy that ORT runs.
+    """
+    from oqcompile.evaluate import feeds, session
+
+    unique = list({v.name: v for v in values}.values())
+    if any(not v.name for v in unique):
+        raise OQError("cannot observe an unnamed value")
+    graph = model.graph
+    original_outputs = list(graph.outputs)
+    with tempfile.TemporaryDirectory(prefix="oq-calibrate-") as tmp:
+        graph.outputs.extend(v for v in unique if v not in original_outputs)
+        try:
+            path = modelio.save(model, pathlib.Path(tmp) / "calibrate.onnx")
+        finally:
+            graph.outputs.clear()
+            graph.outputs.extend(original_outputs)
+        sess = session(path)
+        names = [v.name for v in unique]
+        stats: dict[str, ActivationStats] = {}
+        batches = range(0, len(data.windows), data.batch)
+        for start in tqdm(batches, desc="calibration", unit="batch", disable=not progress):
+            outputs = sess.run(names, feeds(sess, data.windows[start:start + data.batch]))
+            for name, array in zip(names, outputs):
+                if name not in stats:
+                    stats[name] = ActivationStats(array.shape[-1], with_gram=gram)
+                stats[name].update(array)
+    logger.info("calibrated %d values on %d tokens of %s", len(names), data.tokens, data.source)
+    return stats

@@ -1,0 +1,168 @@
+"""Quantization math shared by the passes: integer ranges, weight RTN with clip search, GPTQ.
+
+Codes are signed and symmetric around zero: a ``b``-bit code lies in
+``[-2^(b-1), 2^(b-1) - 1]`` and ``x ≈ scale · code`` with
+
+    scale = clip · absmax / (2^(b-1) - 1)
+
+(``clip`` ≤ 1 trades clipping error for rounding error; values beyond ``clip · absmax``
+saturate). 6-bit codes live in an int8 container clipped to ``[-32, 31]``, 4-bit codes in
+ONNX INT4.
+
+Weights are ``[in, out]`` (ONNX ``MatMul`` layout). A weight is quantized per output
+channel (one scale per column) or in groups of ``group`` consecutive input rows per
+column (scales ``[in / group, out]``), which is exactly ``DequantizeLinear(axis=0,
+block_size=group)`` on the stored codes.
+
+GPTQ (Frantar et al., 2023) quantizes the input rows one at a time and spreads each
+row's rounding error over the rows not yet quantized, weighted by the inverse Hessian
+``H = 2 XᵀX`` of the layer's calibration inputs ``X``; it minimizes ``‖X W - X Ŵ‖²``
+rather than ``‖W - Ŵ‖²``. Scales (and groups) are fixed before the sweep from the
+original weight, so groups stay contiguous in the stored order even with act-order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["QuantizedWeight", "gptq", "pack_matmulnbits", "qmax", "qrange", "rtn", "weight_scales"]
+
+CLIP_GRID = np.linspace(1.0, 0.75, 26)  # shrink ratios tried by the weight clip search
+CLIP_NORM = 2.4  # error norm of the clip search (QuaRot/GPTQ use 2.4: between MSE and max error)
+
+
+def qrange(bits: int) -> tuple[int, int]:
+    """The signed code range of ``bits`` bits: ``(-2^(b-1), 2^(b-1) - 1)``."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def qmax(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+@dataclasses.dataclass
+class QuantizedWeight:
+    """``[in, out]`` integer codes with scales ``[groups, out]`` (``groups = in / group`` or 1)."""
+
+    codes: np.ndarray  # int8, values inside qrange(bits)
+    scales: np.ndarray  # float64
+    bits: int
+    group: int | None  # None: one scale per output channel
+
+    def expanded_scales(self) -> np.ndarray:
+        """Scales broadcast to the ``[in, out]`` shape of the codes."""
+        rows = self.codes.shape[0] if self.group is None else self.group
+        return np.repeat(self.scales, rows, axis=0)
+
+    def dequantize(self) -> np.ndarray:
+        return self.codes.astype(np.float64) * self.expanded_scales()
+
+
+def _grouped_absmax(weight: np.ndarray, group: int | None) -> np.ndarray:
+    rows, cols = weight.shape
+    if group is None:
+        return np.abs(weight).max(axis=0, keepdims=True)
+    if rows % group:
+        raise ValueError(f"group size {group} does not divide the {rows} input rows")
+    return np.abs(weight).reshape(rows // group, group, cols).max(axis=1)
+
+
+def _round(values: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
+    low, high = qrange(bits)
+    return np.clip(np.rint(values / scales), low, high)
+
+
+def weight_scales(weight: np.ndarray, bits: int, group: int | None = None,
+                  clip_search: bool = False) -> np.ndarray:
+    """Scales ``[groups, out]``; with ``clip_search`` each chooses the shrink ratio from
+    :data:`CLIP_GRID` that minimizes ``Σ|w - ŵ|^2.4`` over its rows."""
+    absmax = np.maximum(_grouped_absmax(weight, group), 1e-12)
+    if not clip_search:
+        return absmax / qmax(bits)
+    rows = weight.shape[0] if group is None else group
+    best_scales, best_error = None, None
+    for ratio in CLIP_GRID:
+        scales = ratio * absmax / qmax(bits)
+        expanded = np.repeat(scales, rows, axis=0)
+        error = np.abs(weight - _round(weight, expanded, bits) * expanded) ** CLIP_NORM
+        error = error.reshape(-1, rows, weight.shape[1]).sum(axis=1)
+        if best_scales is None:
+            best_scales, best_error = scales, error
+        else:
+            better = error < best_error
+            best_scales = np.where(better, scales, best_scales)
+            best_error = np.where(better, error, best_error)
+    return best_scales
+
+
+def rtn(weight: np.ndarray, bits: int, group: int | None = None,
+        clip_search: bool = False) -> QuantizedWeight:
+    """Round-to-nearest quantization of an ``[in, out]`` weight."""
+    weight = weight.astype(np.float64)
+    scales = weight_scales(weight, bits, group, clip_search)
+    rows = weight.shape[0] if group is None else group
+    codes = _round(weight, np.repeat(scales, rows, axis=0), bits)
+    return QuantizedWeight(codes.astype(np.int8), scales, bits, group)
+
+
+def gptq(weight: np.ndarray, gram: np.ndarray, bits: int, group: int | None = None,
+         damp: float = 0.01, act_order: bool = False, clip_search: bool = False,
+         block: int = 128) -> QuantizedWeight:
+    """GPTQ of an ``[in, out]`` weight given the calibration Gram matrix ``XᵀX`` (``[in, in]``).
+
+    ``damp`` adds ``damp · mean(diag H)`` to the diagonal; ``act_order`` sweeps the input
+    rows in order of decreasing ``diag H`` (largest activations first).
+    """
+    weight = weight.astype(np.float64).copy()
+    hessian = gram.astype(np.float64).copy()
+    rows = weight.shape[0]
+    dead = np.diag(hessian) == 0
+    hessian[dead, dead] = 1.0
+    weight[dead, :] = 0.0
+    scales = weight_scales(weight, bits, group, clip_search)
+    row_scales = np.repeat(scales, rows if group is None else group, axis=0)
+
+    order = np.argsort(-np.diag(hessian), kind="stable") if act_order else np.arange(rows)
+    work = weight[order]
+    hessian = hessian[np.ix_(order, order)]
+    hessian[np.diag_indices(rows)] += damp * np.mean(np.diag(hessian))
+    # Upper Cholesky factor of H^-1: row i holds the error-propagation weights of row i.
+    inverse_factor = np.linalg.cholesky(np.linalg.inv(hessian)).T
+    row_scales = row_scales[order]
+    codes = np.zeros_like(work)
+    low, high = qrange(bits)
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        chunk = work[start:stop].copy()
+        errors = np.zeros_like(chunk)
+        factor = inverse_factor[start:stop, start:stop]
+        for i in range(stop - start):
+            row = chunk[i]
+            code = np.clip(np.rint(row / row_scales[start + i]), low, high)
+            codes[start + i] = code
+            error = (row - code * row_scales[start + i]) / factor[i, i]
+            chunk[i:] -= np.outer(factor[i, i:], error)
+            errors[i] = error
+        work[stop:] -= inverse_factor[start:stop, stop:].T @ errors
+    restored = np.empty_like(codes)
+    restored[order] = codes
+    return QuantizedWeight(restored.astype(np.int8), scales, bits, group)
+
+
+def pack_matmulnbits(weight: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
+    """ORT ``MatMulNBits`` (4 bits) inputs ``B`` and ``scales`` for a grouped 4-bit weight.
+
+    ``B`` is ``uint8 [N, K / block, block / 2]``: per output column ``n`` and block, the
+    unsigned codes ``u = q + 8`` two per byte, the even row in the low nibble. ``scales``
+    is ``[N · K / block]`` (column-major over blocks). Zero points are left out: ORT's
+    default for 4 bits is 8, which makes the codes symmetric again.
+    """
+    if weight.bits != 4 or weight.group is None or weight.group % 2:
+        raise ValueError("MatMulNBits needs 4-bit codes in groups of an even size")
+    rows, cols = weight.codes.shape
+    unsigned = (weight.codes.astype(np.int16) + 8).astype(np.uint8).T.reshape(cols, rows // weight.group,
+                                                                              weight.group)
+    packed = unsigned[..., 0::2] | (unsigned[..., 1::2] << 4)
+    return np.ascontiguousarray(packed), np.ascontiguousarray(weight.scales.T).reshape(-1)

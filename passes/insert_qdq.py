@@ -1,0 +1,84 @@
+"""Quantize the input activation of every block linear (``insert_qdq``).
+
+For each distinct input value ``x`` of the block linears (q/k/v share the attention norm's
+output, gate/up the MLP norm's; o_proj and down_proj each have their own, after their online
+Hadamard if the graph has one), one QDQ subgraph ``x̂ = s · clip(round(x / s))`` is inserted
+in front of those linears (:mod:`oqcompile.qdq`):
+
+- ``granularity="per_token"``: dynamic symmetric per-token scales with ratio ``clip``;
+- ``granularity="per_tensor"``: one static scale ``clip · max|x| / (2^(b-1) - 1)`` from calibration;
+- linears whose input OutlierTune has pre-scaled (node metadata ``oq.prescaled_input``)
+  always get the scale-free static QDQ (``s = 1``), whatever ``granularity`` says.
+
+The lm_head input stays in float, as in QuaRot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import onnx_ir as ir
+
+from oqcompile.graph import node_meta
+from oqcompile.passes.base import CalibratedPass
+from oqcompile.qdq import insert_activation_qdq
+from oqcompile.quant import qmax
+from oqcompile.structure import Linear, analyze
+
+__all__ = ["InsertQDQ"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class InsertQDQ(CalibratedPass):
+    """Insert an activation QDQ in front of every block linear (see module doc)."""
+
+    bits: int = 8
+    granularity: str = "per_token"  # or "per_tensor"
+    clip: float = 1.0
+    name = "insert_qdq"
+
+    def __post_init__(self):
+        if self.bits not in (4, 6, 8):
+            raise ValueError(f"activation bits must be 4, 6 or 8, not {self.bits}")
+        if self.granularity not in ("per_token", "per_tensor"):
+            raise ValueError(f"granularity must be per_token or per_tensor, not {self.granularity!r}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.granularity == "per_tensor"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        transformer = analyze(model)
+        groups: dict[str, list[Linear]] = {}
+        for linear in transformer.linears():
+            if linear is not transformer.lm_head:
+                groups.setdefault(linear.input.name, []).append(linear)
+        stats = {}
+        if self.needs_calibration:
+            stats = self.statistics(model, [linears[0].input for linears in groups.values()])
+        for value_name, linears in groups.items():
+            prescaled = [node_meta(lin.node, "prescaled_input") == "1" for lin in linears]
+            if any(prescaled) and not all(prescaled):
+                raise ir.passes.PreconditionError(
+                    f"{value_name} feeds linears of which only some are OutlierTune-prescaled")
+            granularity = "prescaled" if all(prescaled) else self.granularity
+            scale = None
+            if granularity == "per_tensor":
+                scale = self.clip * float(stats[value_name].absmax.max()) / qmax(self.bits)
+            insert_activation_qdq(linears[0].input, [lin.node for lin in linears], bits=self.bits,
+                                  granularity=granularity, name=_group_name(linears),
+                                  channels=linears[0].in_features, clip=self.clip, scale=scale)
+        logger.info("inserted %d activation QDQs (int%d)", len(groups), self.bits)
+        return ir.passes.PassResult(model, modified=True)
+
+
+def _group_name(linears: list[Linear]) -> str:
+    """``layers.0.self_attn`` for q/k/v, the linear's own name when it reads its input alone."""
+    if len(linears) == 1:
+        return linears[0].name
+    common = os.path.commonprefix([lin.name.split(".") for lin in linears])
+    return ".".join(common)

@@ -1,0 +1,148 @@
+"""Quantization passes and recipes end to end on the tiny models, run through ORT CPU."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import relative_error, run_logits
+from oqcompile import modelio
+from oqcompile.calibrate import CalibrationData
+from oqcompile.compiler import needs_calibration, optimize
+from oqcompile.errors import OQError
+from oqcompile.evaluate import feeds
+from oqcompile.recipes import RECIPES
+
+QUANT_RECIPES = [name for name in RECIPES if "-w" in name]
+CALIBRATION = CalibrationData(np.random.default_rng(5).integers(0, 256, (32, 32)), "random tokens")
+IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
+
+
+def compiled(source, recipe, target, seed=0):
+    model = modelio.load(source)
+    optimize(model, recipe, seed=seed, calibration=CALIBRATION)
+    return modelio.save(model, target)
+
+
+def write_recipe(path, *passes):
+    lines = []
+    for name, params in passes:
+        lines += ["[[pass]]", f'name = "{name}"'] + [f"{k} = {json.dumps(v)}" for k, v in params.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("recipe", QUANT_RECIPES)
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
+def test_quantization_recipe_runs_in_stock_ort(tiny_export, tmp_path, model_id, recipe):
+    source = tiny_export(model_id)
+    path = compiled(source, recipe, tmp_path / "q.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    expected, actual = run_logits(source, IDS), run_logits(path, IDS)
+    assert np.isfinite(actual).all()
+    error = relative_error(actual, expected)
+    assert error > 0  # something was quantized
+    bits = int(recipe.split("-w")[1][0])
+    assert error < {8: 0.08, 6: 0.25, 4: 1.0}[bits]  # static ranges see unseen random tokens
+    meta = modelio.metadata(path)
+    assert ("oq.calibration" in meta) == needs_calibration(recipe)
+    if needs_calibration(recipe):
+        assert json.loads(meta["oq.calibration"])["tokens"] == CALIBRATION.tokens
+
+
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt", "tiny-qwen2"])
+@pytest.mark.parametrize("pass_name", ["outliertune", "smoothquant"])
+def test_scale_folding_alone_keeps_logits(tiny_export, tmp_path, model_id, pass_name):
+    """With quantization switched off, OutlierTune and SmoothQuant are exact in float."""
+    source = tiny_export(model_id)
+    recipe = write_recipe(tmp_path / "r.toml", (pass_name, {}))
+    actual = run_logits(compiled(source, recipe, tmp_path / "out.onnx"), IDS)
+    assert relative_error(actual, run_logits(source, IDS)) <= 1e-4
+
+
+def test_outliertune_after_rotation_keeps_logits(tiny_export, tmp_path):
+    source = tiny_export("tiny-mistral")
+    recipe = write_recipe(tmp_path / "r.toml", ("fuse_norms", {}), ("rotate_residual", {}),
+                          ("online_hadamard", {}), ("outliertune", {"bits": 4}))
+    actual = run_logits(compiled(source, recipe, tmp_path / "out.onnx"), IDS)
+    assert relative_error(actual, run_logits(source, IDS)) <= 1e-4
+
+
+def test_outliertune_makes_norm_outputs_symmetric_code_units(tiny_export, tmp_path):
+    """After OutlierTune the calibrated range of each norm-fed input is [-qmax, qmax] per channel."""
+    from oqcompile.calibrate import collect_statistics
+    from oqcompile.structure import analyze
+
+    model = modelio.load(tiny_export("tiny-llama"))
+    optimize(model, write_recipe(tmp_path / "r.toml", ("outliertune", {"bits": 6})), calibration=CALIBRATION)
+    t = analyze(model)
+    value = t.blocks[1].attention.q.input
+    stats = collect_statistics(model, [value], CALIBRATION, progress=False)[value.name]
+    np.testing.assert_allclose(stats.maximum, 31, rtol=1e-4)
+    np.testing.assert_allclose(stats.minimum, -31, rtol=1e-4)
+
+
+@pytest.mark.parametrize("recipe", ["quarot-w4a4-gptq", "outliertune-w6a6", "naive-w8a8"])
+def test_numerics_survive_ort_graph_optimizations(tiny_export, tmp_path, recipe):
+    path = compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx")
+    results = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        results.append(session.run(None, feeds(session, IDS))[0])
+    assert relative_error(results[1], results[0]) <= 1e-5
+
+
+def test_same_calibration_gives_identical_bytes(tiny_export, tmp_path):
+    source = tiny_export("tiny-qwen2")
+    first = compiled(source, "ot-quarot-w4a4", tmp_path / "a.onnx", seed=3)
+    second = compiled(source, "ot-quarot-w4a4", tmp_path / "b.onnx", seed=3)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_weights_are_stored_as_integers(tiny_export, tmp_path):
+    path = compiled(tiny_export("tiny-llama"), "quarot-w4a4-rtn", tmp_path / "q.onnx")
+    proto = onnx.load(str(path))
+    int4 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT4]
+    assert len(int4) == 2 * 7  # every block linear of both blocks
+    names = {n.name for n in proto.graph.node}
+    assert "layers.0.mlp.down_proj/dequantize_weight" in names
+    assert "layers.0.self_attn/quantize_input/quantize" in names
+
+
+def test_calibrated_recipe_without_calibration_is_refused(tiny_export):
+    with pytest.raises(OQError, match="needs calibration data"):
+        optimize(modelio.load(tiny_export("tiny-llama")), "outliertune-w8a8")
+
+
+def test_bad_toml_recipe_is_refused(tiny_export, tmp_path):
+    model = modelio.load(tiny_export("tiny-llama"))
+    with pytest.raises(OQError, match="unknown pass 'nope'"):
+        optimize(model, write_recipe(tmp_path / "r.toml", ("nope", {})))
+    with pytest.raises(OQError, match="bits must be 4, 6 or 8"):
+        optimize(model, write_recipe(tmp_path / "r.toml", ("quantize_weights", {"bits": 3})))
+
+
+def test_w4a16_uses_native_matmulnbits(tiny_export, tmp_path):
+    path = compiled(tiny_export("tiny-llama"), "quarot-w4a16-gptq", tmp_path / "q.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("MatMulNBits") == 2 * 7 and "DequantizeLinear" not in ops
+
+
+def test_kv4_quantizes_the_cache(tiny_export, tmp_path):
+    """With a KV-cache export, present.* hold 4-bit values: at most 16 levels per head vector."""
+    from test_export import prefill_then_decode
+
+    source = tiny_export("tiny-llama", kv_cache=True)
+    path = compiled(source, "quarot-w4a4kv4-gptq", tmp_path / "q.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, feeds(session, IDS))
+    for present in outputs[1:]:
+        vectors = present.reshape(-1, present.shape[-1])
+        assert max(len(np.unique(v)) for v in vectors) <= 16
+    prefill, last = prefill_then_decode(path, IDS)
+    assert np.isfinite(last).all()
+    assert relative_error(prefill, run_logits(source, IDS[:, :-1])) < 1.0
