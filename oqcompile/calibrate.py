@@ -9,7 +9,9 @@ sums only:
   ``m_j = (max_j + min_j) / 2``) and ``Σ_t x_tj``;
 - per token: the largest per-token absmax ``max_t max_j |x_tj|``;
 - optionally the Gram matrix ``XᵀX`` (``[channels, channels]``, float64), which GPTQ uses
-  as its Hessian.
+  as its Hessian;
+- optionally a fixed-size sample of token rows (evenly strided in every batch), for
+  searches that need real activations (activation clip ratios, per-layer error tables).
 
 Memory is therefore that of one batch of activations plus the sums, whatever the number
 of calibration tokens (ORT's own calibrator keeps every batch of every tensor).
@@ -73,12 +75,14 @@ class ActivationStats:
 
     channels: int
     with_gram: bool = False
+    sample_rows_per_batch: int = 0
     tokens: int = 0
     minimum: np.ndarray = None
     maximum: np.ndarray = None
     channel_sum: np.ndarray = None
     token_absmax_max: float = 0.0
     gram: np.ndarray | None = None
+    samples: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.minimum = np.full(self.channels, np.inf)
@@ -97,6 +101,14 @@ class ActivationStats:
         if self.gram is not None:
             x32 = x.astype(np.float32)
             self.gram += x32.T @ x32
+        if self.sample_rows_per_batch:
+            stride = max(1, x.shape[0] // self.sample_rows_per_batch)
+            self.samples.append(x[stride // 2::stride][: self.sample_rows_per_batch].astype(np.float32))
+
+    @property
+    def sample(self) -> np.ndarray:
+        """The sampled token rows, ``[rows, channels]`` (empty without ``sample_tokens``)."""
+        return np.concatenate(self.samples) if self.samples else np.zeros((0, self.channels), np.float32)
 
     @property
     def absmax(self) -> np.ndarray:
@@ -108,8 +120,11 @@ class ActivationStats:
 
 
 def collect_statistics(model: ir.Model, values: Sequence[ir.Value], data: CalibrationData,
-                       gram: bool = False, progress: bool = True) -> dict[str, ActivationStats]:
+                       gram: bool = False, sample_tokens: int = 0,
+                       progress: bool = True) -> dict[str, ActivationStats]:
     """Statistics of ``values`` (by name) over ``data``, run through ORT CPU (see module doc).
+
+    ``sample_tokens`` token rows of every value are kept, spread evenly over the batches.
 
     ``model`` is left as it was: the observed values are graph outputs only in the
     temporary copy that ORT runs.
@@ -132,11 +147,13 @@ def collect_statistics(model: ir.Model, values: Sequence[ir.Value], data: Calibr
         names = [v.name for v in unique]
         stats: dict[str, ActivationStats] = {}
         batches = range(0, len(data.windows), data.batch)
+        rows_per_batch = -(-sample_tokens // len(batches)) if sample_tokens else 0
         for start in tqdm(batches, desc="calibration", unit="batch", disable=not progress):
             outputs = sess.run(names, feeds(sess, data.windows[start:start + data.batch]))
             for name, array in zip(names, outputs):
                 if name not in stats:
-                    stats[name] = ActivationStats(array.shape[-1], with_gram=gram)
+                    stats[name] = ActivationStats(array.shape[-1], with_gram=gram,
+                                                  sample_rows_per_batch=rows_per_batch)
                 stats[name].update(array)
     logger.info("calibrated %d values on %d tokens of %s", len(names), data.tokens, data.source)
     return stats

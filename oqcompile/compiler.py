@@ -11,9 +11,10 @@ import onnx_ir.passes.common
 from oqcompile import __version__
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
+from oqcompile.passes.base import TransformerPass
 from oqcompile.recipes import build_recipe
 
-__all__ = ["needs_calibration", "optimize"]
+__all__ = ["needs_calibration", "optimize", "run_passes"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,27 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
     whose precondition fails raises :class:`OQError` with the pass's own sentence.
     """
     passes = build_recipe(recipe, seed)
+    run_passes(model, passes, calibration, progress)
+    ir.passes.common.DeduplicateInitializersPass()(model)
+    _raise_opset_for_quantization(model)
+    model.metadata_props.update({
+        "oq.recipe": recipe,
+        "oq.seed": str(seed),
+        "oq.version": __version__,
+        "oq.passes": json.dumps([{"pass": p.name, "params": p.params()} for p in passes]),
+    })
+    if any(p.needs_calibration for p in passes):
+        model.metadata_props["oq.calibration"] = json.dumps(
+            {"text": calibration.source, "tokens": calibration.tokens, "sha256": calibration.digest()})
+    return model
+
+
+def run_passes(model: ir.Model, passes: list[TransformerPass], calibration: CalibrationData | None = None,
+               progress: bool = False) -> None:
+    """Run ``passes`` on ``model`` in order; calibrating passes read ``calibration``."""
     calibrated = [p for p in passes if p.needs_calibration]
     if calibrated and calibration is None:
-        raise OQError(f"recipe {recipe} needs calibration data ({calibrated[0].name} reads activation "
-                      "statistics)")
+        raise OQError(f"{calibrated[0].name} reads activation statistics: calibration data is needed")
     for p in passes:
         logger.info("running %s %s", p.name, p.params())
         if p.needs_calibration:
@@ -46,22 +64,9 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
             p(model)
         except ir.passes.PreconditionError as error:
             raise OQError(f"{p.name}: {error}") from error
-    cleanup = ir.passes.PassManager([
-        ir.passes.common.RemoveUnusedNodesPass(),
-        ir.passes.common.DeduplicateInitializersPass(),
-    ])
-    cleanup(model)
-    _raise_opset_for_quantization(model)
-    model.metadata_props.update({
-        "oq.recipe": recipe,
-        "oq.seed": str(seed),
-        "oq.version": __version__,
-        "oq.passes": json.dumps([{"pass": p.name, "params": p.params()} for p in passes]),
-    })
-    if calibrated:
-        model.metadata_props["oq.calibration"] = json.dumps(
-            {"text": calibration.source, "tokens": calibration.tokens, "sha256": calibration.digest()})
-    return model
+        # Passes store new weights beside the old ones; drop the dead ones before the next
+        # pass (a calibrating pass would otherwise hand ORT both).
+        ir.passes.common.RemoveUnusedNodesPass()(model)
 
 
 def _raise_opset_for_quantization(model: ir.Model) -> None:

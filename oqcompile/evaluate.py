@@ -37,6 +37,7 @@ class PerplexityResult:
 def session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
     """A CPU ORT session for ``path`` (one-line :class:`OQError` if ORT refuses the file)."""
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
     if threads:
         options.intra_op_num_threads = threads
     try:

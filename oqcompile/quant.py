@@ -27,10 +27,12 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["QuantizedWeight", "gptq", "pack_matmulnbits", "qmax", "qrange", "rtn", "weight_scales"]
+__all__ = ["ACTIVATION_CLIP_GRID", "QuantizedWeight", "fake_quantize_per_token", "gptq", "pack_matmulnbits",
+           "qmax", "qrange", "rtn", "search_activation_clip", "weight_scales"]
 
 CLIP_GRID = np.linspace(1.0, 0.75, 26)  # shrink ratios tried by the weight clip search
 CLIP_NORM = 2.4  # error norm of the clip search (QuaRot/GPTQ use 2.4: between MSE and max error)
+ACTIVATION_CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
 
 
 def qrange(bits: int) -> tuple[int, int]:
@@ -166,3 +168,20 @@ def pack_matmulnbits(weight: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
                                                                               weight.group)
     packed = unsigned[..., 0::2] | (unsigned[..., 1::2] << 4)
     return np.ascontiguousarray(packed), np.ascontiguousarray(weight.scales.T).reshape(-1)
+
+
+def fake_quantize_per_token(x: np.ndarray, bits: int, clip: float = 1.0) -> np.ndarray:
+    """``x`` (``[tokens, channels]``) through symmetric per-token quantization and back."""
+    scales = np.maximum(clip * np.abs(x).max(axis=-1, keepdims=True) / qmax(bits), np.finfo(np.float32).tiny)
+    return _round(x, scales, bits) * scales
+
+
+def search_activation_clip(sample: np.ndarray, weight: np.ndarray, bits: int) -> tuple[float, float]:
+    """The per-token clip ratio from :data:`ACTIVATION_CLIP_GRID` that minimizes the output
+    error ``‖(Q_c(X) - X) W‖²`` of a layer on sampled inputs ``X``; returns ``(clip, relative error)``."""
+    x = sample.astype(np.float64)
+    reference = np.linalg.norm(x @ weight)
+    errors = [np.linalg.norm((fake_quantize_per_token(x, bits, clip) - x) @ weight)
+              for clip in ACTIVATION_CLIP_GRID]
+    best = int(np.argmin(errors))
+    return ACTIVATION_CLIP_GRID[best], float(errors[best] / max(reference, 1e-30))

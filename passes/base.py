@@ -43,8 +43,9 @@ class CalibratedPass(TransformerPass):
     def needs_calibration(self) -> bool:
         return True
 
-    def statistics(self, model: ir.Model, values: Sequence[ir.Value],
-                   gram: bool = False) -> dict[str, ActivationStats]:
+    def statistics(self, model: ir.Model, values: Sequence[ir.Value], gram: bool = False,
+                   sample_tokens: int = 0) -> dict[str, ActivationStats]:
         if self.calibration is None:
             raise ir.passes.PreconditionError(f"{self.name} needs calibration data (calibration tokens)")
-        return collect_statistics(model, values, self.calibration, gram=gram, progress=self.progress)
+        return collect_statistics(model, values, self.calibration, gram=gram, sample_tokens=sample_tokens,
+                                  progress=self.progress)

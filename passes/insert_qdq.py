@@ -10,6 +10,10 @@ in front of those linears (:mod:`oqcompile.qdq`):
 - linears whose input OutlierTune has pre-scaled (node metadata ``oq.prescaled_input``)
   always get the scale-free static QDQ (``s = 1``), whatever ``granularity`` says.
 
+With ``clip_search`` each per-token QDQ gets its own clip ratio: the one that minimizes
+``‖(Q_c(X) - X) Ŵ‖`` over sampled calibration inputs ``X`` and the (already quantized)
+weights ``Ŵ`` of the linears it feeds (:func:`oqcompile.quant.search_activation_clip`).
+
 The lm_head input stays in float, as in QuaRot.
 """
 
@@ -19,12 +23,13 @@ import dataclasses
 import logging
 import os
 
+import numpy as np
 import onnx_ir as ir
 
 from oqcompile.graph import node_meta
 from oqcompile.passes.base import CalibratedPass
 from oqcompile.qdq import insert_activation_qdq
-from oqcompile.quant import qmax
+from oqcompile.quant import qmax, search_activation_clip
 from oqcompile.structure import Linear, analyze
 
 __all__ = ["InsertQDQ"]
@@ -39,7 +44,10 @@ class InsertQDQ(CalibratedPass):
     bits: int = 8
     granularity: str = "per_token"  # or "per_tensor"
     clip: float = 1.0
+    clip_search: bool = False
     name = "insert_qdq"
+
+    SAMPLE_TOKENS = 1024  # calibration token rows per input for the clip search
 
     def __post_init__(self):
         if self.bits not in (4, 6, 8):
@@ -49,7 +57,7 @@ class InsertQDQ(CalibratedPass):
 
     @property
     def needs_calibration(self) -> bool:
-        return self.granularity == "per_tensor"
+        return self.granularity == "per_tensor" or self.clip_search
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
@@ -59,19 +67,25 @@ class InsertQDQ(CalibratedPass):
                 groups.setdefault(linear.input.name, []).append(linear)
         stats = {}
         if self.needs_calibration:
-            stats = self.statistics(model, [linears[0].input for linears in groups.values()])
+            stats = self.statistics(model, [linears[0].input for linears in groups.values()],
+                                    sample_tokens=self.SAMPLE_TOKENS if self.clip_search else 0)
         for value_name, linears in groups.items():
             prescaled = [node_meta(lin.node, "prescaled_input") == "1" for lin in linears]
             if any(prescaled) and not all(prescaled):
                 raise ir.passes.PreconditionError(
                     f"{value_name} feeds linears of which only some are OutlierTune-prescaled")
             granularity = "prescaled" if all(prescaled) else self.granularity
-            scale = None
+            clip, scale = self.clip, None
+            if self.clip_search and granularity == "per_token":
+                weight = np.concatenate([lin.weight().astype(np.float64) for lin in linears], axis=1)
+                clip, error = search_activation_clip(stats[value_name].sample, weight, self.bits)
+                logger.info("%s: activation clip %.2f (relative output error %.4f)",
+                            _group_name(linears), clip, error)
             if granularity == "per_tensor":
-                scale = self.clip * float(stats[value_name].absmax.max()) / qmax(self.bits)
+                scale = clip * float(stats[value_name].absmax.max()) / qmax(self.bits)
             insert_activation_qdq(linears[0].input, [lin.node for lin in linears], bits=self.bits,
                                   granularity=granularity, name=_group_name(linears),
-                                  channels=linears[0].in_features, clip=self.clip, scale=scale)
+                                  channels=linears[0].in_features, clip=clip, scale=scale)
         logger.info("inserted %d activation QDQs (int%d)", len(groups), self.bits)
         return ir.passes.PassResult(model, modified=True)
 

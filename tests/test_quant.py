@@ -109,3 +109,20 @@ def test_matmulnbits_packing_matches_ort_kernel():
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     inputs = np.random.default_rng(4).standard_normal((5, 64)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {"x": inputs})[0], inputs @ q.dequantize(), rtol=1e-4, atol=1e-4)
+
+
+def test_activation_clip_search_beats_no_clip_on_heavy_tails():
+    rng = np.random.default_rng(7)
+    x = rng.standard_t(2, (512, 64))
+    weight = rng.standard_normal((64, 32))
+    clip, error = quant.search_activation_clip(x, weight, 4)
+    unclipped = np.linalg.norm((quant.fake_quantize_per_token(x, 4) - x) @ weight) / np.linalg.norm(x @ weight)
+    assert clip < 1.0 and error < unclipped
+
+
+def test_statistics_keep_an_even_token_sample():
+    stats = ActivationStats(4, sample_rows_per_batch=3)
+    for value in range(5):
+        stats.update(np.full((2, 6, 4), value, np.float32))
+    assert stats.sample.shape == (15, 4)
+    assert sorted(set(stats.sample[:, 0])) == [0, 1, 2, 3, 4]

@@ -114,7 +114,7 @@ def test_weights_are_stored_as_integers(tiny_export, tmp_path):
 
 
 def test_calibrated_recipe_without_calibration_is_refused(tiny_export):
-    with pytest.raises(OQError, match="needs calibration data"):
+    with pytest.raises(OQError, match="calibration data is needed"):
         optimize(modelio.load(tiny_export("tiny-llama")), "outliertune-w8a8")
 
 

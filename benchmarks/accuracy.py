@@ -1,0 +1,164 @@
+"""Accuracy of every quantization recipe on SmolLM2-135M, next to ONNX Runtime's own tools.
+
+Protocol (the quantization issue's reference protocol): perplexity on the first ``--tokens``
+tokens of Pride and Prejudice in windows of ``--seq`` (``--full``: the whole book), the
+fp32 export and every quantized file scored by the same code in the same run;
+calibration on the first ``--calib-tokens`` tokens of Emma (never the evaluation text).
+ORT's tools run on the same fp32 export: ``quantize_dynamic`` (int8), ``quantize_static``
+(QDQ int8, MinMax calibration on the same Emma windows) and ``MatMulNBitsQuantizer``
+(4-bit RTN, blocks of 32 and 128). Every compile runs in its own process, so its time
+and peak RSS (calibration included) are its own. The table is printed and written to
+docs/RESULTS.md.
+
+    .venv/bin/python benchmarks/accuracy.py [--recipes a,b] [--tokens 16384] [--calib-tokens 32768] [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+
+import report
+
+MODEL = "smollm2-135m"
+
+
+def export_step(path: str) -> None:
+    from oqcompile import modelio
+    from oqcompile.models import load_torch_model
+    from oqcompile.models.export import export_model
+
+    model = export_model(load_torch_model(MODEL))
+    model.metadata_props["oq.source_model"] = MODEL
+    modelio.save(model, path)
+
+
+def compile_step(source: str, recipe: str, target: str, calib_tokens: int) -> None:
+    from oqcompile import modelio
+    from oqcompile.calibrate import calibration_data
+    from oqcompile.compiler import needs_calibration, optimize
+
+    calibration = calibration_data(MODEL, calib_tokens) if needs_calibration(recipe) else None
+    model = modelio.load(source)
+    optimize(model, recipe, seed=0, calibration=calibration)
+    modelio.save(model, target)
+
+
+def ort_dynamic_step(source: str, target: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+
+
+def ort_static_step(source: str, target: str, calib_tokens: int) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+
+    from oqcompile.calibrate import calibration_data
+
+    windows = calibration_data(MODEL, calib_tokens).windows
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(windows)
+
+        def get_next(self):
+            row = next(self.rows, None)
+            return None if row is None else {"input_ids": row[None]}
+
+    # CalibMaxIntermediateOutputs bounds the calibrator's memory (it keeps every batch otherwise).
+    quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"CalibMaxIntermediateOutputs": 1})
+
+
+def ort_nbits_step(source: str, target: str, block: int) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=block, is_symmetric=True)
+    quantizer.process()
+    quantizer.model.save_model_to_file(target, use_external_data_format=False)
+
+
+def perplexity_step(path: str, count: int | None, seq: int) -> float:
+    from oqcompile.data import EVALUATION_BOOK, book_tokens
+    from oqcompile.evaluate import perplexity, session
+
+    tokens = book_tokens(EVALUATION_BOOK, MODEL)
+    return perplexity(session(path), tokens if count is None else tokens[:count], seq=seq,
+                      progress=False).perplexity
+
+
+def file_mib(path: pathlib.Path) -> float:
+    data = path.with_name(path.name + ".data")
+    return (path.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / 2**20
+
+
+def bits_of(recipe: str) -> str:
+    match = re.search(r"w(\d+)a(\d+)(kv\d+)?", recipe)
+    return match.group(0).upper() if match else "fp32"
+
+
+def main() -> None:
+    from oqcompile.recipes import RECIPES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default=",".join(n for n in RECIPES if "-w" in n),
+                        help="comma-separated recipes (default: every quantization recipe)")
+    parser.add_argument("--tokens", type=int, default=16384)
+    parser.add_argument("--full", action="store_true", help="the whole book instead of --tokens")
+    parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--calib-tokens", type=int, default=32 * 1024)
+    parser.add_argument("--no-ort-tools", action="store_true", help="skip ORT's own quantizers")
+    parser.add_argument("--out", default="out/bench")
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    count = None if args.full else args.tokens
+
+    source = out / f"{MODEL}.onnx"
+    if not source.is_file():
+        report.measure(export_step, str(source))
+    fp, _, _ = report.measure(perplexity_step, str(source), count, args.seq)
+    rows = [["fp32 export", "fp32", f"{fp:.3f}", "1.000", "", "", "", f"{file_mib(source):.0f}"]]
+    print(rows[0], flush=True)
+
+    jobs = [(recipe, bits_of(recipe), compile_step, (str(source), recipe), (args.calib_tokens,))
+            for recipe in args.recipes.split(",")]
+    if not args.no_ort_tools:
+        jobs += [("ORT quantize_dynamic", "W8A8 (int8)", ort_dynamic_step, (str(source),), ()),
+                 ("ORT quantize_static QDQ, MinMax", "W8A8 (uint8 act.)", ort_static_step, (str(source),),
+                  (args.calib_tokens,)),
+                 ("ORT MatMulNBits RTN, block 32", "W4A16", ort_nbits_step, (str(source),), (32,)),
+                 ("ORT MatMulNBits RTN, block 128", "W4A16", ort_nbits_step, (str(source),), (128,))]
+    for label, bits, step, before, after in jobs:
+        target = out / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".onnx")
+        try:
+            _, seconds, peak = report.measure(step, *before, str(target), *after)
+            value, _, _ = report.measure(perplexity_step, str(target), count, args.seq)
+        except Exception as error:  # a failing method is a result too: it goes into the table
+            rows.append([label, bits, f"failed: {str(error).strip().splitlines()[0][:120]}"] + [""] * 5)
+            print(rows[-1], flush=True)
+            continue
+        rows.append([label, bits, f"{value:.3f}", f"{value / fp:.4f}", f"{100 * (value / fp - 1):+.2f}",
+                     f"{seconds:.0f}", f"{peak:.2f}", f"{file_mib(target):.0f}"])
+        print(rows[-1], flush=True)
+    table = report.markdown_table(["method", "bits", "perplexity", "×fp", "Δ% vs fp", "compile s",
+                                   "compile peak RSS GiB", "file MiB"], rows)
+    print(table)
+    scope = "the whole book" if args.full else f"the first {args.tokens} tokens"
+    report.write_section("accuracy", "SmolLM2-135M: quantization recipes and ORT's tools", f"""
+Perplexity on {scope} of Pride and Prejudice, windows of {args.seq}; calibration on the first
+{args.calib_tokens} tokens of Emma (windows of 1024). Compile time and peak RSS include
+calibration (ORT CPU, streaming statistics) and saving. ORT `quantize_static` runs with
+`CalibMaxIntermediateOutputs=1` so that its calibrator fits in memory; ORT's GPTQ for
+MatMulNBits needs Intel Neural Compressor, which is not installed, so only its RTN is shown.
+SmolLM2's weights already carry Q4_1 rounding (GGUF source).
+
+{table}
+""")
+
+
+if __name__ == "__main__":
+    main()
