@@ -37,7 +37,6 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
     passes = build_recipe(recipe, seed)
     run_passes(model, passes, calibration, progress)
     ir.passes.common.DeduplicateInitializersPass()(model)
-    _raise_opset_for_quantization(model)
     model.metadata_props.update({
         "oq.recipe": recipe,
         "oq.seed": str(seed),
@@ -67,10 +66,3 @@ def run_passes(model: ir.Model, passes: list[TransformerPass], calibration: Cali
         # Passes store new weights beside the old ones; drop the dead ones before the next
         # pass (a calibrating pass would otherwise hand ORT both).
         ir.passes.common.RemoveUnusedNodesPass()(model)
-
-
-def _raise_opset_for_quantization(model: ir.Model) -> None:
-    """Blocked and INT4 QuantizeLinear/DequantizeLinear need opset 21 (ONNX IR version 10)."""
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph):
-        model.opset_imports[""] = max(model.opset_imports.get("", 21), 21)
-

@@ -6,6 +6,8 @@ Everything that knows how one exporter spells a constant or a no-op lives here o
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 import onnx_ir as ir
 
@@ -15,12 +17,14 @@ __all__ = [
     "append_op",
     "const_array",
     "copy_type",
+    "matches",
     "dequantized_constant",
     "is_const",
     "node_meta",
     "peel_consumers",
     "peel_noop",
     "producer_op",
+    "require_opset",
     "set_node_meta",
     "unique_name",
 ]
@@ -205,6 +209,16 @@ def append_op(value: ir.Value, op: str, operand: ir.Value, name: str, doc: str =
     node.replace_input_with(0, value)
     value.producer().graph.insert_after(value.producer(), node)
     return node
+
+
+def require_opset(model: ir.Model, version: int) -> None:
+    """Raise the default-domain opset to at least ``version`` (e.g. 21 for INT4 and blocked QDQ)."""
+    model.opset_imports[""] = max(model.opset_imports.get("", version), version)
+
+
+def matches(name: str, patterns) -> bool:
+    """``name`` matches one of the ``fnmatch`` ``patterns`` (e.g. ``layers.2*.mlp.down_proj``)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def set_node_meta(node: ir.Node, **entries: str) -> None:

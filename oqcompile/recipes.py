@@ -9,7 +9,11 @@ the pass needs scale-free norms.
 Quantization recipes are named ``<method>-w<weight bits>a<activation bits>``: ``naive``
 quantizes as is (per-token activations, per-channel RTN weights), ``smoothquant`` and
 ``outliertune`` first move or pre-execute the activation scales, ``quarot`` first applies
-``rotate``, and ``ot-quarot`` does both (rotation, then OutlierTune on the rotated stream).
+``rotate`` (QuaRot's own settings), and ``ot-quarot`` does both: rotation, then OutlierTune
+on the rotated stream. At 8 bits that is OutlierTune proper (scale-free static codes); at 6
+and 4 bits only its symmetrization (per-channel midpoints folded into biases) with per-token
+codes, per-layer activation clip search and, at 4 bits, act-order GPTQ: static per-channel
+ranges are too coarse there, while removing the offsets shrinks every token's range.
 
 A TOML recipe lists passes with their parameters::
 
@@ -56,9 +60,9 @@ def _rotate(seed: int) -> list[TransformerPass]:
 
 
 def _quantize(bits: int, *, clip: float = 1.0, method: str = "rtn", clip_search: bool = False,
-              act_order: bool = False) -> list[TransformerPass]:
+              act_order: bool = False, act_clip_search: bool = False) -> list[TransformerPass]:
     return [QuantizeWeights(bits=bits, method=method, clip_search=clip_search, act_order=act_order),
-            InsertQDQ(bits=bits, clip=clip)]
+            InsertQDQ(bits=bits, clip=clip, clip_search=act_clip_search)]
 
 
 RECIPES: dict[str, tuple[str, Callable[[int], list[TransformerPass]]]] = {
@@ -92,13 +96,15 @@ RECIPES: dict[str, tuple[str, Callable[[int], list[TransformerPass]]]] = {
     "quarot-w4a16-gptq": ("rotate, GPTQ int4 weights (groups of 32) as ORT MatMulNBits, float activations",
                           lambda seed: [*_rotate(seed), QuantizeWeights(
                               bits=4, method="gptq", group=32, clip_search=True, format="matmulnbits")]),
-    "ot-quarot-w8a8": ("rotate, then OutlierTune, RTN int8 weights", lambda seed: [
+    "ot-quarot-w8a8": ("rotate, then OutlierTune (scale-free int8 norm-fed inputs), RTN int8", lambda seed: [
         *_rotate(seed), OutlierTune(bits=8), *_quantize(8)]),
-    "ot-quarot-w6a6": ("rotate, then OutlierTune, int6 with weight clip search", lambda seed: [
-        *_rotate(seed), OutlierTune(bits=6), *_quantize(6, clip_search=True)]),
-    "ot-quarot-w4a4": ("rotate, then OutlierTune, GPTQ int4 weights, per-token int4 (clip 0.9) elsewhere",
-                       lambda seed: [*_rotate(seed), OutlierTune(bits=4),
-                                     *_quantize(4, clip=0.9, method="gptq", clip_search=True)]),
+    "ot-quarot-w6a6": ("rotate, OutlierTune symmetrization, int6 with weight and activation clip search",
+                       lambda seed: [*_rotate(seed), OutlierTune(bits=6, prescale=False),
+                                     *_quantize(6, clip_search=True, act_clip_search=True)]),
+    "ot-quarot-w4a4": ("rotate, OutlierTune symmetrization, act-order GPTQ int4, per-token int4 with "
+                       "per-layer clip search", lambda seed: [
+                           *_rotate(seed), OutlierTune(bits=4, prescale=False),
+                           *_quantize(4, method="gptq", clip_search=True, act_order=True, act_clip_search=True)]),
 }
 
 

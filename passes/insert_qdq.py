@@ -14,7 +14,9 @@ With ``clip_search`` each per-token QDQ gets its own clip ratio: the one that mi
 ``‖(Q_c(X) - X) Ŵ‖`` over sampled calibration inputs ``X`` and the (already quantized)
 weights ``Ŵ`` of the linears it feeds (:func:`oqcompile.quant.search_activation_clip`).
 
-The lm_head input stays in float, as in QuaRot.
+Inputs of linears matching ``high_precision_layers`` (``fnmatch`` patterns on names like
+``layers.29.mlp.down_proj``) are quantized to ``high_precision_bits`` instead. The lm_head
+input stays in float, as in QuaRot.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import node_meta
+from oqcompile.graph import matches, node_meta, require_opset
 from oqcompile.passes.base import CalibratedPass
 from oqcompile.qdq import insert_activation_qdq
 from oqcompile.quant import qmax, search_activation_clip
@@ -45,6 +47,8 @@ class InsertQDQ(CalibratedPass):
     granularity: str = "per_token"  # or "per_tensor"
     clip: float = 1.0
     clip_search: bool = False
+    high_precision_layers: tuple[str, ...] = ()
+    high_precision_bits: int = 8
     name = "insert_qdq"
 
     SAMPLE_TOKENS = 1024  # calibration token rows per input for the clip search
@@ -61,6 +65,7 @@ class InsertQDQ(CalibratedPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
+        require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         groups: dict[str, list[Linear]] = {}
         for linear in transformer.linears():
             if linear is not transformer.lm_head:
@@ -75,15 +80,17 @@ class InsertQDQ(CalibratedPass):
                 raise ir.passes.PreconditionError(
                     f"{value_name} feeds linears of which only some are OutlierTune-prescaled")
             granularity = "prescaled" if all(prescaled) else self.granularity
+            bits = (self.high_precision_bits if any(matches(lin.name, self.high_precision_layers) for lin in linears)
+                    else self.bits)
             clip, scale = self.clip, None
             if self.clip_search and granularity == "per_token":
                 weight = np.concatenate([lin.weight().astype(np.float64) for lin in linears], axis=1)
-                clip, error = search_activation_clip(stats[value_name].sample, weight, self.bits)
+                clip, error = search_activation_clip(stats[value_name].sample, weight, bits)
                 logger.info("%s: activation clip %.2f (relative output error %.4f)",
                             _group_name(linears), clip, error)
             if granularity == "per_tensor":
-                scale = clip * float(stats[value_name].absmax.max()) / qmax(self.bits)
-            insert_activation_qdq(linears[0].input, [lin.node for lin in linears], bits=self.bits,
+                scale = clip * float(stats[value_name].absmax.max()) / qmax(bits)
+            insert_activation_qdq(linears[0].input, [lin.node for lin in linears], bits=bits,
                                   granularity=granularity, name=_group_name(linears),
                                   channels=linears[0].in_features, clip=clip, scale=scale)
         logger.info("inserted %d activation QDQs (int%d)", len(groups), self.bits)

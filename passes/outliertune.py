@@ -16,7 +16,10 @@ Both are folded into constants, keeping the function exact in float:
   ``y W + b = (y' ⊙ s + m) W + b = y' (diag(s) W) + (m W + b)``.
 
 The readers are marked ``oq.prescaled_input = 1`` so that ``insert_qdq`` gives them the
-scale-free QDQ. The final norm (lm_head) is left alone.
+scale-free QDQ. With ``prescale=False`` only the symmetrization is folded (``s = 1``): the
+inputs stay per-token quantized, but every token loses the calibrated per-channel offset
+``m`` that would otherwise inflate its absmax (useful at 4 bits, where static ranges are
+too coarse). The final norm (lm_head) is left alone.
 """
 
 from __future__ import annotations
@@ -45,8 +48,13 @@ class OutlierTune(CalibratedPass):
 
     bits: int = 8
     symmetrize: bool = True
+    prescale: bool = True
     clip: float = 1.0
     name = "outliertune"
+
+    def __post_init__(self):
+        if not (self.symmetrize or self.prescale):
+            raise ValueError("outliertune with neither symmetrize nor prescale does nothing")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
@@ -61,6 +69,8 @@ class OutlierTune(CalibratedPass):
             else:
                 midpoint, half_range = np.zeros(observed.channels), observed.absmax
             scale = self.clip * np.maximum(half_range, _MIN_HALF_RANGE) / qmax(self.bits)
+            if not self.prescale:
+                scale = np.ones_like(scale)
             norm.apply_affine(1.0 / scale, -midpoint / scale if self.symmetrize else None)
             for linear in readers:
                 weight = linear.weight().astype(np.float64)
@@ -69,6 +79,7 @@ class OutlierTune(CalibratedPass):
                     shifted = midpoint @ weight
                     linear.set_bias(shifted if bias is None else bias.astype(np.float64) + shifted)
                 linear.set_weight(scale[:, None] * weight)
-                set_node_meta(linear.node, prescaled_input=1, prescaled_bits=self.bits)
+                if self.prescale:
+                    set_node_meta(linear.node, prescaled_input=1, prescaled_bits=self.bits)
         logger.info("OutlierTune folded scales into %d norms", len(pairs))
         return ir.passes.PassResult(model, modified=True)

@@ -19,6 +19,7 @@ import dataclasses
 
 import onnx_ir as ir
 
+from oqcompile.graph import require_opset
 from oqcompile.passes.base import TransformerPass
 from oqcompile.qdq import insert_group_qdq
 from oqcompile.rotation import find_rotations
@@ -37,6 +38,7 @@ class QuantizeKV(TransformerPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rotated = {id(r.input): r.output for r in find_rotations(model.graph)}
+        require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         for block in analyze(model).blocks:
             attn = block.attention
             group = self.group or attn.head_dim

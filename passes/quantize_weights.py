@@ -13,7 +13,9 @@ With ``format="matmulnbits"`` (4 bits, groups) the linears become ORT's native
 ``com.microsoft.MatMulNBits`` instead of ``DequantizeLinear → MatMul``: a weight-only model
 that any stock ORT runs with its own 4-bit kernels (``accuracy_level=0``: float compute).
 
-The lm_head and the embeddings stay in float, as in QuaRot.
+Linears whose name matches a pattern of ``high_precision_layers`` (``fnmatch``, e.g.
+``layers.29.mlp.down_proj``) are quantized to ``high_precision_bits`` instead. The lm_head
+and the embeddings stay in float, as in QuaRot.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import onnx_ir as ir
 from tqdm import tqdm
 
 from oqcompile import quant
-from oqcompile.graph import add_initializer, append_op, copy_type
+from oqcompile.graph import add_initializer, append_op, copy_type, matches, require_opset
 from oqcompile.passes.base import CalibratedPass
 from oqcompile.structure import Linear, analyze
 
@@ -45,6 +47,8 @@ class QuantizeWeights(CalibratedPass):
     act_order: bool = False
     damp: float = 0.01
     format: str = "qdq"  # or "matmulnbits"
+    high_precision_layers: tuple[str, ...] = ()
+    high_precision_bits: int = 8
     name = "quantize_weights"
 
     def __post_init__(self):
@@ -63,6 +67,7 @@ class QuantizeWeights(CalibratedPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
+        require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         linears = [lin for lin in transformer.linears() if lin is not transformer.lm_head]
         stats = self.statistics(model, [lin.input for lin in linears], gram=True) if self.method == "gptq" else {}
         if self.group is not None:
@@ -72,12 +77,13 @@ class QuantizeWeights(CalibratedPass):
                         f"group size {self.group} does not divide the {linear.in_features} inputs of {linear.name}")
         for linear in tqdm(linears, desc=f"{self.method} w{self.bits}", disable=not self.progress):
             weight = linear.weight()
+            bits = self.high_precision_bits if matches(linear.name, self.high_precision_layers) else self.bits
             if self.method == "gptq":
-                quantized = quant.gptq(weight, stats[linear.input.name].gram, self.bits, self.group,
+                quantized = quant.gptq(weight, stats[linear.input.name].gram, bits, self.group,
                                        self.damp, self.act_order, self.clip_search)
             else:
-                quantized = quant.rtn(weight, self.bits, self.group, self.clip_search)
-            if self.format == "matmulnbits":
+                quantized = quant.rtn(weight, bits, self.group, self.clip_search)
+            if self.format == "matmulnbits" and bits == 4:
                 _replace_with_matmulnbits(linear, quantized)
             else:
                 linear.set_quantized_weight(quantized)

@@ -146,3 +146,25 @@ def test_kv4_quantizes_the_cache(tiny_export, tmp_path):
     prefill, last = prefill_then_decode(path, IDS)
     assert np.isfinite(last).all()
     assert relative_error(prefill, run_logits(source, IDS[:, :-1])) < 1.0
+
+
+def test_high_precision_layers_keep_more_bits(tiny_export, tmp_path):
+    recipe = write_recipe(tmp_path / "r.toml",
+                          ("quantize_weights", {"bits": 4, "high_precision_layers": ["layers.1.mlp.*"]}),
+                          ("insert_qdq", {"bits": 4, "high_precision_layers": ["layers.1.mlp.*"]}))
+    proto = onnx.load(str(compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx")))
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    assert types["layers.1.mlp.down_proj.weight_int8"] == onnx.TensorProto.INT8
+    assert types["layers.0.mlp.down_proj.weight_int4"] == onnx.TensorProto.INT4
+    bits = {n.name: {p.key: p.value for p in n.metadata_props}.get("oq.qdq_bits") for n in proto.graph.node}
+    assert bits["layers.1.mlp/quantize_input/quantize"] == "8"
+    assert bits["layers.1.mlp.down_proj/quantize_input/quantize"] == "8"
+    assert bits["layers.0.mlp/quantize_input/quantize"] == "4"
+
+
+def test_symmetrization_alone_keeps_logits_and_per_token_inputs(tiny_export, tmp_path):
+    source = tiny_export("tiny-qwen2")
+    recipe = write_recipe(tmp_path / "r.toml", ("outliertune", {"bits": 4, "prescale": False}))
+    path = compiled(source, recipe, tmp_path / "out.onnx")
+    assert relative_error(run_logits(path, IDS), run_logits(source, IDS)) <= 1e-4
+    assert not any(p.key == "oq.prescaled_input" for n in onnx.load(str(path)).graph.node for p in n.metadata_props)
