@@ -46,15 +46,8 @@ def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: in
     graph = value.graph or consumers[0].graph
     dtype = (value.dtype or ir.DataType.FLOAT).numpy()
     prefix = f"{name}/quantize_input"
-    nodes: list[ir.Node] = []
-
-    def const(tag: str, array: np.ndarray, kind: ir.DataType | None = None) -> ir.Value:
-        return add_initializer(graph, f"{prefix}.{tag}", array, kind)
-
-    def emit(op: str, inputs: list, tag: str, **attributes) -> ir.Value:
-        node = ir.node(op, inputs, attributes=attributes, name=f"{prefix}/{tag}")
-        nodes.append(node)
-        return node.outputs[0]
+    build = _Builder(graph, prefix)
+    const, emit, nodes = build.const, build.emit, build.nodes
 
     block = {}
     if granularity == "per_token":
@@ -99,16 +92,9 @@ def insert_group_qdq(value: ir.Value, *, bits: int, group: int, name: str) -> ir
     graph = value.graph
     dtype = (value.dtype or ir.DataType.FLOAT).numpy()
     prefix = f"{name}/quantize"
-    nodes: list[ir.Node] = []
     former_uses = list(value.uses())
-
-    def const(tag: str, array: np.ndarray, kind: ir.DataType | None = None) -> ir.Value:
-        return add_initializer(graph, f"{prefix}.{tag}", array, kind)
-
-    def emit(op: str, inputs: list, tag: str, **attributes) -> ir.Value:
-        node = ir.node(op, inputs, attributes=attributes, name=f"{prefix}/{tag}")
-        nodes.append(node)
-        return node.outputs[0]
+    build = _Builder(graph, prefix)
+    const, emit, nodes = build.const, build.emit, build.nodes
 
     levels = (1 << bits) - 1
     lead = emit("Shape", [value], "lead_shape", end=-1)
@@ -142,3 +128,18 @@ def insert_group_qdq(value: ir.Value, *, bits: int, group: int, name: str) -> ir
     for node, index in former_uses:
         node.replace_input_with(index, restored)
     return restored
+
+
+class _Builder:
+    """Collects the nodes of one QDQ subgraph, all named ``<prefix>/<tag>``."""
+
+    def __init__(self, graph: ir.Graph, prefix: str):
+        self.graph, self.prefix, self.nodes = graph, prefix, []
+
+    def const(self, tag: str, array: np.ndarray, kind: ir.DataType | None = None) -> ir.Value:
+        return add_initializer(self.graph, f"{self.prefix}.{tag}", array, kind)
+
+    def emit(self, op: str, inputs: list, tag: str, **attributes) -> ir.Value:
+        node = ir.node(op, inputs, attributes=attributes, name=f"{self.prefix}/{tag}")
+        self.nodes.append(node)
+        return node.outputs[0]

@@ -303,6 +303,10 @@ class Transformer:
             pairs += [(b.attn_norm, b.attention.readers), (b.mlp_norm, b.mlp.readers)]
         return pairs + [(self.final_norm, [self.lm_head])]
 
+    def block_norm_readers(self) -> list[tuple[Norm, list[Linear]]]:
+        """:meth:`stream_readers` without the final norm (whose reader, the lm_head, stays float)."""
+        return [(norm, readers) for norm, readers in self.stream_readers() if norm is not self.final_norm]
+
     def stream_writers(self) -> list[Linear]:
         return [w for b in self.blocks for w in (b.attention.o, b.mlp.down)]
 

@@ -57,9 +57,7 @@ class OutlierTune(CalibratedPass):
             raise ValueError("outliertune with neither symmetrize nor prescale does nothing")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        transformer = analyze(model)
-        pairs = [(norm, readers) for norm, readers in transformer.stream_readers()
-                 if norm is not transformer.final_norm]
+        pairs = analyze(model).block_norm_readers()
         stats = self.statistics(model, [readers[0].input for _, readers in pairs])
         for norm, readers in pairs:
             observed = stats[readers[0].input.name]

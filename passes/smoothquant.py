@@ -32,9 +32,7 @@ class SmoothQuant(CalibratedPass):
     name = "smoothquant"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        transformer = analyze(model)
-        pairs = [(norm, readers) for norm, readers in transformer.stream_readers()
-                 if norm is not transformer.final_norm]
+        pairs = analyze(model).block_norm_readers()
         stats = self.statistics(model, [readers[0].input for _, readers in pairs])
         for norm, readers in pairs:
             activation_max = np.maximum(stats[readers[0].input.name].absmax, 1e-5)

@@ -98,3 +98,17 @@ def test_refuses_to_overwrite_input(tiny_export, tmp_path):
 def test_unknown_recipe(tiny_export, tmp_path):
     result = oqcompile("optimize", tiny_export("tiny-llama"), "-o", tmp_path / "o.onnx", "--recipe", "x")
     assert_one_line_error(result, "unknown recipe 'x'")
+
+
+def test_quantization_recipes_on_the_command_line(tiny_export, tmp_path):
+    source = tiny_export("tiny-llama")
+    listed = oqcompile("recipes")
+    assert "quarot-w4a4-gptq" in listed.stdout and "ot-quarot-w4a4" in listed.stdout
+    result = oqcompile("optimize", source, "-o", tmp_path / "q.onnx", "--recipe", "naive-w4a4")
+    assert result.returncode == 0, result.stderr
+    # Calibrating recipes need the model's tokenizer; the tiny models have none.
+    refused = oqcompile("optimize", source, "-o", tmp_path / "ot.onnx", "--recipe", "outliertune-w8a8")
+    assert_one_line_error(refused, "no tokenizer for 'tiny-llama'")
+    assert not (tmp_path / "ot.onnx").exists()
+    missing = oqcompile("optimize", source, "-o", tmp_path / "t.onnx", "--recipe", tmp_path / "none.toml")
+    assert_one_line_error(missing, "not a readable TOML recipe")

@@ -84,8 +84,15 @@ def test_outliertune_makes_norm_outputs_symmetric_code_units(tiny_export, tmp_pa
     np.testing.assert_allclose(stats.minimum, -31, rtol=1e-4)
 
 
-@pytest.mark.parametrize("recipe", ["quarot-w4a4-gptq", "outliertune-w6a6", "naive-w8a8"])
+GROUPED_INT4 = (("quantize_weights", {"bits": 4, "group": 32}), ("insert_qdq", {"bits": 8}))
+
+
+@pytest.mark.parametrize("recipe", ["quarot-w4a4-gptq", "outliertune-w6a6", "naive-w8a8", "grouped-int4"])
 def test_numerics_survive_ort_graph_optimizations(tiny_export, tmp_path, recipe):
+    """ORT's fusions (e.g. blocked int4 DQ + MatMul -> MatMulNBits with int8 activations) must not
+    change what the graph computes."""
+    if recipe == "grouped-int4":
+        recipe = write_recipe(tmp_path / "r.toml", *GROUPED_INT4)
     path = compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx")
     results = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
@@ -168,3 +175,14 @@ def test_symmetrization_alone_keeps_logits_and_per_token_inputs(tiny_export, tmp
     path = compiled(source, recipe, tmp_path / "out.onnx")
     assert relative_error(run_logits(path, IDS), run_logits(source, IDS)) <= 1e-4
     assert not any(p.key == "oq.prescaled_input" for n in onnx.load(str(path)).graph.node for p in n.metadata_props)
+
+
+def test_static_per_tensor_activations(tiny_export, tmp_path):
+    source = tiny_export("tiny-llama")
+    recipe = write_recipe(tmp_path / "r.toml", ("insert_qdq", {"bits": 8, "granularity": "per_tensor"}))
+    path = compiled(source, recipe, tmp_path / "q.onnx")
+    proto = onnx.load(str(path))
+    granularities = {p.value for n in proto.graph.node for p in n.metadata_props if p.key == "oq.qdq_granularity"}
+    assert granularities == {"per_tensor"}
+    assert "ReduceMax" not in {n.op_type for n in proto.graph.node}  # no run-time scale
+    assert 0 < relative_error(run_logits(path, IDS), run_logits(source, IDS)) < 0.1
