@@ -76,13 +76,13 @@ class ActivationStats:
     channels: int
     with_gram: bool = False
     sample_rows_per_batch: int = 0
-    tokens: int = 0
-    minimum: np.ndarray = None
-    maximum: np.ndarray = None
-    channel_sum: np.ndarray = None
-    token_absmax_max: float = 0.0
-    gram: np.ndarray | None = None
-    samples: list[np.ndarray] = dataclasses.field(default_factory=list)
+    tokens: int = dataclasses.field(default=0, init=False)
+    minimum: np.ndarray = dataclasses.field(init=False)
+    maximum: np.ndarray = dataclasses.field(init=False)
+    channel_sum: np.ndarray = dataclasses.field(init=False)
+    token_absmax_max: float = dataclasses.field(default=0.0, init=False)
+    gram: np.ndarray | None = dataclasses.field(default=None, init=False)
+    samples: list[np.ndarray] = dataclasses.field(default_factory=list, init=False)
 
     def __post_init__(self):
         self.minimum = np.full(self.channels, np.inf)

@@ -54,8 +54,8 @@ class InsertQDQ(CalibratedPass):
     SAMPLE_TOKENS = 1024  # calibration token rows per input for the clip search
 
     def __post_init__(self):
-        if self.bits not in (4, 6, 8):
-            raise ValueError(f"activation bits must be 4, 6 or 8, not {self.bits}")
+        if self.bits not in (4, 6, 8) or self.high_precision_bits not in (4, 6, 8):
+            raise ValueError(f"activation bits must be 4, 6 or 8, not {self.bits}/{self.high_precision_bits}")
         if self.granularity not in ("per_token", "per_tensor"):
             raise ValueError(f"granularity must be per_token or per_tensor, not {self.granularity!r}")
 

@@ -56,8 +56,8 @@ class QuantizeWeights(CalibratedPass):
             raise ValueError(f"weight format must be qdq or matmulnbits, not {self.format!r}")
         if self.format == "matmulnbits" and (self.bits != 4 or self.group not in (16, 32, 64, 128, 256)):
             raise ValueError("matmulnbits needs bits = 4 and a group of 16, 32, 64, 128 or 256")
-        if self.bits not in (4, 6, 8):
-            raise ValueError(f"weight bits must be 4, 6 or 8, not {self.bits}")
+        if self.bits not in (4, 6, 8) or self.high_precision_bits not in (4, 6, 8):
+            raise ValueError(f"weight bits must be 4, 6 or 8, not {self.bits}/{self.high_precision_bits}")
         if self.method not in ("rtn", "gptq"):
             raise ValueError(f"weight quantization method must be rtn or gptq, not {self.method!r}")
 
@@ -69,12 +69,12 @@ class QuantizeWeights(CalibratedPass):
         transformer = analyze(model)
         require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         linears = [lin for lin in transformer.linears() if lin is not transformer.lm_head]
-        stats = self.statistics(model, [lin.input for lin in linears], gram=True) if self.method == "gptq" else {}
         if self.group is not None:
             for linear in linears:
                 if linear.in_features % self.group:
                     raise ir.passes.PreconditionError(
                         f"group size {self.group} does not divide the {linear.in_features} inputs of {linear.name}")
+        stats = self.statistics(model, [lin.input for lin in linears], gram=True) if self.method == "gptq" else {}
         for linear in tqdm(linears, desc=f"{self.method} w{self.bits}", disable=not self.progress):
             weight = linear.weight()
             bits = self.high_precision_bits if matches(linear.name, self.high_precision_layers) else self.bits
