@@ -66,10 +66,14 @@ def ort_static_step(source: str, target: str, calib_tokens: int) -> None:
             row = next(self.rows, None)
             return None if row is None else {"input_ids": row[None]}
 
-    # CalibMaxIntermediateOutputs bounds the calibrator's memory (it keeps every batch otherwise).
+    # CalibMaxIntermediateOutputs bounds the calibrator's memory (it keeps every batch of every
+    # tensor otherwise). ORT folds and clears its data every that many batches and then fails
+    # ("No data is collected") unless a remainder is left for its final pass: pick a count that
+    # does not divide the number of windows.
+    chunk = next(c for c in (3, 5, 7, 2) if len(windows) % c)
     quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ,
                     calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"CalibMaxIntermediateOutputs": 1})
+                    extra_options={"CalibMaxIntermediateOutputs": chunk})
 
 
 def ort_nbits_step(source: str, target: str, block: int) -> None:
@@ -152,7 +156,7 @@ def main() -> None:
 Perplexity on {scope} of Pride and Prejudice, windows of {args.seq}; calibration on the first
 {args.calib_tokens} tokens of Emma (windows of 1024). Compile time and peak RSS include
 calibration (ORT CPU, streaming statistics) and saving. ORT `quantize_static` runs with
-`CalibMaxIntermediateOutputs=1` so that its calibrator fits in memory; ORT's GPTQ for
+`CalibMaxIntermediateOutputs` (3 for 32 windows) so that its calibrator fits in memory; ORT's GPTQ for
 MatMulNBits needs Intel Neural Compressor, which is not installed, so only its RTN is shown.
 SmolLM2's weights already carry Q4_1 rounding (GGUF source).
 
