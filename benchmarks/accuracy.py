@@ -20,18 +20,7 @@ import pathlib
 import re
 
 import report
-
-MODEL = "smollm2-135m"
-
-
-def export_step(path: str) -> None:
-    from oqcompile import modelio
-    from oqcompile.models import load_torch_model
-    from oqcompile.models.export import export_model
-
-    model = export_model(load_torch_model(MODEL))
-    model.metadata_props["oq.source_model"] = MODEL
-    modelio.save(model, path)
+from report import MODEL, export_step, perplexity_step
 
 
 def compile_step(source: str, recipe: str, target: str, calib_tokens: int) -> None:
@@ -84,15 +73,6 @@ def ort_nbits_step(source: str, target: str, block: int) -> None:
     quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=block, is_symmetric=True)
     quantizer.process()
     quantizer.model.save_model_to_file(target, use_external_data_format=False)
-
-
-def perplexity_step(path: str, count: int | None, seq: int) -> float:
-    from oqcompile.data import EVALUATION_BOOK, book_tokens
-    from oqcompile.evaluate import perplexity, session
-
-    tokens = book_tokens(EVALUATION_BOOK, MODEL)
-    return perplexity(session(path), tokens if count is None else tokens[:count], seq=seq,
-                      progress=False).perplexity
 
 
 def file_mib(path: pathlib.Path) -> float:

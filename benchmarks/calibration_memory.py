@@ -14,8 +14,7 @@ import argparse
 import pathlib
 
 import report
-
-MODEL = "smollm2-135m"
+from report import MODEL
 
 
 def calibrate_step(source: str, tokens: int) -> int:

@@ -14,18 +14,7 @@ import argparse
 import pathlib
 
 import report
-
-MODEL = "smollm2-135m"
-
-
-def export_step(path: str) -> None:
-    from oqcompile import modelio
-    from oqcompile.models import load_torch_model
-    from oqcompile.models.export import export_model
-
-    model = export_model(load_torch_model(MODEL))
-    model.metadata_props["oq.source_model"] = MODEL
-    modelio.save(model, path)
+from report import MODEL, export_step, perplexity_step
 
 
 def rotate_step(source: str, target: str) -> None:
@@ -37,21 +26,10 @@ def rotate_step(source: str, target: str) -> None:
     modelio.save(model, target)
 
 
-def _tokens(count: int):
-    from oqcompile.data import EVALUATION_BOOK, book_tokens
-
-    return book_tokens(EVALUATION_BOOK, MODEL)[:count]
-
-
-def ort_perplexity_step(path: str, count: int, seq: int) -> float:
-    from oqcompile.evaluate import perplexity, session
-
-    return perplexity(session(path), _tokens(count), seq=seq, progress=False).perplexity
-
-
 def torch_perplexity_step(count: int, seq: int) -> float:
     import torch
 
+    from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.evaluate import perplexity
     from oqcompile.models import load_torch_model
 
@@ -61,7 +39,8 @@ def torch_perplexity_step(count: int, seq: int) -> float:
         with torch.no_grad():
             return model(torch.from_numpy(rows)).logits.numpy()
 
-    return perplexity(logits_of, _tokens(count), seq=seq, progress=False).perplexity
+    return perplexity(logits_of, book_tokens(EVALUATION_BOOK, MODEL)[:count], seq=seq,
+                      progress=False).perplexity
 
 
 def main() -> None:
@@ -82,8 +61,8 @@ def main() -> None:
     reference = None
     for label, step, step_args in (
             ("perplexity, PyTorch fp32", torch_perplexity_step, (args.tokens, args.seq)),
-            ("perplexity, ORT fp32 export", ort_perplexity_step, (exported, args.tokens, args.seq)),
-            ("perplexity, ORT after `rotate`", ort_perplexity_step, (rotated, args.tokens, args.seq))):
+            ("perplexity, ORT fp32 export", perplexity_step, (exported, args.tokens, args.seq)),
+            ("perplexity, ORT after `rotate`", perplexity_step, (rotated, args.tokens, args.seq))):
         value, seconds, peak = report.measure(step, *step_args)
         reference = value if reference is None else reference
         rows.append([label, f"{seconds:.1f}", f"{peak:.2f}",

@@ -23,8 +23,7 @@ import pathlib
 import numpy as np
 
 import report
-
-MODEL = "smollm2-135m"
+from report import MODEL
 
 
 def float_part(recipe: str):

@@ -18,6 +18,24 @@ import time
 from collections.abc import Callable
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
+MODEL = "smollm2-135m"
+
+
+def export_step(path: str) -> None:
+    """Export SmolLM2 (dynamo, fp32) to ``path``."""
+    from oqcompile.models.export import export_to_file
+
+    export_to_file(MODEL, path)
+
+
+def perplexity_step(path: str, count: int | None, seq: int) -> float:
+    """ORT perplexity of ``path`` on the first ``count`` tokens (``None``: all) of the evaluation book."""
+    from oqcompile.data import EVALUATION_BOOK, book_tokens
+    from oqcompile.evaluate import perplexity, session
+
+    tokens = book_tokens(EVALUATION_BOOK, MODEL)
+    return perplexity(session(path), tokens if count is None else tokens[:count], seq=seq,
+                      progress=False).perplexity
 
 
 def machine() -> str:

@@ -11,10 +11,11 @@ import pathlib
 
 from oqcompile.errors import OQError
 
-__all__ = ["DEFAULT_MODEL", "MODEL_IDS", "load_torch_model", "load_tokenizer"]
+__all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "load_torch_model", "load_tokenizer"]
 
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt")
+EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
 
 
 def load_torch_model(model: str):

@@ -26,7 +26,7 @@ import torch
 from oqcompile import modelio
 from oqcompile.errors import OQError
 
-__all__ = ["export_model"]
+__all__ = ["export_model", "export_to_file"]
 
 MAX_IR_VERSION = 10  # ORT >= 1.20 reads IR 10; newer onnx releases may write 11+.
 
@@ -43,6 +43,22 @@ def export_model(torch_model, *, dtype: str = "fp32", legacy: bool = False,
         model = _export_logits(torch_model, opset, optimize, legacy)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     return model
+
+
+def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str = "fp32",
+                   kv_cache: bool = False):
+    """Export the registered model (or local HF directory) ``model_id`` to ``path``.
+
+    The file records ``oq.source_model = model_id`` (eval and calibration find the
+    tokenizer by it). Returns the written path.
+    """
+    from oqcompile.models import load_torch_model
+
+    modelio.check_writable(path)
+    model = export_model(load_torch_model(model_id), dtype=dtype, legacy=exporter == "legacy",
+                         optimize=exporter == "dynamo", kv_cache=kv_cache)
+    model.metadata_props["oq.source_model"] = model_id
+    return modelio.save(model, path)
 
 
 def _export_logits(torch_model, opset: int, optimize: bool, legacy: bool) -> ir.Model:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from oqcompile.models import DEFAULT_MODEL, MODEL_IDS
+    from oqcompile.models import DEFAULT_MODEL, EXPORTERS, MODEL_IDS
 
     parser = argparse.ArgumentParser(
         prog="oqcompile",
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                              f"(default {DEFAULT_MODEL})")
     export.add_argument("-o", "--output", required=True, help="output .onnx file")
     export.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
-    export.add_argument("--exporter", choices=("dynamo", "dynamo-noopt", "legacy"), default="dynamo",
+    export.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                         help="torch.onnx.export flavour (default: dynamo with its optimizer)")
     export.add_argument("--kv-cache", action="store_true",
                         help="decoder signature with attention_mask and past_key_values.* inputs "
@@ -93,17 +93,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export(args) -> int:
-    from oqcompile import modelio
-    from oqcompile.models import load_torch_model
-    from oqcompile.models.export import export_model
+    from oqcompile.models.export import export_to_file
 
-    modelio.check_writable(args.output)
     start = time.perf_counter()
-    model = export_model(load_torch_model(args.model), dtype=args.dtype,
-                         legacy=args.exporter == "legacy", optimize=args.exporter == "dynamo",
-                         kv_cache=args.kv_cache)
-    model.metadata_props["oq.source_model"] = args.model
-    modelio.save(model, args.output)
+    export_to_file(args.model, args.output, exporter=args.exporter, dtype=args.dtype, kv_cache=args.kv_cache)
     cache = ", KV cache" if args.kv_cache else ""
     print(f"exported {args.model} ({args.dtype}, {args.exporter}{cache}) to {args.output} "
           f"in {time.perf_counter() - start:.1f} s")

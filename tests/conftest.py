@@ -9,23 +9,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from oqcompile import modelio
 from oqcompile.cache import cache_dir
 from oqcompile.evaluate import feeds
+from oqcompile.models import EXPORTERS  # noqa: F401  (re-exported to the tests)
 
 LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
 FAMILIES = (*LLAMA_FAMILIES, "tiny-opt")
-EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")
 
 
 def export_to(model_id: str, exporter: str, path: pathlib.Path, **options) -> pathlib.Path:
-    from oqcompile.models import load_torch_model
-    from oqcompile.models.export import export_model
+    from oqcompile.models.export import export_to_file
 
-    model = export_model(load_torch_model(model_id), legacy=exporter == "legacy",
-                         optimize=exporter == "dynamo", **options)
-    model.metadata_props["oq.source_model"] = model_id
-    return modelio.save(model, path)
+    return export_to_file(model_id, path, exporter=exporter, **options)
 
 
 @pytest.fixture(scope="session")
