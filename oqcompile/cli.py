@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--tokenizer", default=None,
                           help="model id or HF directory of the tokenizer for calibration (default: "
                                f"the one the file was exported from, else {DEFAULT_MODEL})")
+    optimize.add_argument("--portable", action="store_true",
+                          help="stop before the `lower` pass: standard ONNX only (QDQ, MatMul Hadamards) that "
+                               "runs in any ONNX Runtime without the oq op library")
     optimize.set_defaults(handler=_optimize)
 
     evaluate = commands.add_parser("eval", help="perplexity on Pride and Prejudice through ORT")
@@ -137,10 +140,11 @@ def _optimize(args) -> int:
         calibration = calibration_data(_tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
     start = time.perf_counter()
     model = modelio.load(source)
-    optimize(model, args.recipe, seed=args.seed, calibration=calibration, progress=sys.stderr.isatty())
+    optimize(model, args.recipe, seed=args.seed, calibration=calibration, progress=sys.stderr.isatty(),
+             portable=args.portable)
     modelio.save(model, target)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"wrote {target} (recipe {args.recipe}, seed {args.seed}) in "
+    print(f"wrote {target} (recipe {args.recipe}{', portable' if args.portable else ''}, seed {args.seed}) in "
           f"{time.perf_counter() - start:.1f} s, peak RSS {peak_mib:.0f} MiB")
     return 0
 

@@ -12,6 +12,7 @@ from oqcompile import __version__
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
+from oqcompile.passes.lower import Lower
 from oqcompile.recipes import build_recipe
 
 __all__ = ["needs_calibration", "optimize", "run_passes"]
@@ -25,8 +26,11 @@ def needs_calibration(recipe: str) -> bool:
 
 
 def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: CalibrationData | None = None,
-             progress: bool = False) -> ir.Model:
+             progress: bool = False, portable: bool = False) -> ir.Model:
     """Apply ``recipe`` to ``model`` in place and return it.
+
+    Unless ``portable``, the ``lower`` pass runs last: the recipe's QDQ and Hadamard
+    patterns become ``oq`` custom ops (the file then needs :mod:`oqcompile.runtime`).
 
     Passes that need activation statistics collect them from ``calibration`` on the graph
     as it is when they run. ``metadata_props`` records ``oq.recipe``, ``oq.seed``,
@@ -35,6 +39,8 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
     whose precondition fails raises :class:`OQError` with the pass's own sentence.
     """
     passes = build_recipe(recipe, seed)
+    if not portable and not any(isinstance(p, Lower) for p in passes):
+        passes.append(Lower())
     run_passes(model, passes, calibration, progress)
     ir.passes.common.DeduplicateInitializersPass()(model)
     model.metadata_props.update({

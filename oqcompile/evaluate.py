@@ -18,6 +18,8 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from oqcompile.errors import OQError
+from oqcompile.modelio import metadata
+from oqcompile.runtime import LIBRARY_METADATA, session_options
 
 __all__ = ["PerplexityResult", "feeds", "perplexity", "session"]
 
@@ -35,9 +37,17 @@ class PerplexityResult:
 
 
 def session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU ORT session for ``path`` (one-line :class:`OQError` if ORT refuses the file)."""
+    """A CPU ORT session for ``path`` (one-line :class:`OQError` if ORT refuses the file).
+
+    A lowered model (its metadata names the oq op library) gets the library registered.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    if LIBRARY_METADATA in metadata(path):
+        try:
+            session_options(options)
+        except OQError as error:
+            raise OQError(f"{path} is lowered to oq custom ops, but {error}") from error
     if threads:
         options.intra_op_num_threads = threads
     try:

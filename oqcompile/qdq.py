@@ -53,7 +53,9 @@ def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: in
     if granularity == "per_token":
         absmax = emit("ReduceMax", [emit("Abs", [value], "abs"), const("axes", np.array([-1], np.int64))],
                       "absmax", keepdims=1)
-        scaled = emit("Mul", [absmax, const("clip_over_qmax", np.array(clip / qmax(bits), dtype))], "scale")
+        # clip / qmax as a float32 division, the same number oq.QuantizePerToken computes.
+        factor = np.array(np.float32(clip) / np.float32(qmax(bits)), dtype)
+        scaled = emit("Mul", [absmax, const("clip_over_qmax", factor)], "scale")
         step = emit("Max", [scaled, const("tiny", np.array(np.finfo(dtype).tiny, dtype))], "nonzero_scale")
         block = {"axis": -1, "block_size": channels}
     else:

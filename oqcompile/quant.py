@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["ACTIVATION_CLIP_GRID", "QuantizedWeight", "fake_quantize_per_token", "gptq", "pack_matmulnbits",
+__all__ = ["ACTIVATION_CLIP_GRID", "QuantizedWeight", "fake_quantize_per_token", "gptq", "pack_codes", "pack_matmulnbits",
            "qmax", "qrange", "rtn", "search_activation_clip", "weight_scales"]
 
 CLIP_GRID = np.linspace(1.0, 0.75, 26)  # shrink ratios tried by the weight clip search
@@ -168,6 +168,29 @@ def pack_matmulnbits(weight: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
                                                                               weight.group)
     packed = unsigned[..., 0::2] | (unsigned[..., 1::2] << 4)
     return np.ascontiguousarray(packed), np.ascontiguousarray(weight.scales.T).reshape(-1)
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """``oq.QMatMul``'s packed weight: ``uint8 [N, B]`` from integer codes ``[K, N]``.
+
+    Row ``n`` holds the codes of output channel ``n`` in two's complement: 8 bits one per
+    byte (``B = K``); 4 bits two per byte, the even input channel in the low nibble
+    (``B = ceil(K / 2)``); 6 bits four per three bytes as the little-endian 24-bit word
+    ``q0 | q1 << 6 | q2 << 12 | q3 << 18`` (``B = 3 ceil(K / 4)``). ``K`` is zero-padded.
+    """
+    low, high = qrange(bits)
+    if codes.min(initial=0) < low or codes.max(initial=0) > high:
+        raise ValueError(f"codes outside the {bits}-bit range [{low}, {high}]")
+    rows = codes.T.astype(np.int64)
+    if bits == 8:
+        return np.ascontiguousarray(rows.astype(np.int8).view(np.uint8))
+    per_word = {4: 2, 6: 4}[bits]
+    padded = np.pad(rows, ((0, 0), (0, -rows.shape[1] % per_word))) & ((1 << bits) - 1)
+    words = padded.reshape(rows.shape[0], -1, per_word) << (bits * np.arange(per_word))
+    words = words.sum(axis=-1)
+    word_bytes = bits * per_word // 8
+    packed = (words[..., None] >> (8 * np.arange(word_bytes))) & 0xFF
+    return np.ascontiguousarray(packed.reshape(rows.shape[0], -1).astype(np.uint8))
 
 
 def fake_quantize_per_token(x: np.ndarray, bits: int, clip: float = 1.0) -> np.ndarray:

@@ -38,6 +38,7 @@ from oqcompile.passes.base import TransformerPass
 from oqcompile.passes.cancel_rotations import CancelRotations
 from oqcompile.passes.fuse_norms import FuseNorms
 from oqcompile.passes.insert_qdq import InsertQDQ
+from oqcompile.passes.lower import Lower
 from oqcompile.passes.online_hadamard import OnlineHadamard
 from oqcompile.passes.outliertune import OutlierTune
 from oqcompile.passes.quantize_kv import QuantizeKV
@@ -51,7 +52,7 @@ __all__ = ["PASSES", "RECIPES", "build_recipe"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
-    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV)}
+    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, Lower)}
 
 
 def _rotate(seed: int) -> list[TransformerPass]:

@@ -10,15 +10,20 @@ The library is built into the package as ``liboq_ops.so``. ORT loads it per sess
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import pathlib
 
 import onnxruntime as ort
 
+from oqcompile import __version__
 from oqcompile.errors import OQError
 
-__all__ = ["DOMAIN", "ops_library_path", "session_options"]
+__all__ = ["DOMAIN", "LIBRARY_METADATA", "cpu_isas", "library_description", "ops_library_path", "session_options"]
 
 DOMAIN = "oq"
+# Metadata key of a lowered model naming the library it needs.
+LIBRARY_METADATA = "oq.runtime_library"
 
 
 def ops_library_path() -> pathlib.Path:
@@ -29,8 +34,26 @@ def ops_library_path() -> pathlib.Path:
     return path
 
 
+def library_description() -> str:
+    """What a lowered model's metadata says about the library it needs."""
+    return (f"liboq_ops.so of oqcompile {__version__} (custom-op domain {DOMAIN!r}); register it with "
+            "oqcompile.runtime.session_options() or SessionOptions.register_custom_ops_library(path), "
+            "path from `python -c 'import oqcompile.runtime as r; print(r.ops_library_path())'`")
+
+
 def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOptions:
     """``options`` (or new ones) with the oq op library registered."""
     options = options or ort.SessionOptions()
     options.register_custom_ops_library(str(ops_library_path()))
     return options
+
+
+@functools.cache
+def cpu_isas() -> list[str]:
+    """CPU instruction sets the library's QMatMul kernels can use on this machine, ``"scalar"`` first.
+
+    Sessions use the last (best) one unless the environment variable ``OQ_CPU_ISA`` names another.
+    """
+    library = ctypes.CDLL(str(ops_library_path()))
+    library.OqSupportedCpuIsas.restype = ctypes.c_char_p
+    return library.OqSupportedCpuIsas().decode().split(",")

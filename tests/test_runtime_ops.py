@@ -1,45 +1,207 @@
-"""The oq custom-op library in ONNX Runtime CPU: oq.Hadamard against NumPy, clear errors."""
+"""The oq custom-op library in ONNX Runtime CPU: every op against a NumPy reference
+(hypothesis-drawn shapes, both float types, every CPU instruction set this machine has),
+and clear ORT errors, never crashes, on bad input."""
+
+import os
 
 import numpy as np
-import onnx_ir as ir
+import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from oqcompile.hadamard import hadamard, kronecker_pair
-from oqcompile.runtime import DOMAIN, ops_library_path, session_options
+from oqcompile.quant import pack_codes, qrange
+from oqcompile.runtime import DOMAIN, cpu_isas, ops_library_path, session_options
+
+FLOAT_TYPES = {np.float32: onnx.TensorProto.FLOAT, np.float16: onnx.TensorProto.FLOAT16}
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def hadamard_session(with_factor: bool, factor_size: int = 1) -> ort.InferenceSession:
-    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT))
-    inputs = [x]
-    if with_factor:
-        inputs.append(ir.Value(name="h", type=ir.TensorType(ir.DataType.FLOAT)))
-    node = ir.node("Hadamard", inputs, domain=DOMAIN)
-    node.outputs[0].name = "y"
-    node.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    graph = ir.Graph(inputs, node.outputs, nodes=[node], opset_imports={"": 21, DOMAIN: 1})
-    proto = ir.serde.serialize_model(ir.Model(graph, ir_version=10))
-    return ort.InferenceSession(proto.SerializeToString(), session_options(),
-                                providers=["CPUExecutionProvider"])
+def op_session(op: str, inputs: dict[str, int], outputs: dict[str, int], **attributes) -> ort.InferenceSession:
+    """A one-node model ``oq.<op>`` with the named inputs/outputs of the given ONNX element types."""
+    node = onnx.helper.make_node(op, list(inputs), list(outputs), domain=DOMAIN, **attributes)
+    graph = onnx.helper.make_graph(
+        [node], op,
+        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in inputs.items()],
+        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in outputs.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21),
+                                                         onnx.helper.make_opsetid(DOMAIN, 1)], ir_version=10)
+    return ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(params=cpu_isas())
+def cpu_isa(request, monkeypatch):
+    """Each instruction set this CPU supports, forced through OQ_CPU_ISA (read at session creation)."""
+    monkeypatch.setenv("OQ_CPU_ISA", request.param)
+    return request.param
 
 
 def test_library_is_installed():
     assert ops_library_path().is_file()
 
 
-@pytest.mark.parametrize("size", [1, 2, 64, 1024, 96, 160, 224, 576, 640, 1536])
-def test_hadamard_matches_numpy(size):
-    x = np.random.default_rng(size).standard_normal((3, 5, size)).astype(np.float32)
+# --- oq.Hadamard -------------------------------------------------------------------------
+
+def hadamard_reference(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) @ hadamard(x.shape[-1])
+
+
+@PROPERTY
+@given(base=st.sampled_from([1, 12, 20, 28, 36, 40]), power=st.integers(0, 9),
+       lead=st.lists(st.integers(1, 4), max_size=3), dtype=st.sampled_from(list(FLOAT_TYPES)))
+def test_hadamard_matches_numpy(base, power, lead, dtype):
+    size = base * 2 ** power
+    x = np.random.default_rng(size).standard_normal((*lead, size)).astype(dtype)
     h_a, _ = kronecker_pair(size)
-    session = hadamard_session(with_factor=h_a.shape[0] > 1)
-    feeds = {"x": x} if h_a.shape[0] == 1 else {"x": x, "h": h_a.astype(np.float32)}
-    actual = session.run(None, feeds)[0]
-    np.testing.assert_allclose(actual, x @ hadamard(size), rtol=1e-4, atol=1e-4)
+    kind = FLOAT_TYPES[dtype]
+    if h_a.shape[0] == 1:
+        actual = op_session("Hadamard", {"x": kind}, {"y": kind}).run(None, {"x": x})[0]
+    else:
+        actual = op_session("Hadamard", {"x": kind, "h": onnx.TensorProto.FLOAT}, {"y": kind}).run(
+            None, {"x": x, "h": h_a.astype(np.float32)})[0]
+    assert actual.dtype == dtype and actual.shape == x.shape
+    tolerance = 1e-4 if dtype == np.float32 else 4e-3
+    np.testing.assert_allclose(actual, hadamard_reference(x), rtol=tolerance, atol=tolerance)
 
 
-def test_bad_shapes_give_an_ort_error_not_a_crash():
-    session = hadamard_session(with_factor=True)
-    with pytest.raises(Exception, match="not a power of two"):
+def test_hadamard_bad_shapes_give_an_ort_error_not_a_crash():
+    session = op_session("Hadamard", {"x": onnx.TensorProto.FLOAT, "h": onnx.TensorProto.FLOAT},
+                         {"y": onnx.TensorProto.FLOAT})
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="not a power of two"):
         session.run(None, {"x": np.zeros((2, 36), np.float32), "h": np.eye(12, dtype=np.float32)})
-    with pytest.raises(Exception, match="square"):
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="square"):
         session.run(None, {"x": np.zeros((2, 24), np.float32), "h": np.zeros((12, 2), np.float32)})
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="at least one axis"):
+        session.run(None, {"x": np.zeros((), np.float32), "h": np.eye(1, dtype=np.float32)})
+
+
+# --- oq.QuantizePerToken ------------------------------------------------------------------
+
+def quantize_reference(x: np.ndarray, bits: int, clip: float, static_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The portable graph's arithmetic, step by step in the tensor's own float type."""
+    dtype = x.dtype.type
+    low, high = qrange(bits)
+    if static_scale > 0:
+        scale = np.full((*x.shape[:-1], 1), dtype(static_scale))
+    else:
+        absmax = np.abs(x).max(axis=-1, keepdims=True)
+        scale = np.maximum(absmax * dtype(np.float32(clip) / np.float32(high)), dtype(np.finfo(dtype).tiny))
+    codes = np.clip(np.rint(x.astype(np.float32) / scale.astype(np.float32)), low, high)
+    return codes.astype(np.int8), scale
+
+
+@PROPERTY
+@given(bits=st.sampled_from([8, 6, 4]), clip=st.sampled_from([1.0, 0.9, 0.75]),
+       static_scale=st.sampled_from([0.0, 1.0, 0.05]), channels=st.integers(1, 300),
+       lead=st.lists(st.integers(1, 5), max_size=3), dtype=st.sampled_from(list(FLOAT_TYPES)))
+def test_quantize_per_token_matches_numpy(bits, clip, static_scale, channels, lead, dtype):
+    x = (np.random.default_rng(channels).standard_normal((*lead, channels)) * 3).astype(dtype)
+    kind = FLOAT_TYPES[dtype]
+    session = op_session("QuantizePerToken", {"x": kind}, {"codes": onnx.TensorProto.INT8, "scales": kind},
+                         bits=bits, clip=clip, static_scale=static_scale)
+    codes, scales = session.run(None, {"x": x})
+    expected_codes, expected_scales = quantize_reference(x, bits, clip, static_scale)
+    assert scales.dtype == dtype and scales.shape == (*lead, 1)
+    np.testing.assert_array_equal(scales, expected_scales)
+    np.testing.assert_array_equal(codes, expected_codes)
+
+
+def test_quantize_per_token_rejects_bad_attributes():
+    with pytest.raises(Exception, match="bits must be 8, 6 or 4"):
+        op_session("QuantizePerToken", {"x": onnx.TensorProto.FLOAT},
+                   {"codes": onnx.TensorProto.INT8, "scales": onnx.TensorProto.FLOAT}, bits=5)
+    with pytest.raises(Exception, match="bits"):
+        op_session("QuantizePerToken", {"x": onnx.TensorProto.FLOAT},
+                   {"codes": onnx.TensorProto.INT8, "scales": onnx.TensorProto.FLOAT})
+
+
+# --- oq.QMatMul ---------------------------------------------------------------------------
+
+def qmatmul_session(dtype, bits: int, in_features: int, bias: bool) -> ort.InferenceSession:
+    kind = FLOAT_TYPES[dtype]
+    inputs = {"codes": onnx.TensorProto.INT8, "scales": kind, "w": onnx.TensorProto.UINT8,
+              "w_scales": onnx.TensorProto.FLOAT}
+    if bias:
+        inputs["bias"] = onnx.TensorProto.FLOAT
+    return op_session("QMatMul", inputs, {"y": kind}, bits=bits, in_features=in_features)
+
+
+def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype):
+    low, high = qrange(bits)
+    codes = rng.integers(-128, 128, (*lead, k)).astype(np.int8)
+    scales = rng.uniform(0.01, 0.1, (*lead, 1)).astype(dtype)
+    weight = rng.integers(low, high + 1, (k, n)).astype(np.int8)
+    weight_scales = rng.uniform(0.001, 0.02, (groups, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    return codes, scales, weight, weight_scales, bias
+
+
+def qmatmul_reference(codes, scales, weight, weight_scales, bias):
+    groups = weight_scales.shape[0]
+    dequantized = weight.astype(np.float64) * np.repeat(weight_scales.astype(np.float64), weight.shape[0] // groups,
+                                                        axis=0)
+    return (codes.astype(np.float64) @ dequantized) * scales.astype(np.float64) + bias
+
+
+@PROPERTY
+@given(bits=st.sampled_from([8, 6, 4]), k=st.integers(1, 200), n=st.integers(1, 80),
+       lead=st.lists(st.integers(1, 7), max_size=3), group_index=st.integers(0, 10),
+       with_bias=st.booleans(), dtype=st.sampled_from(list(FLOAT_TYPES)))
+def test_qmatmul_matches_numpy(cpu_isa, bits, k, n, lead, group_index, with_bias, dtype):
+    rng = np.random.default_rng(k * 1000 + n)
+    divisors = [g for g in range(1, k + 1) if k % g == 0]
+    groups = divisors[group_index % len(divisors)]
+    codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, lead, k, n, groups, dtype)
+    feeds = {"codes": codes, "scales": scales, "w": pack_codes(weight, bits), "w_scales": weight_scales.T.copy()}
+    if with_bias:
+        feeds["bias"] = bias
+    actual = qmatmul_session(dtype, bits, k, with_bias).run(None, feeds)[0]
+    expected = qmatmul_reference(codes, scales, weight, weight_scales, bias if with_bias else 0.0)
+    assert actual.dtype == dtype and actual.shape == (*lead, n)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-3
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max(initial=1))
+
+
+@pytest.mark.parametrize("bits", [8, 6, 4])
+def test_qmatmul_at_model_shapes(cpu_isa, bits):
+    """SmolLM2's down_proj with 300 tokens (several row blocks and panels), per channel and in groups of 128."""
+    rng = np.random.default_rng(bits)
+    for groups in (1, 12):
+        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, 300), 1536, 576, groups,
+                                                                         np.float32)
+        feeds = {"codes": codes, "scales": scales, "w": pack_codes(weight, bits), "w_scales": weight_scales.T.copy(),
+                 "bias": bias}
+        actual = qmatmul_session(np.float32, bits, 1536, True).run(None, feeds)[0]
+        expected = qmatmul_reference(codes, scales, weight, weight_scales, bias)
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_qmatmul_bad_shapes_give_an_ort_error_not_a_crash():
+    session = qmatmul_session(np.float32, 4, 64, False)
+    good = {"codes": np.zeros((3, 64), np.int8), "scales": np.ones((3, 1), np.float32),
+            "w": np.zeros((8, 32), np.uint8), "w_scales": np.ones((8, 1), np.float32)}
+    assert session.run(None, good)[0].shape == (3, 8)
+    for change, message in [({"codes": np.zeros((3, 65), np.int8)}, "in_features = 64"),
+                            ({"scales": np.ones((2, 1), np.float32)}, "one value per token"),
+                            ({"w": np.zeros((8, 64), np.uint8)}, r"packed weight must be \[N, 32\]"),
+                            ({"w_scales": np.ones((8, 3), np.float32)}, "G dividing in_features"),
+                            ({"w_scales": np.ones((7, 1), np.float32)}, r"\[N, G\]")]:
+        with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match=message):
+            session.run(None, {**good, **change})
+    with pytest.raises(Exception, match="Unexpected input data type"):
+        session.run(None, {**good, "codes": np.zeros((3, 64), np.float32)})
+
+
+def test_forcing_an_unknown_instruction_set_is_an_error(monkeypatch):
+    monkeypatch.setenv("OQ_CPU_ISA", "sse9")
+    with pytest.raises(Exception, match="OQ_CPU_ISA=sse9 is not one of"):
+        qmatmul_session(np.float32, 8, 16, False)
+
+
+def test_cpu_isas_lists_what_this_cpu_has():
+    isas = cpu_isas()
+    assert isas[0] == "scalar"
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    assert ("avx2" in isas) == ("avx2" in flags)

@@ -1,16 +1,20 @@
 // Entry point of the oq custom-op library: ORT calls RegisterCustomOps when a session's
 // options name this library (SessionOptions.register_custom_ops_library).
-#include "onnxruntime_cxx_api.h"
-
 #include <mutex>
 
-#include "hadamard.h"
+#include "ops.h"
 
 namespace {
 
 constexpr const char* kDomain = "oq";
 
 }  // namespace
+
+// Plain C entry point (no ORT needed, e.g. through ctypes): the CPU instruction sets the
+// QMatMul kernels can use here, comma-separated.
+extern "C" __attribute__((visibility("default"))) const char* OqSupportedCpuIsas() {
+  return oq::SupportedCpuIsas();
+}
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
@@ -21,13 +25,23 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
         ORT_FAIL, "the oq op library needs ONNX Runtime API version 21 (onnxruntime >= 1.20)");
   }
   Ort::InitApi(api);
-  static oq::HadamardOp hadamard;
+  static oq::HadamardOp<float> hadamard;
+  static oq::HadamardOp<oq::Half> hadamard_half;
+  static oq::QuantizePerTokenOp<float> quantize;
+  static oq::QuantizePerTokenOp<oq::Half> quantize_half;
+  static oq::QMatMulOp<float> qmatmul;
+  static oq::QMatMulOp<oq::Half> qmatmul_half;
   static Ort::CustomOpDomain* domain = nullptr;
   static std::once_flag once;
   try {
     std::call_once(once, [] {
       domain = new Ort::CustomOpDomain(kDomain);  // lives as long as the process: sessions keep pointers
       domain->Add(&hadamard);
+      domain->Add(&hadamard_half);
+      domain->Add(&quantize);
+      domain->Add(&quantize_half);
+      domain->Add(&qmatmul);
+      domain->Add(&qmatmul_half);
     });
     Ort::UnownedSessionOptions(options).Add(*domain);
   } catch (const Ort::Exception& error) {

@@ -1,0 +1,55 @@
+#include "cpu_isa.h"
+
+#include <cstdlib>
+
+namespace oq {
+
+namespace {
+
+const CpuIsa kScalar{"scalar", PanelScalar, 16};
+const CpuIsa kAvx2{"avx2", PanelAvx2, 16};
+const CpuIsa kAvx512Vnni{"avx512_vnni", PanelAvx512Vnni, 32};
+
+bool Supported(const CpuIsa& isa) {
+  __builtin_cpu_init();
+  if (&isa == &kAvx2) return __builtin_cpu_supports("avx2");
+  if (&isa == &kAvx512Vnni) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+  }
+  return true;
+}
+
+}  // namespace
+
+CpuIsa SelectCpuIsa(std::string* error) {
+  const CpuIsa* all[] = {&kAvx512Vnni, &kAvx2, &kScalar};  // best first
+  const char* requested = std::getenv("OQ_CPU_ISA");
+  if (requested != nullptr && *requested != '\0') {
+    for (const CpuIsa* isa : all) {
+      if (std::string(requested) != isa->name) continue;
+      if (Supported(*isa)) return *isa;
+      *error = std::string("OQ_CPU_ISA=") + requested + " but this CPU does not support it";
+      return kScalar;
+    }
+    *error = std::string("OQ_CPU_ISA=") + requested + " is not one of scalar, avx2, avx512_vnni";
+    return kScalar;
+  }
+  for (const CpuIsa* isa : all) {
+    if (Supported(*isa)) return *isa;
+  }
+  return kScalar;
+}
+
+const char* SupportedCpuIsas() {
+  static const std::string names = [] {
+    std::string list;
+    for (const CpuIsa* isa : {&kScalar, &kAvx2, &kAvx512Vnni}) {
+      if (Supported(*isa)) list += (list.empty() ? "" : ",") + std::string(isa->name);
+    }
+    return list;
+  }();
+  return names.c_str();
+}
+
+}  // namespace oq

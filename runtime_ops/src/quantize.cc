@@ -1,0 +1,107 @@
+// oq.QuantizePerToken (CPU): symmetric per-token (dynamic) or static quantization to int8 codes.
+//
+// Dynamic: s_t = max(absmax_t · c, tiny) with c = clip / (2^(bits-1) - 1) (a float32 division)
+// rounded to T, the product rounded to T, tiny the smallest normal T, exactly like the portable graph's
+// Abs → ReduceMax → Mul → Max. Static (static_scale > 0, OutlierTune's scale-free codes use 1):
+// s = static_scale. Codes: clip(round_half_even(x / s), -2^(bits-1), 2^(bits-1) - 1), the
+// QuantizeLinear (+ Clip for 6 bits) of the portable graph.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops.h"
+
+namespace oq {
+
+namespace {
+
+constexpr int64_t kRowsPerTask = 16;
+
+template <typename T>
+float SmallestNormal() {
+  if constexpr (std::is_same_v<T, float>) {
+    return std::numeric_limits<float>::min();
+  } else {
+    return 6.103515625e-05f;  // 2^-14
+  }
+}
+
+template <typename T>
+float RoundToT(float value) {
+  return ToFloat(FromFloat<T>(value));
+}
+
+}  // namespace
+
+template <typename T>
+OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel) {
+  Ort::ConstKernelInfo node(info);
+  try {
+    kernel.bits = node.GetAttribute<int64_t>("bits");
+  } catch (const Ort::Exception&) {
+    return InvalidArgument("QuantizePerToken", "the attribute bits (8, 6 or 4) is required");
+  }
+  try {
+    kernel.clip = node.GetAttribute<float>("clip");
+  } catch (const Ort::Exception&) {
+  }
+  try {
+    kernel.static_scale = node.GetAttribute<float>("static_scale");
+  } catch (const Ort::Exception&) {
+  }
+  if (kernel.bits != 8 && kernel.bits != 6 && kernel.bits != 4) {
+    return InvalidArgument("QuantizePerToken", "bits must be 8, 6 or 4, not " + std::to_string(kernel.bits));
+  }
+  if (!(kernel.clip > 0.0f) || kernel.static_scale < 0.0f) {
+    return InvalidArgument("QuantizePerToken", "clip must be positive and static_scale not negative");
+  }
+  return nullptr;
+}
+
+template <typename T>
+OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
+  Ort::KernelContext context(raw_context);
+  const Ort::ConstValue input = context.GetInput(0);
+  const auto info = input.GetTensorTypeAndShapeInfo();
+  std::vector<int64_t> shape = info.GetShape();
+  if (shape.empty() || shape.back() == 0) {
+    return InvalidArgument("QuantizePerToken", "X needs a non-empty last axis, got " + ShapeText(shape));
+  }
+  const int64_t channels = shape.back();
+  const int64_t rows = static_cast<int64_t>(info.GetElementCount()) / channels;
+  const T* x = input.GetTensorData<T>();
+  int8_t* codes = context.GetOutput(0, shape).GetTensorMutableData<int8_t>();
+  shape.back() = 1;
+  T* scales = context.GetOutput(1, shape).GetTensorMutableData<T>();
+
+  const float high = static_cast<float>((1 << (bits - 1)) - 1), low = -high - 1.0f;
+  const float factor = RoundToT<T>(clip / high);
+  const float fixed = static_scale > 0.0f ? RoundToT<T>(static_scale) : 0.0f;
+  const size_t tasks = static_cast<size_t>((rows + kRowsPerTask - 1) / kRowsPerTask);
+  ParallelFor(context, tasks, [&](size_t task) {
+    const int64_t end = std::min(rows, static_cast<int64_t>(task + 1) * kRowsPerTask);
+    for (int64_t row = static_cast<int64_t>(task) * kRowsPerTask; row < end; ++row) {
+      const T* source = x + row * channels;
+      float scale = fixed;
+      if (scale == 0.0f) {
+        float absmax = 0.0f;
+        for (int64_t j = 0; j < channels; ++j) absmax = std::max(absmax, std::fabs(ToFloat(source[j])));
+        scale = std::max(RoundToT<T>(RoundToT<T>(absmax) * factor), SmallestNormal<T>());
+      }
+      scales[row] = FromFloat<T>(scale);
+      int8_t* target = codes + row * channels;
+      for (int64_t j = 0; j < channels; ++j) {
+        const float code = std::nearbyint(ToFloat(source[j]) / scale);
+        target[j] = static_cast<int8_t>(std::min(std::max(code, low), high));
+      }
+    }
+  });
+  return nullptr;
+}
+
+template OrtStatusPtr ReadAttributes(const OrtKernelInfo*, QuantizePerTokenKernel<float>&);
+template OrtStatusPtr ReadAttributes(const OrtKernelInfo*, QuantizePerTokenKernel<Half>&);
+template struct QuantizePerTokenKernel<float>;
+template struct QuantizePerTokenKernel<Half>;
+
+}  // namespace oq
