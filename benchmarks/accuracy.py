@@ -20,24 +20,7 @@ import pathlib
 import re
 
 import report
-from report import MODEL, export_step, perplexity_step
-
-
-def compile_step(source: str, recipe: str, target: str, calib_tokens: int) -> None:
-    from oqcompile import modelio
-    from oqcompile.calibrate import calibration_data
-    from oqcompile.compiler import needs_calibration, optimize
-
-    calibration = calibration_data(MODEL, calib_tokens) if needs_calibration(recipe) else None
-    model = modelio.load(source)
-    optimize(model, recipe, seed=0, calibration=calibration)
-    modelio.save(model, target)
-
-
-def ort_dynamic_step(source: str, target: str) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+from report import MODEL, compile_step, export_step, file_mib, ort_dynamic_step, perplexity_step
 
 
 def ort_static_step(source: str, target: str, calib_tokens: int) -> None:
@@ -73,11 +56,6 @@ def ort_nbits_step(source: str, target: str, block: int) -> None:
     quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=block, is_symmetric=True)
     quantizer.process()
     quantizer.model.save_model_to_file(target, use_external_data_format=False)
-
-
-def file_mib(path: pathlib.Path) -> float:
-    data = path.with_name(path.name + ".data")
-    return (path.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / 2**20
 
 
 def bits_of(recipe: str) -> str:

@@ -28,6 +28,31 @@ def export_step(path: str) -> None:
     export_to_file(MODEL, path)
 
 
+def compile_step(source: str, recipe: str, target: str, calib_tokens: int) -> None:
+    """``oqcompile optimize`` (lowered) of ``source`` with ``recipe``, calibrated on ``calib_tokens`` of Emma."""
+    from oqcompile import modelio
+    from oqcompile.calibrate import calibration_data
+    from oqcompile.compiler import needs_calibration, optimize
+
+    calibration = calibration_data(MODEL, calib_tokens) if needs_calibration(recipe) else None
+    model = modelio.load(source)
+    optimize(model, recipe, seed=0, calibration=calibration)
+    modelio.save(model, target)
+
+
+def ort_dynamic_step(source: str, target: str) -> None:
+    """ONNX Runtime's own int8 dynamic quantization (``quantize_dynamic``, QInt8 weights)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+
+
+def file_mib(path: pathlib.Path) -> float:
+    """Size of an ONNX file with its external data, in MiB."""
+    data = path.with_name(path.name + ".data")
+    return (path.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / 2**20
+
+
 def perplexity_step(path: str, count: int | None, seq: int) -> float:
     """ORT perplexity of ``path`` on the first ``count`` tokens (``None``: all) of the evaluation book."""
     from oqcompile.data import EVALUATION_BOOK, book_tokens

@@ -1,12 +1,11 @@
 """Exports run in ORT with PyTorch's logits: every family, fp16, and the KV-cache signature."""
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from conftest import FAMILIES, relative_error, run_logits
-from oqcompile import modelio
+from oqcompile import evaluate, modelio
 from oqcompile.compiler import optimize
 from oqcompile.models import load_torch_model
 
@@ -34,7 +33,7 @@ def prefill_then_decode(path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run ``ids[:, :-1]`` with an empty cache, then the last token with the returned cache."""
     from oqcompile.evaluate import feeds
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = evaluate.session(path)
     prefill = session.run(None, feeds(session, ids[:, :-1]))
     past_names = [i.name for i in session.get_inputs()][2:]
     step = {"input_ids": ids[:, -1:], "attention_mask": np.ones_like(ids),

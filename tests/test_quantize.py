@@ -8,21 +8,22 @@ import onnxruntime as ort
 import pytest
 
 from conftest import relative_error, run_logits
-from oqcompile import modelio
+from oqcompile import evaluate, modelio
 from oqcompile.calibrate import CalibrationData
 from oqcompile.compiler import needs_calibration, optimize
 from oqcompile.errors import OQError
 from oqcompile.evaluate import feeds
 from oqcompile.recipes import RECIPES
+from oqcompile.runtime import LIBRARY_METADATA, session_options
 
 QUANT_RECIPES = [name for name in RECIPES if "-w" in name]
 CALIBRATION = CalibrationData(np.random.default_rng(5).integers(0, 256, (32, 32)), "random tokens")
 IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
 
 
-def compiled(source, recipe, target, seed=0):
+def compiled(source, recipe, target, seed=0, portable=False):
     model = modelio.load(source)
-    optimize(model, recipe, seed=seed, calibration=CALIBRATION)
+    optimize(model, recipe, seed=seed, calibration=CALIBRATION, portable=portable)
     return modelio.save(model, target)
 
 
@@ -38,7 +39,7 @@ def write_recipe(path, *passes):
 @pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
 def test_quantization_recipe_runs_in_stock_ort(tiny_export, tmp_path, model_id, recipe):
     source = tiny_export(model_id)
-    path = compiled(source, recipe, tmp_path / "q.onnx")
+    path = compiled(source, recipe, tmp_path / "q.onnx", portable=True)
     onnx.checker.check_model(str(path), full_check=True)
     expected, actual = run_logits(source, IDS), run_logits(path, IDS)
     assert np.isfinite(actual).all()
@@ -50,6 +51,43 @@ def test_quantization_recipe_runs_in_stock_ort(tiny_export, tmp_path, model_id, 
     assert ("oq.calibration" in meta) == needs_calibration(recipe)
     if needs_calibration(recipe):
         assert json.loads(meta["oq.calibration"])["tokens"] == CALIBRATION.tokens
+
+
+@pytest.mark.parametrize("recipe", QUANT_RECIPES)
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
+def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_path, model_id, recipe):
+    """The default (lowered) output: oq ops only, no symmetric QDQ left, logits of the portable graph.
+
+    The integer sums are exact where the portable graph rounds in float; the float difference
+    (~1e-7) can flip one activation code downstream, which a random tiny model amplifies to
+    ~5e-3 at most (a wrong packing or scale layout gives errors of order 1).
+    """
+    source = tiny_export(model_id)
+    portable = compiled(source, recipe, tmp_path / "portable.onnx", portable=True)
+    lowered = compiled(source, recipe, tmp_path / "lowered.onnx")
+    proto = onnx.load(str(lowered))
+    ops = [(node.domain, node.op_type) for node in proto.graph.node]
+    granularities = {entry.value for node in proto.graph.node for entry in node.metadata_props
+                     if entry.key == "oq.qdq_granularity"}
+    assert granularities <= {"asymmetric_group"}  # only the KV-cache QDQ stays portable
+    if "w4a16" not in recipe:
+        linears_per_block = {"tiny-llama": 7, "tiny-opt": 6}[model_id]
+        assert ops.count(("oq", "QMatMul")) == 2 * linears_per_block and ("oq", "QuantizePerToken") in ops
+    assert ("oq", "Hadamard") in ops if "quarot" in recipe else ("oq", "Hadamard") not in ops
+    assert modelio.metadata(lowered)[LIBRARY_METADATA].startswith("liboq_ops.so")
+    assert relative_error(run_logits(lowered, IDS), run_logits(portable, IDS)) < 1e-2
+
+
+def test_lowered_model_without_the_library_gives_a_clear_error(tiny_export, tmp_path, monkeypatch):
+    lowered = compiled(tiny_export("tiny-llama"), "quarot-w8a8", tmp_path / "lowered.onnx")
+    def missing_library():
+        raise OQError("the oq op library is not installed")
+
+    monkeypatch.setattr("oqcompile.runtime.ops_library_path", missing_library)
+    with pytest.raises(OQError, match="is lowered to oq custom ops, but the oq op library is not installed"):
+        evaluate.session(lowered)
+    with pytest.raises(Exception, match=r"oq:\w+\(-1\) is not a registered function/op"):  # plain ORT names the op
+        ort.InferenceSession(str(lowered), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt", "tiny-qwen2"])
@@ -87,16 +125,17 @@ def test_outliertune_makes_norm_outputs_symmetric_code_units(tiny_export, tmp_pa
 GROUPED_INT4 = (("quantize_weights", {"bits": 4, "group": 32}), ("insert_qdq", {"bits": 8}))
 
 
+@pytest.mark.parametrize("portable", [True, False], ids=["portable", "lowered"])
 @pytest.mark.parametrize("recipe", ["quarot-w4a4-gptq", "outliertune-w6a6", "naive-w8a8", "grouped-int4"])
-def test_numerics_survive_ort_graph_optimizations(tiny_export, tmp_path, recipe):
+def test_numerics_survive_ort_graph_optimizations(tiny_export, tmp_path, recipe, portable):
     """ORT's fusions (e.g. blocked int4 DQ + MatMul -> MatMulNBits with int8 activations) must not
     change what the graph computes."""
     if recipe == "grouped-int4":
         recipe = write_recipe(tmp_path / "r.toml", *GROUPED_INT4)
-    path = compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx")
+    path = compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx", portable=portable)
     results = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-        options = ort.SessionOptions()
+        options = session_options()
         options.graph_optimization_level = level
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         results.append(session.run(None, feeds(session, IDS))[0])
@@ -111,7 +150,7 @@ def test_same_calibration_gives_identical_bytes(tiny_export, tmp_path):
 
 
 def test_weights_are_stored_as_integers(tiny_export, tmp_path):
-    path = compiled(tiny_export("tiny-llama"), "quarot-w4a4-rtn", tmp_path / "q.onnx")
+    path = compiled(tiny_export("tiny-llama"), "quarot-w4a4-rtn", tmp_path / "q.onnx", portable=True)
     proto = onnx.load(str(path))
     int4 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT4]
     assert len(int4) == 2 * 7  # every block linear of both blocks
@@ -145,7 +184,7 @@ def test_kv4_quantizes_the_cache(tiny_export, tmp_path):
 
     source = tiny_export("tiny-llama", kv_cache=True)
     path = compiled(source, "quarot-w4a4kv4-gptq", tmp_path / "q.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = evaluate.session(path)
     outputs = session.run(None, feeds(session, IDS))
     for present in outputs[1:]:
         vectors = present.reshape(-1, present.shape[-1])
@@ -159,7 +198,7 @@ def test_high_precision_layers_keep_more_bits(tiny_export, tmp_path):
     recipe = write_recipe(tmp_path / "r.toml",
                           ("quantize_weights", {"bits": 4, "high_precision_layers": ["layers.1.mlp.*"]}),
                           ("insert_qdq", {"bits": 4, "high_precision_layers": ["layers.1.mlp.*"]}))
-    proto = onnx.load(str(compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx")))
+    proto = onnx.load(str(compiled(tiny_export("tiny-llama"), recipe, tmp_path / "q.onnx", portable=True)))
     types = {t.name: t.data_type for t in proto.graph.initializer}
     assert types["layers.1.mlp.down_proj.weight_int8"] == onnx.TensorProto.INT8
     assert types["layers.0.mlp.down_proj.weight_int4"] == onnx.TensorProto.INT4

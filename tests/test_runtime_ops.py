@@ -3,6 +3,9 @@
 and clear ORT errors, never crashes, on bad input."""
 
 import os
+import pathlib
+import re
+import subprocess
 
 import numpy as np
 import onnx
@@ -205,3 +208,16 @@ def test_cpu_isas_lists_what_this_cpu_has():
     assert isas[0] == "scalar"
     flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
     assert ("avx2" in isas) == ("avx2" in flags)
+
+
+def test_readme_cpp_snippet_compiles(tmp_path):
+    """The C++ registration snippet of the README compiles against the ORT headers the build uses."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    snippet = re.search(r"```cpp\n(.*?)```", (root / "README.md").read_text(), re.S).group(1)
+    includes = [line for line in snippet.splitlines() if line.startswith("#include")]
+    body = [line for line in snippet.splitlines() if not line.startswith("#include")]
+    source = tmp_path / "snippet.cc"
+    source.write_text("\n".join(includes + ["int main() {", *body, "}"]) + "\n")
+    headers = subprocess.run(["sh", str(root / "runtime_ops" / "fetch_ort_headers.sh")], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-I", headers, str(source)], check=True)
