@@ -17,25 +17,33 @@ namespace {
 constexpr size_t kPanelChannels = 32;
 constexpr size_t kRowsPerTask = 512;
 
-inline int16_t UnpackCode(const uint8_t* row, int64_t bits, size_t index) {
-  if (bits == 8) return static_cast<int8_t>(row[index]);
-  if (bits == 4) {
-    const int nibble = (index & 1) ? row[index / 2] >> 4 : row[index / 2] & 15;
-    return static_cast<int16_t>((nibble ^ 8) - 8);
+// Decodes one packed weight row of k codes (see ops.h) into int16.
+void DecodeRow(const uint8_t* row, int64_t bits, size_t k, int16_t* out) {
+  if (bits == 8) {
+    for (size_t i = 0; i < k; ++i) out[i] = static_cast<int8_t>(row[i]);
+  } else if (bits == 4) {
+    for (size_t i = 0; i + 1 < k; i += 2) {
+      const int byte = row[i / 2];
+      out[i] = static_cast<int16_t>(((byte & 15) ^ 8) - 8);
+      out[i + 1] = static_cast<int16_t>(((byte >> 4) ^ 8) - 8);
+    }
+    if (k % 2) out[k - 1] = static_cast<int16_t>(((row[k / 2] & 15) ^ 8) - 8);
+  } else {
+    for (size_t i = 0; i < k; i += 4) {
+      const uint8_t* word = row + i / 4 * 3;
+      const uint32_t bits24 = word[0] | (word[1] << 8) | (word[2] << 16);
+      for (size_t j = 0; j < 4 && i + j < k; ++j) {
+        out[i + j] = static_cast<int16_t>((((bits24 >> (6 * j)) & 63) ^ 32) - 32);
+      }
+    }
   }
-  const uint8_t* word = row + index / 4 * 3;
-  const uint32_t bits24 = word[0] | (word[1] << 8) | (word[2] << 16);
-  const int code = (bits24 >> (6 * (index % 4))) & 63;
-  return static_cast<int16_t>((code ^ 32) - 32);
 }
 
-// Spreads K codes into `groups` groups of `group` values, each zero-padded to `stride`.
-template <typename Code>
-void SpreadRow(Code code, size_t groups, size_t group, size_t stride, int16_t* out) {
-  for (size_t g = 0; g < groups; ++g) {
-    int16_t* target = out + g * stride;
-    for (size_t i = 0; i < group; ++i) target[i] = code(g * group + i);
-    std::fill(target + group, target + stride, int16_t{0});
+// Spreads k contiguous codes into `groups` groups of `group` values, each zero-padded to `stride`.
+void SpreadRow(const int16_t* codes, size_t groups, size_t group, size_t stride, int16_t* out) {
+  for (size_t g = groups; g-- > 0;) {  // backwards: `codes` may be `out` itself
+    std::copy_backward(codes + g * group, codes + (g + 1) * group, out + g * stride + group);
+    std::fill(out + g * stride + group, out + (g + 1) * stride, int16_t{0});
   }
 }
 
@@ -101,9 +109,9 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   std::vector<float> a_scale_f(rows);
   ParallelFor(context, (rows + kRowsPerTask - 1) / kRowsPerTask, [&](size_t task) {
     for (size_t row = task * kRowsPerTask; row < std::min(rows, (task + 1) * kRowsPerTask); ++row) {
-      const int8_t* source = a + row * k;
-      SpreadRow([source](size_t i) { return int16_t{source[i]}; }, groups, group, stride,
-                a16.data() + row * row_length);
+      int16_t* target = a16.data() + row * row_length;
+      std::copy(a + row * k, a + (row + 1) * k, target);
+      SpreadRow(target, groups, group, stride, target);
       a_scale_f[row] = ToFloat(a_scale[row]);
     }
   });
@@ -121,9 +129,9 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
     const size_t height = std::min(kRowsPerTask, rows - row);
     std::vector<int16_t> w16(width * row_length);
     for (size_t c = 0; c < width; ++c) {
-      const uint8_t* source = packed + (col + c) * row_bytes;
-      SpreadRow([source, weight_bits](size_t i) { return UnpackCode(source, weight_bits, i); }, groups, group,
-                stride, w16.data() + c * row_length);
+      int16_t* target = w16.data() + c * row_length;
+      DecodeRow(packed + (col + c) * row_bytes, weight_bits, static_cast<size_t>(k), target);
+      SpreadRow(target, groups, group, stride, target);
     }
     PanelArgs args{a16.data() + row * row_length, w16.data(), height, width, groups, stride,
                    a_scale_f.data() + row, w_scale + col * groups, b == nullptr ? nullptr : b + col,
