@@ -1,6 +1,7 @@
 """SmolLM2-135M (the real default model): the rotations keep logits and perplexity."""
 
 import numpy as np
+import onnx
 import pytest
 
 from conftest import relative_error, run_logits
@@ -8,6 +9,7 @@ from oqcompile import modelio
 from oqcompile.compiler import optimize
 from oqcompile.data import EVALUATION_BOOK, book_tokens
 from oqcompile.evaluate import perplexity, session
+from oqcompile.runtime import DOMAIN
 
 pytestmark = pytest.mark.real_model
 TOKENS, SEQ = 2048, 512
@@ -57,3 +59,11 @@ def test_ort_matches_pytorch(smollm2_onnx, eval_tokens):
         expected = load_torch_model("smollm2-135m")(torch.from_numpy(ids)).logits.numpy()
     assert relative_error(run_logits(smollm2_onnx, ids), expected) <= 1e-4
     assert np.isfinite(expected).all()
+
+
+def test_rotate_output_runs_on_oq_hadamards(rotated):
+    """`optimize` lowers by default: the 4 online Hadamards per layer (R2 at o_proj, R3 on q and k,
+    R4 before down_proj) are oq.Hadamard ops, and the logits above come from them."""
+    proto = onnx.load(str(rotated), load_external_data=False)
+    assert sum(node.domain == DOMAIN and node.op_type == "Hadamard" for node in proto.graph.node) == 4 * 30
+    assert not any(node.op_type == "MatMul" and "hadamard" in node.name for node in proto.graph.node)
