@@ -67,10 +67,13 @@ def test_lowered_model_scores_like_the_portable_one(compiled, score, recipe):
     quantized network is chaotic at that level: a rounding-level change flips activation codes
     and later layers carry the flip. Lowering only the Hadamards of quarot-w8a8 (a pure
     rounding-order change) already moves these logits by 6% at the worst position and the
-    2048-token perplexity by 0.3%, as much as the whole lowering; the bound is set there.
+    2048-token perplexity by 0.3%, as much as the whole lowering. The effect grows as the codes
+    get coarser (measured: 0.3% at W8A8, 1.5% at W6A6, 3.6% at W4A4); the bounds sit above
+    those, far below what a wrong packing or scale layout does (perplexity in the hundreds).
     """
     lowered = onnx.load(compiled(recipe), load_external_data=False)
     used = {node.op_type for node in lowered.graph.node if node.domain == DOMAIN}
     assert used >= {"QuantizePerToken", "QMatMul"}
     assert not {node.op_type for node in lowered.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
-    assert abs(score(recipe) / score(recipe, portable=True) - 1) < 5e-3
+    bits = int(recipe.split("-w")[1][0])
+    assert abs(score(recipe) / score(recipe, portable=True) - 1) < {8: 0.005, 6: 0.03, 4: 0.07}[bits]
