@@ -1,6 +1,7 @@
 // Helpers shared by the oq kernels: element types, error statuses, the session's thread pool.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
@@ -37,6 +38,15 @@ void ParallelFor(const Ort::KernelContext& context, size_t total, Body&& body) {
   if (total == 0) return;
   auto thunk = [](void* data, size_t index) { (*static_cast<std::remove_reference_t<Body>*>(data))(index); };
   context.ParallelFor(thunk, total, 0, &body);
+}
+
+// Runs body(begin, end) over [0, rows) in blocks of rows_per_task rows on the session's threads.
+template <typename Body>
+void ParallelForRows(const Ort::KernelContext& context, size_t rows, size_t rows_per_task, Body&& body) {
+  ParallelFor(context, (rows + rows_per_task - 1) / rows_per_task, [&](size_t task) {
+    const size_t begin = task * rows_per_task;
+    body(begin, std::min(rows, begin + rows_per_task));
+  });
 }
 
 // Shape [d0, d1, ...] as text, for error messages.

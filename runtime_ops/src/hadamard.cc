@@ -27,7 +27,7 @@ void FastWalshHadamard(float* data, int64_t length) {
   }
 }
 
-constexpr int64_t kRowsPerTask = 16;
+constexpr size_t kRowsPerTask = 16;
 
 }  // namespace
 
@@ -65,11 +65,9 @@ OrtStatusPtr HadamardKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   T* y = output.GetTensorMutableData<T>();
   const int64_t rows = static_cast<int64_t>(input.GetTensorTypeAndShapeInfo().GetElementCount()) / n;
   const float scale = 1.0f / std::sqrt(static_cast<float>(m));
-  const size_t tasks = static_cast<size_t>((rows + kRowsPerTask - 1) / kRowsPerTask);
-  ParallelFor(context, tasks, [&](size_t task) {
+  ParallelForRows(context, static_cast<size_t>(rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> blocks(static_cast<size_t>(n)), out(static_cast<size_t>(n));
-    const int64_t end = std::min(rows, static_cast<int64_t>(task + 1) * kRowsPerTask);
-    for (int64_t row = static_cast<int64_t>(task) * kRowsPerTask; row < end; ++row) {
+    for (int64_t row = begin; row < end; ++row) {
       for (int64_t i = 0; i < n; ++i) blocks[i] = ToFloat(x[row * n + i]);
       for (int64_t b = 0; b < k; ++b) FastWalshHadamard(blocks.data() + b * m, m);
       if (factor == nullptr) {

@@ -107,8 +107,8 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   const T* a_scale = token_scales.GetTensorData<T>();
   std::vector<int16_t> a16(rows * row_length);
   std::vector<float> a_scale_f(rows);
-  ParallelFor(context, (rows + kRowsPerTask - 1) / kRowsPerTask, [&](size_t task) {
-    for (size_t row = task * kRowsPerTask; row < std::min(rows, (task + 1) * kRowsPerTask); ++row) {
+  ParallelForRows(context, rows, kRowsPerTask, [&](size_t begin, size_t end) {
+    for (size_t row = begin; row < end; ++row) {
       int16_t* target = a16.data() + row * row_length;
       std::copy(a + row * k, a + (row + 1) * k, target);
       SpreadRow(target, groups, group, stride, target);

@@ -15,7 +15,7 @@ namespace oq {
 
 namespace {
 
-constexpr int64_t kRowsPerTask = 16;
+constexpr size_t kRowsPerTask = 16;
 
 template <typename T>
 float SmallestNormal() {
@@ -77,10 +77,8 @@ OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context)
   const float high = static_cast<float>((1 << (bits - 1)) - 1), low = -high - 1.0f;
   const float factor = RoundToT<T>(clip / high);
   const float fixed = static_scale > 0.0f ? RoundToT<T>(static_scale) : 0.0f;
-  const size_t tasks = static_cast<size_t>((rows + kRowsPerTask - 1) / kRowsPerTask);
-  ParallelFor(context, tasks, [&](size_t task) {
-    const int64_t end = std::min(rows, static_cast<int64_t>(task + 1) * kRowsPerTask);
-    for (int64_t row = static_cast<int64_t>(task) * kRowsPerTask; row < end; ++row) {
+  ParallelForRows(context, static_cast<size_t>(rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
       const T* source = x + row * channels;
       float scale = fixed;
       if (scale == 0.0f) {
