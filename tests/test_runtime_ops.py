@@ -22,13 +22,16 @@ FLOAT_TYPES = {np.float32: onnx.TensorProto.FLOAT, np.float16: onnx.TensorProto.
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def op_session(op: str, inputs: dict[str, int], outputs: dict[str, int], **attributes) -> ort.InferenceSession:
-    """A one-node model ``oq.<op>`` with the named inputs/outputs of the given ONNX element types."""
+def op_session(op: str, inputs: dict[str, int], outputs: dict[str, int], constants: dict[str, np.ndarray] = {},
+               **attributes) -> ort.InferenceSession:
+    """A one-node model ``oq.<op>`` with the named inputs/outputs of the given ONNX element types;
+    inputs named in ``constants`` are initializers with those values."""
     node = onnx.helper.make_node(op, list(inputs), list(outputs), domain=DOMAIN, **attributes)
     graph = onnx.helper.make_graph(
         [node], op,
-        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in inputs.items()],
-        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in outputs.items()])
+        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in inputs.items() if name not in constants],
+        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in outputs.items()],
+        [onnx.numpy_helper.from_array(value, name) for name, value in constants.items()])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21),
                                                          onnx.helper.make_opsetid(DOMAIN, 1)], ir_version=10)
     return ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
@@ -122,18 +125,32 @@ def test_quantize_per_token_rejects_bad_attributes():
 
 # --- oq.QMatMul ---------------------------------------------------------------------------
 
-def qmatmul_session(dtype, bits: int, in_features: int, bias: bool) -> ort.InferenceSession:
+def qmatmul_session(dtype, bits: int, in_features: int, bias: bool,
+                    constants: dict[str, np.ndarray] = {}) -> ort.InferenceSession:
+    """A QMatMul session; weights given in ``constants`` are initializers (packed once at session
+    creation), else inputs (packed on every call)."""
     kind = FLOAT_TYPES[dtype]
     inputs = {"codes": onnx.TensorProto.INT8, "scales": kind, "w": onnx.TensorProto.UINT8,
               "w_scales": onnx.TensorProto.FLOAT}
     if bias:
         inputs["bias"] = onnx.TensorProto.FLOAT
-    return op_session("QMatMul", inputs, {"y": kind}, bits=bits, in_features=in_features)
+    return op_session("QMatMul", inputs, {"y": kind}, constants, bits=bits, in_features=in_features)
 
 
-def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype):
+def run_qmatmul(dtype, bits, k, codes, scales, packed, weight_scales, bias, constant_weights):
+    weights = {"w": packed, "w_scales": weight_scales}
+    feeds = {"codes": codes, "scales": scales, **({} if bias is None else {"bias": bias})}
+    if constant_weights:
+        session = qmatmul_session(dtype, bits, k, bias is not None, weights)
+    else:
+        session, feeds = qmatmul_session(dtype, bits, k, bias is not None), {**feeds, **weights}
+    return session.run(None, feeds)[0]
+
+
+def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype, activation_bits=8):
+    """Codes of ``activation_bits`` (the QMatMul kernels pick their integer form by the codes' range)."""
     low, high = qrange(bits)
-    codes = rng.integers(-128, 128, (*lead, k)).astype(np.int8)
+    codes = rng.integers(*qrange(activation_bits), endpoint=True, size=(*lead, k)).astype(np.int8)
     scales = rng.uniform(0.01, 0.1, (*lead, 1)).astype(dtype)
     weight = rng.integers(low, high + 1, (k, n)).astype(np.int8)
     weight_scales = rng.uniform(0.001, 0.02, (groups, n)).astype(np.float32)
@@ -149,18 +166,18 @@ def qmatmul_reference(codes, scales, weight, weight_scales, bias):
 
 
 @PROPERTY
-@given(bits=st.sampled_from([8, 6, 4]), k=st.integers(1, 200), n=st.integers(1, 80),
-       lead=st.lists(st.integers(1, 7), max_size=3), group_index=st.integers(0, 10),
-       with_bias=st.booleans(), dtype=st.sampled_from(list(FLOAT_TYPES)))
-def test_qmatmul_matches_numpy(cpu_isa, bits, k, n, lead, group_index, with_bias, dtype):
+@given(bits=st.sampled_from([8, 6, 4]), activation_bits=st.sampled_from([8, 6, 4]), k=st.integers(1, 200),
+       n=st.integers(1, 80), lead=st.lists(st.integers(0, 7), max_size=3), group_index=st.integers(0, 10),
+       with_bias=st.booleans(), constant_weights=st.booleans(), dtype=st.sampled_from(list(FLOAT_TYPES)))
+def test_qmatmul_matches_numpy(cpu_isa, bits, activation_bits, k, n, lead, group_index, with_bias, constant_weights,
+                               dtype):
     rng = np.random.default_rng(k * 1000 + n)
     divisors = [g for g in range(1, k + 1) if k % g == 0]
     groups = divisors[group_index % len(divisors)]
-    codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, lead, k, n, groups, dtype)
-    feeds = {"codes": codes, "scales": scales, "w": pack_codes(weight, bits), "w_scales": weight_scales.T.copy()}
-    if with_bias:
-        feeds["bias"] = bias
-    actual = qmatmul_session(dtype, bits, k, with_bias).run(None, feeds)[0]
+    codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, lead, k, n, groups, dtype,
+                                                                     activation_bits)
+    actual = run_qmatmul(dtype, bits, k, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
+                         bias if with_bias else None, constant_weights)
     expected = qmatmul_reference(codes, scales, weight, weight_scales, bias if with_bias else 0.0)
     assert actual.dtype == dtype and actual.shape == (*lead, n)
     tolerance = 1e-5 if dtype == np.float32 else 1e-3
@@ -168,17 +185,37 @@ def test_qmatmul_matches_numpy(cpu_isa, bits, k, n, lead, group_index, with_bias
 
 
 @pytest.mark.parametrize("bits", [8, 6, 4])
-def test_qmatmul_at_model_shapes(cpu_isa, bits):
-    """SmolLM2's down_proj with 300 tokens (several row blocks and panels), per channel and in groups of 128."""
+@pytest.mark.parametrize("activation_bits", [8, 4])
+def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits):
+    """SmolLM2's down_proj with 600 tokens (several row blocks and panels), per channel and in groups of 128,
+    with weights packed at session creation."""
     rng = np.random.default_rng(bits)
     for groups in (1, 12):
-        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, 300), 1536, 576, groups,
-                                                                         np.float32)
-        feeds = {"codes": codes, "scales": scales, "w": pack_codes(weight, bits), "w_scales": weight_scales.T.copy(),
-                 "bias": bias}
-        actual = qmatmul_session(np.float32, bits, 1536, True).run(None, feeds)[0]
+        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, 600), 1536, 576, groups,
+                                                                         np.float32, activation_bits)
+        actual = run_qmatmul(np.float32, bits, 1536, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
+                             bias, constant_weights=True)
         expected = qmatmul_reference(codes, scales, weight, weight_scales, bias)
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("bits", [8, 6, 4])
+@pytest.mark.parametrize("activation_bits", [8, 6, 4])
+def test_qmatmul_integer_sums_are_exact_at_the_extremes(cpu_isa, bits, activation_bits):
+    """Codes and weights at the ends of their ranges, the largest sums the int16 steps of the
+    kernels meet: every output is the exact integer (unit scales, fp32 represents them)."""
+    k, n = 1024, 48
+    a_low, a_high = qrange(activation_bits)
+    w_low, w_high = qrange(bits)
+    rng = np.random.default_rng(bits * 10 + activation_bits)
+    codes = rng.choice([a_low, a_high], (16, k)).astype(np.int8)
+    codes[0], codes[1] = a_low, a_high  # rows whose products all share one sign
+    weight = rng.choice([w_low, w_high], (k, n)).astype(np.int8)
+    weight[:, 0], weight[:, 1] = w_low, w_high
+    scales, weight_scales = np.ones((16, 1), np.float32), np.ones((n, 1), np.float32)
+    actual = run_qmatmul(np.float32, bits, k, codes, scales, pack_codes(weight, bits), weight_scales, None,
+                         constant_weights=True)
+    np.testing.assert_array_equal(actual, codes.astype(np.int64) @ weight.astype(np.int64))
 
 
 def test_qmatmul_bad_shapes_give_an_ort_error_not_a_crash():

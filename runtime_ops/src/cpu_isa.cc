@@ -6,9 +6,9 @@ namespace oq {
 
 namespace {
 
-const CpuIsa kScalar{"scalar", PanelScalar, 16};
-const CpuIsa kAvx2{"avx2", PanelAvx2, 16};
-const CpuIsa kAvx512Vnni{"avx512_vnni", PanelAvx512Vnni, 32};
+const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr};
+const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2};
+const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr};
 
 bool Supported(const CpuIsa& isa) {
   __builtin_cpu_init();

@@ -12,8 +12,9 @@ namespace oq {
 
 struct CpuIsa {
   const char* name;
-  void (*panel)(const PanelArgs&);
-  size_t width;  // int16 elements per vector: groups are padded to a multiple of it
+  PanelFunction panel_u8;     // unsigned activations (qgemm_kernels.h)
+  int u8_pair_limit;          // largest |u1·w1 + u2·w2| panel_u8 adds exactly in one int16 lane (0: no limit)
+  PanelFunction panel_s16;    // signed int16 activations, for what panel_u8 cannot take exactly (or null)
 };
 
 // The ISA to use; on an OQ_CPU_ISA this CPU lacks (or an unknown name), `error` says so.

@@ -14,10 +14,12 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <string>
 
 #include "common.h"
 #include "cpu_isa.h"
+#include "weight_panels.h"
 
 namespace oq {
 
@@ -38,23 +40,24 @@ struct QMatMulKernel {
   int64_t bits = 8, in_features = 0;
   CpuIsa isa{};
   std::string isa_error;
+  std::shared_ptr<const WeightPanels> constant_weights;  // packed at creation if W and its scales are constant
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
-// Kernel creation: reads and checks the node's attributes.
+// Kernel creation: reads and checks the node's attributes (QMatMul also packs constant weights).
 template <typename T>
-OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel);
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel);
 template <typename T>
-OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QMatMulKernel<T>& kernel);
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel);
 template <typename T>
-OrtStatusPtr ReadAttributes(const OrtKernelInfo*, HadamardKernel<T>&) { return nullptr; }
+OrtStatusPtr InitializeKernel(const OrtKernelInfo*, HadamardKernel<T>&) { return nullptr; }
 
 // Declares one CPU custom op: name, kernel, input and output element types, optional inputs.
 template <typename Kernel, typename Traits>
 struct CpuOp : Ort::CustomOpBase<CpuOp<Kernel, Traits>, Kernel, /*WithStatus=*/true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
     auto* created = new Kernel();
-    if (OrtStatusPtr status = ReadAttributes(info, *created)) {
+    if (OrtStatusPtr status = InitializeKernel(info, *created)) {
       delete created;
       return status;
     }
@@ -104,12 +107,5 @@ template <typename T>
 using QuantizePerTokenOp = CpuOp<QuantizePerTokenKernel<T>, QuantizePerTokenTraits<T>>;
 template <typename T>
 using QMatMulOp = CpuOp<QMatMulKernel<T>, QMatMulTraits<T>>;
-
-// Bytes of one packed weight row of `in_features` codes of `bits` bits.
-inline size_t PackedRowBytes(int64_t bits, int64_t in_features) {
-  if (bits == 4) return static_cast<size_t>((in_features + 1) / 2);
-  if (bits == 6) return static_cast<size_t>((in_features + 3) / 4 * 3);
-  return static_cast<size_t>(in_features);
-}
 
 }  // namespace oq

@@ -1,6 +1,13 @@
-// AVX2 QMatMul panel (compiled with -mavx2): vpmaddwd multiplies 16 int16 pairs and adds
-// neighbours into 8 exact int32 lanes; a 4 x 2 tile keeps 8 accumulators in registers.
+// AVX2 QMatMul panels (compiled with -mavx2), tiles of 16 channels.
+//  - U8 (4 rows): vpmaddubsw multiplies a broadcast quad of unsigned activations with 8 channels x 4
+//    signed weights and adds neighbours into int16; vpaddw sums `int16_steps` quads (exact by
+//    the caller's choice) before vpmaddwd by ones widens them into int32.
+//  - S16 (3 rows, so the 12 accumulators and 4 weight vectors stay in registers): the weights are sign-extended to int16 on the fly and vpmaddwd multiplies them
+//    with a broadcast quad of int16 activations into lanes of two int32 partial sums per
+//    channel, added pairwise (vphaddd) at the end of the group.
 #include <immintrin.h>
+
+#include <cstring>
 
 #include "panel_impl.h"
 
@@ -8,35 +15,85 @@ namespace oq {
 
 namespace {
 
-inline int32_t HorizontalSum(__m256i v) {
-  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(1, 0, 3, 2)));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(sum);
+inline __m256i BroadcastQuadU8(const uint8_t* a) {
+  int32_t quad;
+  std::memcpy(&quad, a, sizeof quad);
+  return _mm256_set1_epi32(quad);
 }
 
-struct DotAvx2 {
-  static constexpr int kRows = 4, kCols = 2;
-  template <int R, int C>
-  static void Run(const int16_t* a, const int16_t* w, size_t stride, size_t length, int32_t (*out)[C]) {
-    __m256i acc[R][C];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_si256();
-    for (size_t k = 0; k < length; k += 16) {
-      __m256i wv[C];
-      for (int c = 0; c < C; ++c) wv[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * stride + k));
+inline __m256i BroadcastQuadS16(const int16_t* a) {
+  long long quad;
+  std::memcpy(&quad, a, sizeof quad);
+  return _mm256_set1_epi64x(quad);
+}
+
+struct DotsU8Avx2 {
+  static constexpr int kRows = 4;
+  template <int R>
+  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+    const size_t length = p.quads * kQuad;
+    const uint8_t* a = static_cast<const uint8_t*>(p.a) + row * p.a_stride + g * length;
+    const int8_t* w = p.w + g * length * kPanelChannels;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (size_t q0 = 0; q0 < p.quads; q0 += p.int16_steps) {
+      const size_t q1 = q0 + p.int16_steps < p.quads ? q0 + p.int16_steps : p.quads;
+      __m256i part[R][2];
+      for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = _mm256_setzero_si256();
+      for (size_t q = q0; q < q1; ++q) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + q * 64));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + q * 64 + 32));
+        for (int r = 0; r < R; ++r) {
+          const __m256i av = BroadcastQuadU8(a + r * p.a_stride + q * kQuad);
+          part[r][0] = _mm256_add_epi16(part[r][0], _mm256_maddubs_epi16(av, w0));
+          part[r][1] = _mm256_add_epi16(part[r][1], _mm256_maddubs_epi16(av, w1));
+        }
+      }
       for (int r = 0; r < R; ++r) {
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + r * stride + k));
-        for (int c = 0; c < C; ++c) acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(av, wv[c]));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(part[r][0], ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(part[r][1], ones));
       }
     }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r]), acc[r][0]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r] + 8), acc[r][1]);
+    }
+  }
+};
+
+struct DotsS16Avx2 {
+  static constexpr int kRows = 3;
+  template <int R>
+  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+    const size_t length = p.quads * kQuad;
+    const int16_t* a = static_cast<const int16_t*>(p.a) + row * p.a_stride + g * length;
+    const int8_t* w = p.w + g * length * kPanelChannels;
+    __m256i acc[R][4];  // channels 0-3, 4-7, 8-11, 12-15: two partial sums each
     for (int r = 0; r < R; ++r)
-      for (int c = 0; c < C; ++c) out[r][c] = HorizontalSum(acc[r][c]);
+      for (int v = 0; v < 4; ++v) acc[r][v] = _mm256_setzero_si256();
+    for (size_t q = 0; q < p.quads; ++q) {
+      __m256i wv[4];
+      for (int v = 0; v < 4; ++v)
+        wv[v] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + q * 64 + v * 16)));
+      for (int r = 0; r < R; ++r) {
+        const __m256i av = BroadcastQuadS16(a + r * p.a_stride + q * kQuad);
+        for (int v = 0; v < 4; ++v) acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(av, wv[v]));
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int half = 0; half < 2; ++half) {  // [c0, c1, c4, c5 | c2, c3, c6, c7] -> c0..c7
+        const __m256i sums =
+            _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][2 * half], acc[r][2 * half + 1]), 0xD8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r] + half * 8), sums);
+      }
+    }
   }
 };
 
 }  // namespace
 
-void PanelAvx2(const PanelArgs& args) { RunPanel<DotAvx2>(args); }
+void PanelU8Avx2(const PanelArgs& args) { RunPanel<DotsU8Avx2>(args); }
+void PanelS16Avx2(const PanelArgs& args) { RunPanel<DotsS16Avx2>(args); }
 
 }  // namespace oq

@@ -1,53 +1,50 @@
-// The ISA-independent loop of a QMatMul panel (see qgemm_kernels.h), included by each ISA's
-// translation unit with its own Dot: Dot::Run<R, C> sums R x C int16 dot products over
-// `length` elements (a multiple of Dot::kWidth). Plain C++ only: no library code.
+// The ISA-independent part of a QMatMul panel (see qgemm_kernels.h), included by each ISA's
+// translation unit: Dots::Run<R>(args, row, group, dots) sums the exact int32 dot products of
+// R activation rows with the panel's 16 channels over one group; this file loops over row
+// tiles and groups and applies scales, offset correction and bias (plain loops that the
+// compiler vectorizes with the unit's own -m flags). No library code.
 #pragma once
 
 #include "qgemm_kernels.h"
 
 namespace oq {
 
-template <class Dot, int R, int C>
-inline void PanelTile(const PanelArgs& p, size_t row, size_t col) {
-  const size_t stride = p.groups * p.group_stride;
+template <class Dots, int R>
+inline void PanelTile(const PanelArgs& p, size_t row) {
+  constexpr int C = static_cast<int>(kPanelChannels);
   float sum[R][C] = {};
   for (size_t g = 0; g < p.groups; ++g) {
     int32_t dots[R][C];
-    Dot::template Run<R, C>(p.a + row * stride + g * p.group_stride, p.w + col * stride + g * p.group_stride,
-                            stride, p.group_stride, dots);
-    for (int c = 0; c < C; ++c) {
-      const float scale = p.w_scale[(col + c) * p.groups + g];
-      for (int r = 0; r < R; ++r) sum[r][c] += scale * static_cast<float>(dots[r][c]);
-    }
+    Dots::template Run<R>(p, row, g, dots);
+    const float* scale = p.w_scales + g * C;
+    const int32_t* w_sum = p.w_sums + g * C;
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) sum[r][c] += scale[c] * static_cast<float>(dots[r][c] + p.a_offset * w_sum[c]);
   }
   for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < C; ++c) {
-      const float bias = p.bias == nullptr ? 0.0f : p.bias[col + c];
-      p.y[(row + r) * p.ldy + col + c] = p.a_scale[row + r] * sum[r][c] + bias;
+    float* y = p.y + (row + r) * p.ldy;
+    const float a_scale = p.a_scale[row + r];
+    for (size_t c = 0; c < p.n; ++c) y[c] = a_scale * sum[r][c] + p.bias[c];
+  }
+}
+
+// The last p.m % Dots::kRows rows, one tile of exactly that height.
+template <class Dots, int R>
+inline void PanelRemainder(const PanelArgs& p, size_t row) {
+  if constexpr (R > 0) {
+    if (p.m - row == R) {
+      PanelTile<Dots, R>(p, row);
+    } else {
+      PanelRemainder<Dots, R - 1>(p, row);
     }
   }
 }
 
-template <class Dot, int R>
-inline void PanelRows(const PanelArgs& p, size_t row) {
-  constexpr int C = Dot::kCols;
-  size_t col = 0;
-  for (; col + C <= p.n; col += C) PanelTile<Dot, R, C>(p, row, col);
-  for (; col < p.n; ++col) PanelTile<Dot, R, 1>(p, row, col);
-}
-
-// Row blocks of Dot::kRows (4) reuse one block of activation rows across all the panel's channels.
-template <class Dot>
+template <class Dots>
 inline void RunPanel(const PanelArgs& p) {
-  static_assert(Dot::kRows == 4, "row remainder below handles up to 3 rows");
   size_t row = 0;
-  for (; row + 4 <= p.m; row += 4) PanelRows<Dot, 4>(p, row);
-  switch (p.m - row) {
-    case 3: PanelRows<Dot, 3>(p, row); break;
-    case 2: PanelRows<Dot, 2>(p, row); break;
-    case 1: PanelRows<Dot, 1>(p, row); break;
-    default: break;
-  }
+  for (; row + Dots::kRows <= p.m; row += Dots::kRows) PanelTile<Dots, Dots::kRows>(p, row);
+  PanelRemainder<Dots, Dots::kRows - 1>(p, row);
 }
 
 }  // namespace oq

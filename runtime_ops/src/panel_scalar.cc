@@ -1,20 +1,22 @@
-// Portable QMatMul panel: plain loops (the compiler vectorizes for the baseline ISA).
+// Portable QMatMul panel: plain loops over unsigned activations (exact in int32).
 #include "panel_impl.h"
 
 namespace oq {
 
 namespace {
 
-struct DotScalar {
-  static constexpr int kRows = 4, kCols = 2;
-  template <int R, int C>
-  static void Run(const int16_t* a, const int16_t* w, size_t stride, size_t length, int32_t (*out)[C]) {
+struct DotsScalar {
+  static constexpr int kRows = 4;
+  template <int R>
+  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+    const size_t length = p.quads * kQuad;
+    const int8_t* w = p.w + g * length * kPanelChannels;
     for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) {
-        const int16_t* x = a + r * stride;
-        const int16_t* y = w + c * stride;
+      const uint8_t* a = static_cast<const uint8_t*>(p.a) + (row + r) * p.a_stride + g * length;
+      for (size_t c = 0; c < kPanelChannels; ++c) {
         int32_t sum = 0;
-        for (size_t k = 0; k < length; ++k) sum += static_cast<int32_t>(x[k]) * y[k];
+        for (size_t q = 0; q < p.quads; ++q)
+          for (size_t j = 0; j < kQuad; ++j) sum += a[q * kQuad + j] * w[(q * kPanelChannels + c) * kQuad + j];
         out[r][c] = sum;
       }
     }
@@ -23,6 +25,6 @@ struct DotScalar {
 
 }  // namespace
 
-void PanelScalar(const PanelArgs& args) { RunPanel<DotScalar>(args); }
+void PanelU8Scalar(const PanelArgs& args) { RunPanel<DotsScalar>(args); }
 
 }  // namespace oq

@@ -1,12 +1,23 @@
 // Integer GEMM panels of oq.QMatMul, one implementation per instruction set.
 //
-// A panel computes, for m rows of activation codes and n output channels,
-//   y[r, c] = a_scale[r] · Σ_g w_scale[c, g] · Σ_{k ∈ group g} a[r, k] · w[c, k]  (+ bias[c])
-// with exact int32 group sums. Both operands are int16 copies of the int8/int6/int4 codes,
-// row-major, each group zero-padded to `group_stride` (a multiple of the ISA's vector
-// width), so one layout serves every ISA. The ISA-specific panels live in their own
-// translation units compiled with their own -m flags and use no C++ library code, so
-// nothing built for a newer ISA can leak into the generic code.
+// A panel computes, for m rows of activation codes a and one panel of 16 output channels,
+//   y[r, c] = a_scale[r] · Σ_g w_scale[g, c] · Σ_{k ∈ group g} a[r, k] · w[k, c]  (+ bias[c])
+// with exact int32 group sums. Weights are int8 codes in the panel layout of
+// weight_panels.h: per group, per quad of 4 input channels, 16 channels × 4 codes (64 bytes),
+// so one vector load holds 4 consecutive codes of 8 or 16 channels and one broadcast holds 4
+// codes of a row: no horizontal sums.
+//
+// Activations come in one of two forms:
+//  - kUnsigned8: u = a - a_offset in [0, 255] (x86 multiplies unsigned by signed bytes);
+//    Σ a·w = Σ u·w + a_offset · Σ w, the weight sums being packed with the weights. AVX2's
+//    vpmaddubsw adds two u·w products into an int16 that saturates, so the caller picks this
+//    form only when 2·max(u)·max|w| ≤ 32767 (kInt16PairLimit) and passes how many quad steps
+//    the int16 partial sums may take before they are widened to int32 (int16_steps).
+//  - kSigned16: a as int16 (vpmaddwd: exact), for the case the first form would saturate
+//    (8-bit activations spanning more than 128 codes times 8-bit weights, on AVX2).
+// Rows are zero-padded group by group to whole quads; the weights' padding is zero.
+// The ISA-specific panels live in their own translation units compiled with their own -m
+// flags and use no C++ library code, so nothing built for a newer ISA leaks into generic code.
 #pragma once
 
 #include <cstddef>
@@ -14,19 +25,30 @@
 
 namespace oq {
 
+constexpr size_t kPanelChannels = 16;  // output channels per weight panel
+constexpr size_t kQuad = 4;            // input channels per packed 32-bit lane
+constexpr int kInt16PairLimit = 32767;
+
 struct PanelArgs {
-  const int16_t* a;        // [m, groups · group_stride]
-  const int16_t* w;        // [n, groups · group_stride]
-  size_t m, n, groups, group_stride;
-  const float* a_scale;    // [m]
-  const float* w_scale;    // [n, groups]
-  const float* bias;       // [n] or null
-  float* y;                // [m, ldy]
-  size_t ldy;
+  const void* a;             // [m, a_stride] uint8 (kUnsigned8) or int16 (kSigned16)
+  size_t a_stride;           // elements per row: groups · quads · 4
+  int32_t a_offset;          // kUnsigned8: a = u + a_offset
+  size_t int16_steps;        // kUnsigned8 on AVX2: quads summed in int16 before widening
+  size_t m, groups, quads;   // quads per group
+  const float* a_scale;      // [m]
+  const int8_t* w;           // this panel: [groups, quads, 16, 4]
+  const int32_t* w_sums;     // [groups, 16]  Σ_k w per group and channel
+  const float* w_scales;     // [groups, 16]
+  const float* bias;         // [16], zero-padded
+  float* y;                  // [m, ldy]; channels [0, n) are written
+  size_t ldy, n;
 };
 
-void PanelScalar(const PanelArgs& args);
-void PanelAvx2(const PanelArgs& args);        // needs AVX2
-void PanelAvx512Vnni(const PanelArgs& args);  // needs AVX-512F/BW + AVX512_VNNI
+using PanelFunction = void (*)(const PanelArgs&);
+
+void PanelU8Scalar(const PanelArgs& args);
+void PanelU8Avx2(const PanelArgs& args);        // needs AVX2
+void PanelS16Avx2(const PanelArgs& args);       // needs AVX2
+void PanelU8Avx512Vnni(const PanelArgs& args);  // needs AVX-512F/BW + AVX512_VNNI
 
 }  // namespace oq

@@ -1,11 +1,14 @@
 // oq.QMatMul (CPU): integer matmul of activation codes with packed int8/int6/int4 weights.
 //
 // Y[t, n] = s_t · Σ_g w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k] + bias[n] (see ops.h).
-// The activation codes are widened once to int16 rows; the weights are unpacked to int16
-// panels of kPanelChannels output channels inside each task, so packed weights stay packed
-// in memory. Tasks are (row block, channel panel) pairs on the session's thread pool; the
-// panel itself is the best ISA's (cpu_isa.h). Group sums are exact int32.
+// Weights are unpacked into int8 panels of 16 channels (weight_panels.h): once at session
+// creation when they are constant initializers, else on every call. Each call finds the range
+// [lo, hi] of its activation codes and picks the panel form (qgemm_kernels.h): unsigned
+// codes a - lo when the ISA multiplies them exactly with weights up to max|w|, else int16
+// codes. Tasks are (row block, channel panel) pairs on the session's thread pool; the group
+// sums are exact int32.
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "ops.h"
@@ -14,43 +17,59 @@ namespace oq {
 
 namespace {
 
-constexpr size_t kPanelChannels = 32;
 constexpr size_t kRowsPerTask = 512;
 
-// Decodes one packed weight row of k codes (see ops.h) into int16.
-void DecodeRow(const uint8_t* row, int64_t bits, size_t k, int16_t* out) {
-  if (bits == 8) {
-    for (size_t i = 0; i < k; ++i) out[i] = static_cast<int8_t>(row[i]);
-  } else if (bits == 4) {
-    for (size_t i = 0; i + 1 < k; i += 2) {
-      const int byte = row[i / 2];
-      out[i] = static_cast<int16_t>(((byte & 15) ^ 8) - 8);
-      out[i + 1] = static_cast<int16_t>(((byte >> 4) ^ 8) - 8);
-    }
-    if (k % 2) out[k - 1] = static_cast<int16_t>(((row[k / 2] & 15) ^ 8) - 8);
-  } else {
-    for (size_t i = 0; i < k; i += 4) {
-      const uint8_t* word = row + i / 4 * 3;
-      const uint32_t bits24 = word[0] | (word[1] << 8) | (word[2] << 16);
-      for (size_t j = 0; j < 4 && i + j < k; ++j) {
-        out[i + j] = static_cast<int16_t>((((bits24 >> (6 * j)) & 63) ^ 32) - 32);
-      }
+OrtStatusPtr CheckWeights(int64_t bits, int64_t k, const std::vector<int64_t>& w_shape,
+                          const std::vector<int64_t>& s_shape) {
+  if (w_shape.size() != 2 || w_shape[1] != static_cast<int64_t>(PackedRowBytes(bits, k))) {
+    return InvalidArgument("QMatMul", "packed weight must be [N, " + std::to_string(PackedRowBytes(bits, k)) +
+                                          "] for int" + std::to_string(bits) + ", got " + ShapeText(w_shape));
+  }
+  if (s_shape.size() != 2 || s_shape[0] != w_shape[0] || s_shape[1] <= 0 || k % s_shape[1] != 0) {
+    return InvalidArgument("QMatMul", "weight scales must be [N, G] with G dividing in_features, got " +
+                                          ShapeText(s_shape));
+  }
+  return nullptr;
+}
+
+std::vector<int64_t> Shape(const Ort::ConstValue& value) { return value.GetTensorTypeAndShapeInfo().GetShape(); }
+
+// Copies rows of k codes into the panels' activation layout: per group, `group` values
+// (converted by `convert`) and zeros up to whole quads.
+template <typename Element, typename Convert>
+void LayOutActivations(const int8_t* codes, size_t begin, size_t end, size_t k, size_t groups, size_t quads,
+                       Element* out, Convert convert) {
+  const size_t group = k / groups, stride = groups * quads * kQuad;
+  for (size_t row = begin; row < end; ++row) {
+    for (size_t g = 0; g < groups; ++g) {
+      const int8_t* source = codes + row * k + g * group;
+      Element* target = out + row * stride + g * quads * kQuad;
+      for (size_t i = 0; i < group; ++i) target[i] = convert(source[i]);
     }
   }
 }
 
-// Spreads k contiguous codes into `groups` groups of `group` values, each zero-padded to `stride`.
-void SpreadRow(const int16_t* codes, size_t groups, size_t group, size_t stride, int16_t* out) {
-  for (size_t g = groups; g-- > 0;) {  // backwards: `codes` may be `out` itself
-    std::copy_backward(codes + g * group, codes + (g + 1) * group, out + g * stride + group);
-    std::fill(out + g * stride + group, out + (g + 1) * stride, int16_t{0});
-  }
+// The smallest and largest of rows x k codes (row blocks on the session's threads).
+std::pair<int32_t, int32_t> CodeRange(const Ort::KernelContext& context, const int8_t* codes, size_t rows, size_t k) {
+  const size_t blocks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  std::vector<std::pair<int8_t, int8_t>> ranges(blocks);
+  ParallelForRows(context, rows, kRowsPerTask, [&](size_t begin, size_t end) {
+    int8_t lo = 127, hi = -128;
+    for (const int8_t* code = codes + begin * k; code != codes + end * k; ++code) {
+      lo = std::min(lo, *code);
+      hi = std::max(hi, *code);
+    }
+    ranges[begin / kRowsPerTask] = {lo, hi};
+  });
+  std::pair<int32_t, int32_t> range{127, -128};
+  for (const auto& [lo, hi] : ranges) range = {std::min<int32_t>(range.first, lo), std::max<int32_t>(range.second, hi)};
+  return range;
 }
 
 }  // namespace
 
 template <typename T>
-OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QMatMulKernel<T>& kernel) {
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel) {
   Ort::ConstKernelInfo node(info);
   try {
     kernel.bits = node.GetAttribute<int64_t>("bits");
@@ -64,6 +83,21 @@ OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QMatMulKernel<T>& kernel)
   if (kernel.in_features <= 0) return InvalidArgument("QMatMul", "in_features must be positive");
   kernel.isa = SelectCpuIsa(&kernel.isa_error);
   if (!kernel.isa_error.empty()) return InvalidArgument("QMatMul", kernel.isa_error);
+
+  int weight_is_constant = 0, scales_are_constant = 0;
+  const Ort::ConstValue weight = node.GetTensorConstantInput(2, &weight_is_constant);
+  const Ort::ConstValue scales = node.GetTensorConstantInput(3, &scales_are_constant);
+  if (weight_is_constant && scales_are_constant) {
+    const std::vector<int64_t> w_shape = Shape(weight), s_shape = Shape(scales);
+    if (OrtStatusPtr status = CheckWeights(kernel.bits, kernel.in_features, w_shape, s_shape)) return status;
+    auto panels = std::make_shared<WeightPanels>(static_cast<size_t>(w_shape[0]),
+                                                 static_cast<size_t>(kernel.in_features),
+                                                 static_cast<size_t>(s_shape[1]));
+    for (size_t p = 0; p < panels->panels; ++p) {
+      panels->Pack(p, weight.GetTensorData<uint8_t>(), kernel.bits, scales.GetTensorData<float>());
+    }
+    kernel.constant_weights = std::move(panels);
+  }
   return nullptr;
 }
 
@@ -71,80 +105,86 @@ template <typename T>
 OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
   const Ort::ConstValue codes = context.GetInput(0), token_scales = context.GetInput(1);
-  const Ort::ConstValue weight = context.GetInput(2), weight_scales = context.GetInput(3);
   const Ort::ConstValue bias = context.GetInputCount() > 4 ? context.GetInput(4) : Ort::ConstValue{nullptr};
-  const std::vector<int64_t> a_shape = codes.GetTensorTypeAndShapeInfo().GetShape();
-  const std::vector<int64_t> w_shape = weight.GetTensorTypeAndShapeInfo().GetShape();
-  const std::vector<int64_t> s_shape = weight_scales.GetTensorTypeAndShapeInfo().GetShape();
-  const int64_t k = in_features;
-  if (a_shape.empty() || a_shape.back() != k) {
+  const std::vector<int64_t> a_shape = Shape(codes);
+  const size_t k = static_cast<size_t>(in_features);
+  if (a_shape.empty() || a_shape.back() != in_features) {
     return InvalidArgument("QMatMul", "codes must end in in_features = " + std::to_string(k) + ", got " +
                                           ShapeText(a_shape));
   }
-  const size_t rows = codes.GetTensorTypeAndShapeInfo().GetElementCount() / static_cast<size_t>(k);
+  const size_t rows = codes.GetTensorTypeAndShapeInfo().GetElementCount() / k;
   if (token_scales.GetTensorTypeAndShapeInfo().GetElementCount() != rows) {
     return InvalidArgument("QMatMul", "scales must hold one value per token (" + std::to_string(rows) + ")");
   }
-  if (w_shape.size() != 2 || w_shape[1] != static_cast<int64_t>(PackedRowBytes(bits, k))) {
-    return InvalidArgument("QMatMul", "packed weight must be [N, " + std::to_string(PackedRowBytes(bits, k)) +
-                                          "] for int" + std::to_string(bits) + ", got " + ShapeText(w_shape));
+
+  std::shared_ptr<const WeightPanels> weights = constant_weights;
+  if (weights == nullptr) {
+    const Ort::ConstValue weight = context.GetInput(2), scales = context.GetInput(3);
+    const std::vector<int64_t> w_shape = Shape(weight), s_shape = Shape(scales);
+    if (OrtStatusPtr status = CheckWeights(bits, in_features, w_shape, s_shape)) return status;
+    auto packed = std::make_shared<WeightPanels>(static_cast<size_t>(w_shape[0]), k,
+                                                 static_cast<size_t>(s_shape[1]));
+    ParallelFor(context, packed->panels, [&](size_t p) {
+      packed->Pack(p, weight.GetTensorData<uint8_t>(), bits, scales.GetTensorData<float>());
+    });
+    weights = std::move(packed);
   }
-  const int64_t n = w_shape[0];
-  if (s_shape.size() != 2 || s_shape[0] != n || s_shape[1] <= 0 || k % s_shape[1] != 0) {
-    return InvalidArgument("QMatMul", "weight scales must be [N, G] with G dividing in_features, got " +
-                                          ShapeText(s_shape));
-  }
-  if (bias != nullptr && bias.GetTensorTypeAndShapeInfo().GetElementCount() != static_cast<size_t>(n)) {
+  const size_t n = weights->n, groups = weights->groups, quads = weights->quads;
+  if (bias != nullptr && bias.GetTensorTypeAndShapeInfo().GetElementCount() != n) {
     return InvalidArgument("QMatMul", "bias must hold N = " + std::to_string(n) + " values");
   }
   std::vector<int64_t> y_shape = a_shape;
-  y_shape.back() = n;
+  y_shape.back() = static_cast<int64_t>(n);
   T* y = context.GetOutput(0, y_shape).GetTensorMutableData<T>();
+  if (rows == 0) return nullptr;
 
-  const size_t groups = static_cast<size_t>(s_shape[1]), group = static_cast<size_t>(k) / groups;
-  const size_t stride = (group + isa.width - 1) / isa.width * isa.width, row_length = groups * stride;
+  // The form of the activations: unsigned a - lo if the ISA's u8 panel is exact for them.
   const int8_t* a = codes.GetTensorData<int8_t>();
-  const T* a_scale = token_scales.GetTensorData<T>();
-  std::vector<int16_t> a16(rows * row_length);
-  std::vector<float> a_scale_f(rows);
+  const auto [lo, hi] = CodeRange(context, a, rows, k);
+  const int32_t pair = 2 * (hi - lo) * weights->MaxAbs();
+  const bool unsigned8 = isa.u8_pair_limit == 0 || pair <= isa.u8_pair_limit;
+  const int32_t a_offset = unsigned8 ? lo : 0;
+  const size_t int16_steps =
+      isa.u8_pair_limit == 0 || pair == 0 ? quads : std::clamp<size_t>(isa.u8_pair_limit / pair, 1, quads);
+  const size_t a_stride = groups * quads * kQuad;
+  std::vector<uint8_t> a8(unsigned8 ? rows * a_stride : 0);
+  std::vector<int16_t> a16(unsigned8 ? 0 : rows * a_stride);
   ParallelForRows(context, rows, kRowsPerTask, [&](size_t begin, size_t end) {
-    for (size_t row = begin; row < end; ++row) {
-      int16_t* target = a16.data() + row * row_length;
-      std::copy(a + row * k, a + (row + 1) * k, target);
-      SpreadRow(target, groups, group, stride, target);
-      a_scale_f[row] = ToFloat(a_scale[row]);
+    if (unsigned8) {
+      LayOutActivations(a, begin, end, k, groups, quads, a8.data(),
+                        [&](int8_t code) { return static_cast<uint8_t>(code - a_offset); });
+    } else {
+      LayOutActivations(a, begin, end, k, groups, quads, a16.data(), [](int8_t code) { return int16_t{code}; });
     }
   });
+  std::vector<float> a_scale(rows);
+  const T* token_scale = token_scales.GetTensorData<T>();
+  std::transform(token_scale, token_scale + rows, a_scale.begin(), [](T s) { return ToFloat(s); });
 
-  const uint8_t* packed = weight.GetTensorData<uint8_t>();
-  const size_t row_bytes = PackedRowBytes(bits, k);
-  const float* w_scale = weight_scales.GetTensorData<float>();
   const float* b = bias == nullptr ? nullptr : bias.GetTensorData<float>();
-  const size_t panels = (static_cast<size_t>(n) + kPanelChannels - 1) / kPanelChannels;
   const size_t row_blocks = (rows + kRowsPerTask - 1) / kRowsPerTask;
-  const int64_t weight_bits = bits;
-  ParallelFor(context, panels * row_blocks, [&](size_t task) {
-    const size_t col = task % panels * kPanelChannels, row = task / panels * kRowsPerTask;
-    const size_t width = std::min(kPanelChannels, static_cast<size_t>(n) - col);
+  const PanelFunction panel = unsigned8 ? isa.panel_u8 : isa.panel_s16;
+  ParallelFor(context, weights->panels * row_blocks, [&](size_t task) {
+    const size_t p = task % weights->panels, row = task / weights->panels * kRowsPerTask;
+    const size_t col = p * kPanelChannels, width = std::min(kPanelChannels, n - col);
     const size_t height = std::min(kRowsPerTask, rows - row);
-    std::vector<int16_t> w16(width * row_length);
-    for (size_t c = 0; c < width; ++c) {
-      int16_t* target = w16.data() + c * row_length;
-      DecodeRow(packed + (col + c) * row_bytes, weight_bits, static_cast<size_t>(k), target);
-      SpreadRow(target, groups, group, stride, target);
-    }
-    PanelArgs args{a16.data() + row * row_length, w16.data(), height, width, groups, stride,
-                   a_scale_f.data() + row, w_scale + col * groups, b == nullptr ? nullptr : b + col,
-                   nullptr, 0};
+    float panel_bias[kPanelChannels] = {};
+    if (b != nullptr) std::copy(b + col, b + col + width, panel_bias);
+    PanelArgs args{unsigned8 ? static_cast<const void*>(a8.data() + row * a_stride)
+                             : static_cast<const void*>(a16.data() + row * a_stride),
+                   a_stride, a_offset, int16_steps, height, groups, quads, a_scale.data() + row,
+                   weights->codes.data() + p * weights->PanelBytes(),
+                   weights->sums.data() + p * groups * kPanelChannels,
+                   weights->scales.data() + p * groups * kPanelChannels, panel_bias, nullptr, 0, width};
     if constexpr (std::is_same_v<T, float>) {
       args.y = y + row * n + col;
-      args.ldy = static_cast<size_t>(n);
-      isa.panel(args);
+      args.ldy = n;
+      panel(args);
     } else {
       std::vector<float> out(height * width);
       args.y = out.data();
       args.ldy = width;
-      isa.panel(args);
+      panel(args);
       for (size_t r = 0; r < height; ++r)
         for (size_t c = 0; c < width; ++c) y[(row + r) * n + col + c] = FromFloat<T>(out[r * width + c]);
     }
@@ -152,8 +192,8 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   return nullptr;
 }
 
-template OrtStatusPtr ReadAttributes(const OrtKernelInfo*, QMatMulKernel<float>&);
-template OrtStatusPtr ReadAttributes(const OrtKernelInfo*, QMatMulKernel<Half>&);
+template OrtStatusPtr InitializeKernel(const OrtKernelInfo*, QMatMulKernel<float>&);
+template OrtStatusPtr InitializeKernel(const OrtKernelInfo*, QMatMulKernel<Half>&);
 template struct QMatMulKernel<float>;
 template struct QMatMulKernel<Half>;
 

@@ -7,6 +7,7 @@
 // QuantizeLinear (+ Clip for 6 bits) of the portable graph.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "ops.h"
@@ -31,10 +32,38 @@ float RoundToT(float value) {
   return ToFloat(FromFloat<T>(value));
 }
 
+// codes_j = clip(round_half_even(x_j / scale), low, high). Clipping first to the integer bounds
+// gives the same codes; inside [-128, 127], adding and subtracting 1.5 · 2^23 rounds half to even
+// (the default rounding mode) in a form the compiler vectorizes.
+template <typename T>
+void QuantizeRow(const T* __restrict x, int64_t count, float scale, float low, float high, int8_t* __restrict codes) {
+  constexpr float kRoundingShift = 12582912.0f;
+  for (int64_t j = 0; j < count; ++j) {
+    const float clipped = std::min(std::max(ToFloat(x[j]) / scale, low), high);
+    codes[j] = static_cast<int8_t>(static_cast<int32_t>((clipped + kRoundingShift) - kRoundingShift));
+  }
+}
+
+// max_j |x_j| as float. The magnitudes are compared as the integers of their bits (the same
+// order for non-negative floats), a max reduction the compiler vectorizes.
+template <typename T>
+float AbsMax(const T* x, int64_t count) {
+  int32_t largest = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    const float value = ToFloat(x[j]);
+    int32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    largest = std::max(largest, bits & 0x7fffffff);
+  }
+  float absmax;
+  std::memcpy(&absmax, &largest, sizeof absmax);
+  return absmax;
+}
+
 }  // namespace
 
 template <typename T>
-OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel) {
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel) {
   Ort::ConstKernelInfo node(info);
   try {
     kernel.bits = node.GetAttribute<int64_t>("bits");
@@ -81,24 +110,16 @@ OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context)
     for (int64_t row = begin; row < end; ++row) {
       const T* source = x + row * channels;
       float scale = fixed;
-      if (scale == 0.0f) {
-        float absmax = 0.0f;
-        for (int64_t j = 0; j < channels; ++j) absmax = std::max(absmax, std::fabs(ToFloat(source[j])));
-        scale = std::max(RoundToT<T>(RoundToT<T>(absmax) * factor), SmallestNormal<T>());
-      }
+      if (scale == 0.0f) scale = std::max(RoundToT<T>(AbsMax(source, channels) * factor), SmallestNormal<T>());
       scales[row] = FromFloat<T>(scale);
-      int8_t* target = codes + row * channels;
-      for (int64_t j = 0; j < channels; ++j) {
-        const float code = std::nearbyint(ToFloat(source[j]) / scale);
-        target[j] = static_cast<int8_t>(std::min(std::max(code, low), high));
-      }
+      QuantizeRow(source, channels, scale, low, high, codes + row * channels);
     }
   });
   return nullptr;
 }
 
-template OrtStatusPtr ReadAttributes(const OrtKernelInfo*, QuantizePerTokenKernel<float>&);
-template OrtStatusPtr ReadAttributes(const OrtKernelInfo*, QuantizePerTokenKernel<Half>&);
+template OrtStatusPtr InitializeKernel(const OrtKernelInfo*, QuantizePerTokenKernel<float>&);
+template OrtStatusPtr InitializeKernel(const OrtKernelInfo*, QuantizePerTokenKernel<Half>&);
 template struct QuantizePerTokenKernel<float>;
 template struct QuantizePerTokenKernel<Half>;
 
