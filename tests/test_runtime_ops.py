@@ -57,7 +57,7 @@ def hadamard_reference(x: np.ndarray) -> np.ndarray:
 @PROPERTY
 @given(base=st.sampled_from([1, 12, 20, 28, 36, 40]), power=st.integers(0, 9),
        lead=st.lists(st.integers(1, 4), max_size=3), dtype=st.sampled_from(list(FLOAT_TYPES)))
-def test_hadamard_matches_numpy(base, power, lead, dtype):
+def test_hadamard_matches_numpy(cpu_isa, base, power, lead, dtype):
     size = base * 2 ** power
     x = np.random.default_rng(size).standard_normal((*lead, size)).astype(dtype)
     h_a, _ = kronecker_pair(size)

@@ -6,15 +6,16 @@ namespace oq {
 
 namespace {
 
-const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr};
-const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2};
-const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr};
+const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr, TransformRowsScalar};
+const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2, TransformRowsAvx2};
+const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr, TransformRowsAvx2};
 
 bool Supported(const CpuIsa& isa) {
   __builtin_cpu_init();
-  if (&isa == &kAvx2) return __builtin_cpu_supports("avx2");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (&isa == &kAvx2) return avx2;
   if (&isa == &kAvx512Vnni) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vnni");
   }
   return true;

@@ -4,8 +4,9 @@
 // H_K input; oqcompile passes the same K x K factor its portable graph uses). For one row x,
 // viewed row-major as X [K, m]:  x (H_K ⊗ H_m) = vec(H_Kᵀ X H_m), where X H_m is the fast
 // butterfly transform of every row (m log m additions, then a 1/sqrt(m) scale) and the
-// K x K factor is a small dense product. Rows run in parallel on the session's threads;
-// float16 rows are transformed in float.
+// K x K factor is a small dense product (hadamard_rows.h, vectorized per instruction set).
+// Rows run in parallel on the session's threads; float16 rows are transformed in float.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,18 +15,6 @@
 namespace oq {
 
 namespace {
-
-void FastWalshHadamard(float* data, int64_t length) {
-  for (int64_t half = 1; half < length; half *= 2) {
-    for (int64_t start = 0; start < length; start += 2 * half) {
-      for (int64_t i = start; i < start + half; ++i) {
-        const float a = data[i], b = data[i + half];
-        data[i] = a + b;
-        data[i + half] = a - b;
-      }
-    }
-  }
-}
 
 constexpr size_t kRowsPerTask = 16;
 
@@ -65,25 +54,24 @@ OrtStatusPtr HadamardKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   T* y = output.GetTensorMutableData<T>();
   const int64_t rows = static_cast<int64_t>(input.GetTensorTypeAndShapeInfo().GetElementCount()) / n;
   const float scale = 1.0f / std::sqrt(static_cast<float>(m));
+  std::vector<float> scaled_factor;  // H_K / sqrt(m), transposed products read it as [b, a]
+  if (factor != nullptr) {
+    scaled_factor.assign(factor, factor + k * k);
+    for (float& value : scaled_factor) value *= scale;
+  }
+  const float* scaled = factor == nullptr ? nullptr : scaled_factor.data();
   ParallelForRows(context, static_cast<size_t>(rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
-    std::vector<float> blocks(static_cast<size_t>(n)), out(static_cast<size_t>(n));
-    for (int64_t row = begin; row < end; ++row) {
-      for (int64_t i = 0; i < n; ++i) blocks[i] = ToFloat(x[row * n + i]);
-      for (int64_t b = 0; b < k; ++b) FastWalshHadamard(blocks.data() + b * m, m);
-      if (factor == nullptr) {
-        for (int64_t i = 0; i < n; ++i) y[row * n + i] = FromFloat<T>(blocks[i] * scale);
-        continue;
+    std::vector<float> scratch(static_cast<size_t>(n));
+    if constexpr (std::is_same_v<T, float>) {  // transform the output rows in place
+      std::copy(x + begin * n, x + end * n, y + begin * n);
+      isa.hadamard_rows(y + begin * n, end - begin, k, m, scaled, scale, scratch.data());
+    } else {  // one row at a time through float
+      std::vector<float> row(static_cast<size_t>(n));
+      for (int64_t r = begin; r < end; ++r) {
+        std::transform(x + r * n, x + (r + 1) * n, row.begin(), [](T value) { return ToFloat(value); });
+        isa.hadamard_rows(row.data(), 1, k, m, scaled, scale, scratch.data());
+        std::transform(row.begin(), row.end(), y + r * n, [](float value) { return FromFloat<T>(value); });
       }
-      for (int64_t a = 0; a < k; ++a) {  // Y[a, :] = Σ_b H_K[b, a] · (X H_m)[b, :]
-        float* target = out.data() + a * m;
-        for (int64_t j = 0; j < m; ++j) target[j] = 0.0f;
-        for (int64_t b = 0; b < k; ++b) {
-          const float weight = factor[b * k + a] * scale;
-          const float* source = blocks.data() + b * m;
-          for (int64_t j = 0; j < m; ++j) target[j] += weight * source[j];
-        }
-      }
-      for (int64_t i = 0; i < n; ++i) y[row * n + i] = FromFloat<T>(out[i]);
     }
   });
   return nullptr;

@@ -25,6 +25,8 @@ namespace oq {
 
 template <typename T>
 struct HadamardKernel {
+  CpuIsa isa{};
+  std::string isa_error;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
@@ -50,7 +52,10 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<
 template <typename T>
 OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel);
 template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo*, HadamardKernel<T>&) { return nullptr; }
+OrtStatusPtr InitializeKernel(const OrtKernelInfo*, HadamardKernel<T>& kernel) {
+  kernel.isa = SelectCpuIsa(&kernel.isa_error);
+  return kernel.isa_error.empty() ? nullptr : InvalidArgument("Hadamard", kernel.isa_error);
+}
 
 // Declares one CPU custom op: name, kernel, input and output element types, optional inputs.
 template <typename Kernel, typename Traits>

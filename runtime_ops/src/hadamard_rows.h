@@ -1,0 +1,70 @@
+// The row transform of oq.Hadamard, y = x (H_K ⊗ H_m) for rows x of n = K·m floats (see
+// hadamard.cc), included by one translation unit per instruction set: plain loops that the
+// compiler vectorizes with the unit's own -m flags. No library code.
+#pragma once
+
+#include <cstdint>
+
+namespace oq {
+
+// Internal linkage: each instruction set's unit keeps its own copy (the linker must not pick
+// code compiled for AVX2 for the portable path).
+namespace {
+
+// x H_m unnormalized for one block of m = 2^j floats, in place: log2(m) butterfly stages.
+inline void FastWalshHadamard(float* data, int64_t m) {
+  for (int64_t half = 1; half < m; half *= 2) {
+    for (int64_t start = 0; start < m; start += 2 * half) {
+      for (int64_t i = start; i < start + half; ++i) {
+        const float a = data[i], b = data[i + half];
+        data[i] = a + b;
+        data[i + half] = a - b;
+      }
+    }
+  }
+}
+
+// Y[a, :] = Σ_b factor[b, a] · X[b, :] for X, Y [k, m]: the portable loops.
+struct PlainFactorProduct {
+  static void Run(const float* x, int64_t k, int64_t m, const float* factor, float* y) {
+    for (int64_t a = 0; a < k; ++a) {
+      float* target = y + a * m;
+      for (int64_t j = 0; j < m; ++j) target[j] = 0.0f;
+      for (int64_t b = 0; b < k; ++b) {
+        const float weight = factor[b * k + a];
+        const float* source = x + b * m;
+        for (int64_t j = 0; j < m; ++j) target[j] += weight * source[j];
+      }
+    }
+  }
+};
+
+// rows [count, k·m] in place: each K-block of m through the butterflies, then (k > 1) the dense
+// K x K factor (already multiplied by 1/sqrt(m)) by FactorProduct::Run, else the 1/sqrt(m)
+// scale. scratch holds k·m floats.
+template <class FactorProduct>
+inline void TransformRowsImpl(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
+                              float* scratch) {
+  const int64_t n = k * m;
+  for (int64_t row = 0; row < count; ++row) {
+    float* x = rows + row * n;
+    for (int64_t b = 0; b < k; ++b) FastWalshHadamard(x + b * m, m);
+    if (factor == nullptr) {
+      for (int64_t i = 0; i < n; ++i) x[i] *= scale;
+      continue;
+    }
+    FactorProduct::Run(x, k, m, factor, scratch);
+    for (int64_t i = 0; i < n; ++i) x[i] = scratch[i];
+  }
+}
+
+}  // namespace
+
+using TransformRowsFunction = void (*)(float* rows, int64_t count, int64_t k, int64_t m, const float* factor,
+                                       float scale, float* scratch);
+void TransformRowsScalar(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
+                         float* scratch);
+void TransformRowsAvx2(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
+                       float* scratch);  // needs AVX2 and FMA
+
+}  // namespace oq

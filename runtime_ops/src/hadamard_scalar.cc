@@ -1,0 +1,11 @@
+// oq.Hadamard's row transform for any x86-64 (see hadamard_rows.h).
+#include "hadamard_rows.h"
+
+namespace oq {
+
+void TransformRowsScalar(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
+                         float* scratch) {
+  TransformRowsImpl<PlainFactorProduct>(rows, count, k, m, factor, scale, scratch);
+}
+
+}  // namespace oq
