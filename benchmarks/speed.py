@@ -11,8 +11,9 @@ Per op (one ORT session per case, the session's default threads, median of repea
 End to end, SmolLM2 exported with a KV cache, each model in its own process: prefill of 512
 and 2048 tokens, per-token decode after a 512-token prefill, weight file size and the
 process's peak RSS, for fp32, ORT ``quantize_dynamic`` and the lowered ``quarot-w8a8``,
-``ot-quarot-w6a6`` and ``ot-quarot-w4a4``. Ratios are to fp32 in the same run (shared,
-noisy machines: compare within a run, not across runs).
+``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill time goes per op
+type (ORT's node profile, in a separate process). Ratios are to fp32 in the same run
+(shared, noisy machines: compare within a run, not across runs).
 """
 
 from __future__ import annotations
@@ -163,12 +164,43 @@ def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: i
     return result
 
 
+def op_profile_step(path: str, length: int) -> dict[str, float]:
+    """Milliseconds per op type of one ``length``-token prefill, from ORT's node profile (after a warm-up)."""
+    import collections
+    import json
+
+    from oqcompile.data import EVALUATION_BOOK, book_tokens
+    from oqcompile.evaluate import feeds, session
+
+    ids = book_tokens(EVALUATION_BOOK, MODEL)[None, :length].astype(np.int64)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = session(path, profile_prefix=str(pathlib.Path(scratch) / "profile"))
+        model.run(None, feeds(model, ids))
+        model.run(None, feeds(model, ids))
+        events = json.loads(pathlib.Path(model.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"] / 2e3  # µs over two runs -> ms per run
+    return dict(per_op)
+
+
+def profile_table(profiles: dict[str, dict[str, float]], length: int, shown: int = 8) -> str:
+    """Op types (the ``shown`` costliest of each model) x models, ms per ``length``-token prefill."""
+    ops = []
+    for per_op in profiles.values():
+        ops += [op for op, _ in sorted(per_op.items(), key=lambda item: -item[1])[:shown] if op not in ops]
+    rows = [[op] + [f"{per_op.get(op, 0.0):.0f}" for per_op in profiles.values()] for op in ops]
+    rows.append(["all nodes"] + [f"{sum(per_op.values()):.0f}" for per_op in profiles.values()])
+    return report.markdown_table([f"op type (ms per {length}-token prefill, profiled)"] + list(profiles), rows)
+
+
 def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[int, ...], decode_steps: int) -> str:
     from oqcompile.models.export import export_to_file
 
     source = folder / "smollm2.kv.onnx"
     report.measure(export_to_file, MODEL, str(source), kv_cache=True)
-    rows, base = [], None
+    rows, base, profiles = [], None, {}
     for label, recipe in END_TO_END.items():
         path = source
         if recipe == "ort-dynamic":
@@ -178,6 +210,7 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
             path = folder / f"{recipe}.onnx"
             report.measure(compile_step, str(source), recipe, str(path), calib_tokens)
         times, _, peak = report.measure(end_to_end_step, str(path), prefill_lengths, decode_steps)
+        profiles[label], _, _ = report.measure(op_profile_step, str(path), prefill_lengths[0])
         base = base or times
         size = file_mib(path)
         base_size = file_mib(source)
@@ -189,7 +222,8 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
         print(" | ".join(cells), flush=True)
     header = (["model"] + [f"prefill {n} tokens" for n in prefill_lengths]
               + ["decode / token (after 512)", "file size", "peak RSS"])
-    return report.markdown_table(header, rows)
+    return (report.markdown_table(header, rows) + "\n\nWhere the prefill time goes (ORT's node profile):\n\n"
+            + profile_table(profiles, prefill_lengths[0]))
 
 
 def main() -> None:

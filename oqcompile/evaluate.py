@@ -36,13 +36,19 @@ class PerplexityResult:
     seq: int
 
 
-def session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
+def session(path: str | os.PathLike, threads: int | None = None,
+            profile_prefix: str | None = None) -> ort.InferenceSession:
     """A CPU ORT session for ``path`` (one-line :class:`OQError` if ORT refuses the file).
 
     A lowered model (its metadata names the oq op library) gets the library registered.
+    With ``profile_prefix``, ORT profiles every node to a JSON file of that prefix
+    (``end_profiling()`` returns its name).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     if LIBRARY_METADATA in metadata(path):
         try:
             session_options(options)
