@@ -82,19 +82,19 @@ def machine() -> str:
             f"{onnxruntime.__version__}, transformers {transformers.__version__}")
 
 
-def measure(step: Callable, *args):
-    """Run ``step(*args)`` in a fresh process: ``(result, seconds, peak RSS in GiB)``.
+def measure(step: Callable, *args, **kwargs):
+    """Run ``step(*args, **kwargs)`` in a fresh process: ``(result, seconds, peak RSS in GiB)``.
 
     A fresh process per step makes the peak RSS that step's own, not the largest so far.
     """
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(_timed, step, *args).result()
+        return pool.submit(_timed, step, *args, **kwargs).result()
 
 
-def _timed(step: Callable, *args):
+def _timed(step: Callable, *args, **kwargs):
     start = time.perf_counter()
-    result = step(*args)
+    result = step(*args, **kwargs)
     seconds = time.perf_counter() - start
     return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 

@@ -5,7 +5,7 @@ namespace oq {
 
 void TransformRowsScalar(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
                          float* scratch) {
-  TransformRowsImpl<PlainFactorProduct>(rows, count, k, m, factor, scale, scratch);
+  TransformRowsImpl<PlainKernels>(rows, count, k, m, factor, scale, scratch);
 }
 
 }  // namespace oq

@@ -1,10 +1,11 @@
 // AVX2 QMatMul panels (compiled with -mavx2), tiles of 16 channels.
-//  - U8 (4 rows): vpmaddubsw multiplies a broadcast quad of unsigned activations with 8 channels x 4
-//    signed weights and adds neighbours into int16; vpaddw sums `int16_steps` quads (exact by
-//    the caller's choice) before vpmaddwd by ones widens them into int32.
-//  - S16 (3 rows, so the 12 accumulators and 4 weight vectors stay in registers): the weights are sign-extended to int16 on the fly and vpmaddwd multiplies them
-//    with a broadcast quad of int16 activations into lanes of two int32 partial sums per
-//    channel, added pairwise (vphaddd) at the end of the group.
+//  - U8 (4 rows): vpmaddubsw multiplies a broadcast quad of unsigned activations with
+//    8 channels x 4 signed weights and adds neighbours into int16; vpaddw sums `int16_steps`
+//    quads (exact by the caller's choice) before vpmaddwd by ones widens them into int32.
+//  - S16 (3 rows: 12 accumulators and 4 weight vectors stay in registers): the weights are
+//    sign-extended to int16 on the fly and vpmaddwd multiplies them with a broadcast quad of
+//    int16 activations into lanes of two int32 partial sums per channel, added pairwise
+//    (vphaddd) at the end of the group.
 #include <immintrin.h>
 
 #include <cstring>
@@ -31,9 +32,8 @@ struct DotsU8Avx2 {
   static constexpr int kRows = 4;
   template <int R>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
-    const size_t length = p.quads * kQuad;
-    const uint8_t* a = static_cast<const uint8_t*>(p.a) + row * p.a_stride + g * length;
-    const int8_t* w = p.w + g * length * kPanelChannels;
+    const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
+    const int8_t* w = GroupWeights(p, g);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -66,9 +66,8 @@ struct DotsS16Avx2 {
   static constexpr int kRows = 3;
   template <int R>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
-    const size_t length = p.quads * kQuad;
-    const int16_t* a = static_cast<const int16_t*>(p.a) + row * p.a_stride + g * length;
-    const int8_t* w = p.w + g * length * kPanelChannels;
+    const int16_t* a = GroupActivations<int16_t>(p, row, g);
+    const int8_t* w = GroupWeights(p, g);
     __m256i acc[R][4];  // channels 0-3, 4-7, 8-11, 12-15: two partial sums each
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < 4; ++v) acc[r][v] = _mm256_setzero_si256();

@@ -16,9 +16,8 @@ struct DotsU8Avx512Vnni {
   static constexpr int kRows = 4;
   template <int R>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
-    const size_t length = p.quads * kQuad;
-    const uint8_t* a = static_cast<const uint8_t*>(p.a) + row * p.a_stride + g * length;
-    const int8_t* w = p.w + g * length * kPanelChannels;
+    const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
+    const int8_t* w = GroupWeights(p, g);
     __m512i acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
     for (size_t q = 0; q < p.quads; ++q) {

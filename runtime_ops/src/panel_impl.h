@@ -9,6 +9,18 @@
 
 namespace oq {
 
+namespace {  // internal linkage: each instruction set's unit keeps its own copy
+
+// Group g of activation row `row` (element type A: uint8_t or int16_t) and of the panel's weights.
+template <typename A>
+inline const A* GroupActivations(const PanelArgs& p, size_t row, size_t g) {
+  return static_cast<const A*>(p.a) + row * p.a_stride + g * p.quads * kQuad;
+}
+
+inline const int8_t* GroupWeights(const PanelArgs& p, size_t g) { return p.w + g * p.quads * kQuad * kPanelChannels; }
+
+}  // namespace
+
 template <class Dots, int R>
 inline void PanelTile(const PanelArgs& p, size_t row) {
   constexpr int C = static_cast<int>(kPanelChannels);

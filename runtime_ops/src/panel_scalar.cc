@@ -9,10 +9,9 @@ struct DotsScalar {
   static constexpr int kRows = 4;
   template <int R>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
-    const size_t length = p.quads * kQuad;
-    const int8_t* w = p.w + g * length * kPanelChannels;
+    const int8_t* w = GroupWeights(p, g);
     for (int r = 0; r < R; ++r) {
-      const uint8_t* a = static_cast<const uint8_t*>(p.a) + (row + r) * p.a_stride + g * length;
+      const uint8_t* a = GroupActivations<uint8_t>(p, row + r, g);
       for (size_t c = 0; c < kPanelChannels; ++c) {
         int32_t sum = 0;
         for (size_t q = 0; q < p.quads; ++q)
