@@ -59,8 +59,10 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
     """The default (lowered) output: oq ops only, no symmetric QDQ left, logits of the portable graph.
 
     The integer sums are exact where the portable graph rounds in float; the float difference
-    (~1e-7) can flip one activation code downstream, which a random tiny model amplifies to
-    ~5e-3 at most (a wrong packing or scale layout gives errors of order 1).
+    (~1e-7) can flip an activation code downstream, which a random tiny model amplifies to
+    ~1.5e-2 on the logits of the tokens it reaches. So: the typical logit agrees to float
+    rounding (median below 1e-5; a wrong packing or scale layout moves every logit, by ~1e-1),
+    and no logit moves by more than a flip can (5e-2).
     """
     source = tiny_export(model_id)
     portable = compiled(source, recipe, tmp_path / "portable.onnx", portable=True)
@@ -75,7 +77,9 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
         assert ops.count(("oq", "QMatMul")) == 2 * linears_per_block and ("oq", "QuantizePerToken") in ops
     assert ("oq", "Hadamard") in ops if "quarot" in recipe else ("oq", "Hadamard") not in ops
     assert modelio.metadata(lowered)[LIBRARY_METADATA].startswith("liboq_ops.so")
-    assert relative_error(run_logits(lowered, IDS), run_logits(portable, IDS)) < 1e-2
+    lowered_logits, portable_logits = run_logits(lowered, IDS), run_logits(portable, IDS)
+    differences = np.abs(lowered_logits - portable_logits) / np.abs(portable_logits).max()
+    assert np.median(differences) < 1e-5 and differences.max() < 5e-2
 
 
 def test_lowered_model_without_the_library_gives_a_clear_error(tiny_export, tmp_path, monkeypatch):
