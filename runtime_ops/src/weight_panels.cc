@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <numeric>
 
 namespace oq {
 
@@ -59,6 +58,8 @@ void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const
   max_abs[panel] = largest;
 }
 
-int32_t WeightPanels::MaxAbs() const { return std::accumulate(max_abs.begin(), max_abs.end(), 0, [](int32_t a, int32_t b) { return std::max(a, b); }); }
+int32_t WeightPanels::MaxAbs() const {
+  return max_abs.empty() ? 0 : *std::max_element(max_abs.begin(), max_abs.end());
+}
 
 }  // namespace oq
