@@ -40,25 +40,28 @@ def session(path: str | os.PathLike, threads: int | None = None,
             profile_prefix: str | None = None) -> ort.InferenceSession:
     """A CPU ORT session for ``path`` (one-line :class:`OQError` if ORT refuses the file).
 
-    A lowered model (its metadata names the oq op library) gets the library registered.
-    With ``profile_prefix``, ORT profiles every node to a JSON file of that prefix
-    (``end_profiling()`` returns its name).
+    The oq op library is registered whenever it is installed, so lowered models run without
+    reading the file twice; a lowered model (its metadata names the library) that cannot
+    load because the library is missing says so. With ``profile_prefix``, ORT profiles every
+    node to a JSON file of that prefix (``end_profiling()`` returns its name).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    if LIBRARY_METADATA in metadata(path):
-        try:
-            session_options(options)
-        except OQError as error:
-            raise OQError(f"{path} is lowered to oq custom ops, but {error}") from error
+    try:
+        session_options(options)
+        missing_library = None
+    except OQError as error:
+        missing_library = error
     if threads:
         options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises several pybind exception types
+        if missing_library is not None and LIBRARY_METADATA in metadata(path):
+            raise OQError(f"{path} is lowered to oq custom ops, but {missing_library}") from error
         raise OQError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]})") from error
 
 

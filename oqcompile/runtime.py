@@ -50,7 +50,7 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
 
 @functools.cache
 def cpu_isas() -> list[str]:
-    """CPU instruction sets the library's QMatMul kernels can use on this machine, ``"scalar"`` first.
+    """CPU instruction sets the library's kernels (QMatMul panels, Hadamard) can use here, ``"scalar"`` first.
 
     Sessions use the last (best) one unless the environment variable ``OQ_CPU_ISA`` names another.
     """

@@ -181,7 +181,7 @@ def _replace_linear(graph: ir.Graph, linear: _QuantizedLinear, codes: ir.Value, 
     bits = next(b for b in (4, 6, 8) if qrange(b)[0] <= linear.codes.min() and linear.codes.max() <= qrange(b)[1])
     inputs = [codes, scales,
               add_initializer(graph, f"{linear.name}.weight_packed_int{bits}", pack_codes(linear.codes, bits)),
-              add_initializer(graph, f"{linear.name}.weight_scale_per_channel", np.ascontiguousarray(linear.scales.T))]
+              add_initializer(graph, f"{linear.name}.weight_scales", np.ascontiguousarray(linear.scales.T))]
     if linear.bias is not None:
         inputs.append(add_initializer(graph, f"{linear.name}.bias_float32", linear.bias))
     node = ir.node("QMatMul", inputs, attributes={"bits": bits, "in_features": in_features}, domain=DOMAIN,

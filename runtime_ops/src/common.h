@@ -32,6 +32,22 @@ inline OrtStatusPtr InvalidArgument(const char* op, const std::string& message) 
   return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, ("oq." + std::string(op) + ": " + message).c_str());
 }
 
+// The node's attribute `name`, or `fallback` when the node does not set it.
+template <typename T>
+T AttributeOr(const Ort::ConstKernelInfo& node, const char* name, T fallback) {
+  try {
+    return node.GetAttribute<T>(name);
+  } catch (const Ort::Exception&) {
+    return fallback;
+  }
+}
+
+// An error status unless a code width attribute is 8, 6 or 4.
+inline OrtStatusPtr CheckCodeBits(const char* op, int64_t bits) {
+  if (bits == 8 || bits == 6 || bits == 4) return nullptr;
+  return InvalidArgument(op, "bits must be 8, 6 or 4, not " + std::to_string(bits));
+}
+
 // Runs body(i) for i in [0, total) on the session's intra-op thread pool.
 template <typename Body>
 void ParallelFor(const Ort::KernelContext& context, size_t total, Body&& body) {

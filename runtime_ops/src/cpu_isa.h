@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <string>
 
-#include "hadamard_rows.h"
+#include "hadamard_kernels.h"
 #include "qgemm_kernels.h"
 
 namespace oq {

@@ -4,7 +4,7 @@
 // H_K input; oqcompile passes the same K x K factor its portable graph uses). For one row x,
 // viewed row-major as X [K, m]:  x (H_K ⊗ H_m) = vec(H_Kᵀ X H_m), where X H_m is the fast
 // butterfly transform of every row (m log m additions, then a 1/sqrt(m) scale) and the
-// K x K factor is a small dense product (hadamard_rows.h, vectorized per instruction set).
+// K x K factor is a small dense product (hadamard_kernels.h, vectorized per instruction set).
 // Rows run in parallel on the session's threads; float16 rows are transformed in float.
 #include <algorithm>
 #include <cmath>

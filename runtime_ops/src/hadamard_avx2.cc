@@ -1,11 +1,11 @@
-// oq.Hadamard's row transform compiled with -mavx2 -mfma (see hadamard_rows.h). The first
+// oq.Hadamard's row transform compiled with -mavx2 -mfma (see hadamard_kernels.h). The first
 // three butterfly stages run inside each 8-float vector (the compiler vectorizes the wider
 // ones); the dense K x K factor runs in register tiles of 4 output rows x 16 columns
 // (8 accumulators, one FMA chain each) for m ≥ 16, 4 x 8 for m = 8. Blocks below 8 floats
 // take the portable loops.
 #include <immintrin.h>
 
-#include "hadamard_rows.h"
+#include "hadamard_impl.h"
 
 namespace oq {
 

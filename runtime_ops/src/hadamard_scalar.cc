@@ -1,5 +1,5 @@
-// oq.Hadamard's row transform for any x86-64 (see hadamard_rows.h).
-#include "hadamard_rows.h"
+// oq.Hadamard's row transform for any x86-64 (see hadamard_kernels.h).
+#include "hadamard_impl.h"
 
 namespace oq {
 

@@ -77,9 +77,7 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kerne
   } catch (const Ort::Exception&) {
     return InvalidArgument("QMatMul", "the attributes bits and in_features are required");
   }
-  if (kernel.bits != 8 && kernel.bits != 6 && kernel.bits != 4) {
-    return InvalidArgument("QMatMul", "bits must be 8, 6 or 4, not " + std::to_string(kernel.bits));
-  }
+  if (OrtStatusPtr status = CheckCodeBits("QMatMul", kernel.bits)) return status;
   if (kernel.in_features <= 0) return InvalidArgument("QMatMul", "in_features must be positive");
   kernel.isa = SelectCpuIsa(&kernel.isa_error);
   if (!kernel.isa_error.empty()) return InvalidArgument("QMatMul", kernel.isa_error);

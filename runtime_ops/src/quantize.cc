@@ -70,17 +70,9 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<
   } catch (const Ort::Exception&) {
     return InvalidArgument("QuantizePerToken", "the attribute bits (8, 6 or 4) is required");
   }
-  try {
-    kernel.clip = node.GetAttribute<float>("clip");
-  } catch (const Ort::Exception&) {
-  }
-  try {
-    kernel.static_scale = node.GetAttribute<float>("static_scale");
-  } catch (const Ort::Exception&) {
-  }
-  if (kernel.bits != 8 && kernel.bits != 6 && kernel.bits != 4) {
-    return InvalidArgument("QuantizePerToken", "bits must be 8, 6 or 4, not " + std::to_string(kernel.bits));
-  }
+  kernel.clip = AttributeOr(node, "clip", kernel.clip);
+  kernel.static_scale = AttributeOr(node, "static_scale", kernel.static_scale);
+  if (OrtStatusPtr status = CheckCodeBits("QuantizePerToken", kernel.bits)) return status;
   if (!(kernel.clip > 0.0f) || kernel.static_scale < 0.0f) {
     return InvalidArgument("QuantizePerToken", "clip must be positive and static_scale not negative");
   }

@@ -1,9 +1,9 @@
-// The row transform of oq.Hadamard, y = x (H_K ⊗ H_m) for rows x of n = K·m floats (see
-// hadamard.cc), included by one translation unit per instruction set: plain loops that the
-// compiler vectorizes with the unit's own -m flags. No library code.
+// The ISA-independent part of oq.Hadamard's row transform (see hadamard_kernels.h), included
+// by one translation unit per instruction set: plain loops that the compiler vectorizes with
+// the unit's own -m flags. No library code.
 #pragma once
 
-#include <cstdint>
+#include "hadamard_kernels.h"
 
 namespace oq {
 
@@ -61,12 +61,5 @@ inline void TransformRowsImpl(float* rows, int64_t count, int64_t k, int64_t m, 
 }
 
 }  // namespace
-
-using TransformRowsFunction = void (*)(float* rows, int64_t count, int64_t k, int64_t m, const float* factor,
-                                       float scale, float* scratch);
-void TransformRowsScalar(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
-                         float* scratch);
-void TransformRowsAvx2(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
-                       float* scratch);  // needs AVX2 and FMA
 
 }  // namespace oq
