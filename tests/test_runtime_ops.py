@@ -14,27 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oqcompile.hadamard import hadamard, kronecker_pair
+from oq_ops import FLOAT_TYPES, hadamard_reference, op_session, qmatmul_reference, quantize_reference, random_qmatmul_case
+from oqcompile.hadamard import kronecker_pair
 from oqcompile.quant import pack_codes, qrange
-from oqcompile.runtime import DOMAIN, cpu_isas, ops_library_path, session_options
+from oqcompile.runtime import cpu_isas, ops_library_path
 
-FLOAT_TYPES = {np.float32: onnx.TensorProto.FLOAT, np.float16: onnx.TensorProto.FLOAT16}
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def op_session(op: str, inputs: dict[str, int], outputs: dict[str, int], constants: dict[str, np.ndarray] = {},
-               **attributes) -> ort.InferenceSession:
-    """A one-node model ``oq.<op>`` with the named inputs/outputs of the given ONNX element types;
-    inputs named in ``constants`` are initializers with those values."""
-    node = onnx.helper.make_node(op, list(inputs), list(outputs), domain=DOMAIN, **attributes)
-    graph = onnx.helper.make_graph(
-        [node], op,
-        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in inputs.items() if name not in constants],
-        [onnx.helper.make_tensor_value_info(name, kind, None) for name, kind in outputs.items()],
-        [onnx.numpy_helper.from_array(value, name) for name, value in constants.items()])
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21),
-                                                         onnx.helper.make_opsetid(DOMAIN, 1)], ir_version=10)
-    return ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(params=cpu_isas())
@@ -49,10 +34,6 @@ def test_library_is_installed():
 
 
 # --- oq.Hadamard -------------------------------------------------------------------------
-
-def hadamard_reference(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float64) @ hadamard(x.shape[-1])
-
 
 @PROPERTY
 @given(base=st.sampled_from([1, 12, 20, 28, 36, 40]), power=st.integers(0, 9),
@@ -84,19 +65,6 @@ def test_hadamard_bad_shapes_give_an_ort_error_not_a_crash():
 
 
 # --- oq.QuantizePerToken ------------------------------------------------------------------
-
-def quantize_reference(x: np.ndarray, bits: int, clip: float, static_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """The portable graph's arithmetic, step by step in the tensor's own float type."""
-    dtype = x.dtype.type
-    low, high = qrange(bits)
-    if static_scale > 0:
-        scale = np.full((*x.shape[:-1], 1), dtype(static_scale))
-    else:
-        absmax = np.abs(x).max(axis=-1, keepdims=True)
-        scale = np.maximum(absmax * dtype(np.float32(clip) / np.float32(high)), dtype(np.finfo(dtype).tiny))
-    codes = np.clip(np.rint(x.astype(np.float32) / scale.astype(np.float32)), low, high)
-    return codes.astype(np.int8), scale
-
 
 @PROPERTY
 @given(bits=st.sampled_from([8, 6, 4]), clip=st.sampled_from([1.0, 0.9, 0.75]),
@@ -145,24 +113,6 @@ def run_qmatmul(dtype, bits, k, codes, scales, packed, weight_scales, bias, cons
     else:
         session, feeds = qmatmul_session(dtype, bits, k, bias is not None), {**feeds, **weights}
     return session.run(None, feeds)[0]
-
-
-def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype, activation_bits=8):
-    """Codes of ``activation_bits`` (the QMatMul kernels pick their integer form by the codes' range)."""
-    low, high = qrange(bits)
-    codes = rng.integers(*qrange(activation_bits), endpoint=True, size=(*lead, k)).astype(np.int8)
-    scales = rng.uniform(0.01, 0.1, (*lead, 1)).astype(dtype)
-    weight = rng.integers(low, high + 1, (k, n)).astype(np.int8)
-    weight_scales = rng.uniform(0.001, 0.02, (groups, n)).astype(np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
-    return codes, scales, weight, weight_scales, bias
-
-
-def qmatmul_reference(codes, scales, weight, weight_scales, bias):
-    groups = weight_scales.shape[0]
-    dequantized = weight.astype(np.float64) * np.repeat(weight_scales.astype(np.float64), weight.shape[0] // groups,
-                                                        axis=0)
-    return (codes.astype(np.float64) @ dequantized) * scales.astype(np.float64) + bias
 
 
 @PROPERTY

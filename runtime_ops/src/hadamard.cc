@@ -23,36 +23,12 @@ constexpr size_t kRowsPerTask = 16;
 template <typename T>
 OrtStatusPtr HadamardKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
-  const Ort::ConstValue input = context.GetInput(0);
-  const std::vector<int64_t> shape = input.GetTensorTypeAndShapeInfo().GetShape();
-  if (shape.empty()) return InvalidArgument("Hadamard", "X must have at least one axis");
-  const int64_t n = shape.back();
-  int64_t k = 1;
-  const float* factor = nullptr;
-  if (context.GetInputCount() > 1) {
-    const Ort::ConstValue h = context.GetInput(1);
-    if (h != nullptr) {
-      const std::vector<int64_t> h_shape = h.GetTensorTypeAndShapeInfo().GetShape();
-      if (h_shape.size() != 2 || h_shape[0] != h_shape[1]) {
-        return InvalidArgument("Hadamard", "H_K must be a square matrix, got " + ShapeText(h_shape));
-      }
-      k = h_shape[0];
-      factor = h.GetTensorData<float>();
-    }
-  }
-  if (k <= 0 || n % k != 0) {
-    return InvalidArgument("Hadamard", "the last axis (" + std::to_string(n) + ") is not a multiple of K = " +
-                                           std::to_string(k));
-  }
-  const int64_t m = n / k;
-  if (m <= 0 || (m & (m - 1)) != 0) {
-    return InvalidArgument("Hadamard", "n / K = " + std::to_string(m) + " is not a power of two");
-  }
-
-  Ort::UnownedValue output = context.GetOutput(0, shape);
-  const T* x = input.GetTensorData<T>();
-  T* y = output.GetTensorMutableData<T>();
-  const int64_t rows = static_cast<int64_t>(input.GetTensorTypeAndShapeInfo().GetElementCount()) / n;
+  HadamardShape shape;
+  if (OrtStatusPtr status = ReadHadamardShape(context, shape)) return status;
+  const int64_t n = shape.n, k = shape.k, m = shape.m, rows = shape.rows;
+  const float* factor = shape.factor;
+  const T* x = context.GetInput(0).GetTensorData<T>();
+  T* y = context.GetOutput(0, shape.shape).GetTensorMutableData<T>();
   const float scale = 1.0f / std::sqrt(static_cast<float>(m));
   std::vector<float> scaled_factor;  // H_K / sqrt(m), transposed products read it as [b, a]
   if (factor != nullptr) {

@@ -1,5 +1,6 @@
-// The oq operators (CPU), each for float and float16 tensors. One op class per operator and
-// element type; ORT merges kernels that share a name into one schema with type constraints.
+// The oq operators, each for float and float16 tensors, on the CPU and (when the library is
+// built with nvcc) CUDA execution providers. One op class per operator, element type and
+// provider; ORT merges kernels that share a name into one schema with type constraints.
 //
 //   Hadamard(X [..., n] T, H_K [K, K] float?) -> Y [..., n] T
 //       Y = X · (H_K ⊗ H_m), H_m the orthonormal Sylvester matrix of m = n / K = 2^j.
@@ -16,12 +17,54 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common.h"
 #include "cpu_isa.h"
 #include "weight_panels.h"
 
 namespace oq {
+
+// --- node attributes and input shapes, the same for every provider -------------------------
+
+struct QuantizeAttributes {
+  int64_t bits = 8;
+  float clip = 1.0f, static_scale = 0.0f;
+};
+OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QuantizeAttributes& attributes);
+
+struct QMatMulAttributes {
+  int64_t bits = 8, in_features = 0;
+};
+OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QMatMulAttributes& attributes);
+
+// Hadamard's input: X [..., n] and the optional factor H_K (null for K = 1), checked.
+struct HadamardShape {
+  std::vector<int64_t> shape;
+  int64_t rows = 0, n = 0, k = 1, m = 0;  // m = n / K, a power of two
+  const float* factor = nullptr;
+};
+OrtStatusPtr ReadHadamardShape(const Ort::KernelContext& context, HadamardShape& out);
+
+// QuantizePerToken's input X [..., C] (C > 0) and its outputs' shapes.
+struct QuantizeShape {
+  std::vector<int64_t> codes_shape, scales_shape;  // [..., C] and [..., 1]
+  int64_t rows = 0, channels = 0;
+};
+OrtStatusPtr ReadQuantizeShape(const Ort::KernelContext& context, QuantizeShape& out);
+
+// QMatMul's inputs, checked against each other and the attributes.
+struct QMatMulShape {
+  std::vector<int64_t> y_shape;
+  size_t rows = 0, k = 0, n = 0, groups = 0;
+};
+OrtStatusPtr ReadQMatMulShape(const Ort::KernelContext& context, const QMatMulAttributes& attributes,
+                              QMatMulShape& out);
+// The packed weight [N, B] and its scales [N, G] against bits and in_features.
+OrtStatusPtr CheckWeights(int64_t bits, int64_t k, const std::vector<int64_t>& w_shape,
+                          const std::vector<int64_t>& s_shape);
+
+// --- CPU kernels -------------------------------------------------------------------------
 
 template <typename T>
 struct HadamardKernel {
@@ -31,15 +74,12 @@ struct HadamardKernel {
 };
 
 template <typename T>
-struct QuantizePerTokenKernel {
-  int64_t bits = 8;
-  float clip = 1.0f, static_scale = 0.0f;
+struct QuantizePerTokenKernel : QuantizeAttributes {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
 template <typename T>
-struct QMatMulKernel {
-  int64_t bits = 8, in_features = 0;
+struct QMatMulKernel : QMatMulAttributes {
   CpuIsa isa{};
   std::string isa_error;
   std::shared_ptr<const WeightPanels> constant_weights;  // packed at creation if W and its scales are constant
@@ -48,7 +88,9 @@ struct QMatMulKernel {
 
 // Kernel creation: reads and checks the node's attributes (QMatMul also packs constant weights).
 template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel);
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel) {
+  return ReadAttributes(info, kernel);
+}
 template <typename T>
 OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel);
 template <typename T>
@@ -57,9 +99,43 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo*, HadamardKernel<T>& kernel) {
   return kernel.isa_error.empty() ? nullptr : InvalidArgument("Hadamard", kernel.isa_error);
 }
 
-// Declares one CPU custom op: name, kernel, input and output element types, optional inputs.
-template <typename Kernel, typename Traits>
-struct CpuOp : Ort::CustomOpBase<CpuOp<Kernel, Traits>, Kernel, /*WithStatus=*/true> {
+// --- CUDA kernels (cuda_ops.cc; inputs and outputs in device memory, ORT's compute stream) --
+
+template <typename T>
+struct CudaHadamardKernel {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+
+template <typename T>
+struct CudaQuantizePerTokenKernel : QuantizeAttributes {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+
+template <typename T>
+struct CudaQMatMulKernel : QMatMulAttributes {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+
+template <typename T>
+OrtStatusPtr InitializeKernel(const OrtKernelInfo*, CudaHadamardKernel<T>&) {
+  return nullptr;
+}
+template <typename T>
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, CudaQuantizePerTokenKernel<T>& kernel) {
+  return ReadAttributes(info, kernel);
+}
+template <typename T>
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, CudaQMatMulKernel<T>& kernel) {
+  return ReadAttributes(info, kernel);
+}
+
+// --- op declarations -----------------------------------------------------------------------
+
+enum class Provider { kCpu, kCuda };
+
+// Declares one custom op: name, kernel, provider, input and output element types, optional inputs.
+template <typename Kernel, typename Traits, Provider kProvider>
+struct CustomOp : Ort::CustomOpBase<CustomOp<Kernel, Traits, kProvider>, Kernel, /*WithStatus=*/true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
     auto* created = new Kernel();
     if (OrtStatusPtr status = InitializeKernel(info, *created)) {
@@ -70,7 +146,9 @@ struct CpuOp : Ort::CustomOpBase<CpuOp<Kernel, Traits>, Kernel, /*WithStatus=*/t
     return nullptr;
   }
   const char* GetName() const { return Traits::kName; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  const char* GetExecutionProviderType() const {
+    return kProvider == Provider::kCpu ? "CPUExecutionProvider" : "CUDAExecutionProvider";
+  }
   size_t GetInputTypeCount() const { return Traits::kInputs.size(); }
   ONNXTensorElementDataType GetInputType(size_t index) const { return Traits::kInputs[index]; }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
@@ -107,10 +185,16 @@ struct QMatMulTraits {
 };
 
 template <typename T>
-using HadamardOp = CpuOp<HadamardKernel<T>, HadamardTraits<T>>;
+using HadamardOp = CustomOp<HadamardKernel<T>, HadamardTraits<T>, Provider::kCpu>;
 template <typename T>
-using QuantizePerTokenOp = CpuOp<QuantizePerTokenKernel<T>, QuantizePerTokenTraits<T>>;
+using QuantizePerTokenOp = CustomOp<QuantizePerTokenKernel<T>, QuantizePerTokenTraits<T>, Provider::kCpu>;
 template <typename T>
-using QMatMulOp = CpuOp<QMatMulKernel<T>, QMatMulTraits<T>>;
+using QMatMulOp = CustomOp<QMatMulKernel<T>, QMatMulTraits<T>, Provider::kCpu>;
+template <typename T>
+using CudaHadamardOp = CustomOp<CudaHadamardKernel<T>, HadamardTraits<T>, Provider::kCuda>;
+template <typename T>
+using CudaQuantizePerTokenOp = CustomOp<CudaQuantizePerTokenKernel<T>, QuantizePerTokenTraits<T>, Provider::kCuda>;
+template <typename T>
+using CudaQMatMulOp = CustomOp<CudaQMatMulKernel<T>, QMatMulTraits<T>, Provider::kCuda>;
 
 }  // namespace oq

@@ -19,21 +19,6 @@ namespace {
 
 constexpr size_t kRowsPerTask = 512;
 
-OrtStatusPtr CheckWeights(int64_t bits, int64_t k, const std::vector<int64_t>& w_shape,
-                          const std::vector<int64_t>& s_shape) {
-  if (w_shape.size() != 2 || w_shape[1] != static_cast<int64_t>(PackedRowBytes(bits, k))) {
-    return InvalidArgument("QMatMul", "packed weight must be [N, " + std::to_string(PackedRowBytes(bits, k)) +
-                                          "] for int" + std::to_string(bits) + ", got " + ShapeText(w_shape));
-  }
-  if (s_shape.size() != 2 || s_shape[0] != w_shape[0] || s_shape[1] <= 0 || k % s_shape[1] != 0) {
-    return InvalidArgument("QMatMul", "weight scales must be [N, G] with G dividing in_features, got " +
-                                          ShapeText(s_shape));
-  }
-  return nullptr;
-}
-
-std::vector<int64_t> Shape(const Ort::ConstValue& value) { return value.GetTensorTypeAndShapeInfo().GetShape(); }
-
 // Copies rows of k codes into the panels' activation layout: per group, `group` values
 // (converted by `convert`) and zeros up to whole quads.
 template <typename Element, typename Convert>
@@ -70,15 +55,8 @@ std::pair<int32_t, int32_t> CodeRange(const Ort::KernelContext& context, const i
 
 template <typename T>
 OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel) {
+  if (OrtStatusPtr status = ReadAttributes(info, kernel)) return status;
   Ort::ConstKernelInfo node(info);
-  try {
-    kernel.bits = node.GetAttribute<int64_t>("bits");
-    kernel.in_features = node.GetAttribute<int64_t>("in_features");
-  } catch (const Ort::Exception&) {
-    return InvalidArgument("QMatMul", "the attributes bits and in_features are required");
-  }
-  if (OrtStatusPtr status = CheckCodeBits("QMatMul", kernel.bits)) return status;
-  if (kernel.in_features <= 0) return InvalidArgument("QMatMul", "in_features must be positive");
   kernel.isa = SelectCpuIsa(&kernel.isa_error);
   if (!kernel.isa_error.empty()) return InvalidArgument("QMatMul", kernel.isa_error);
 
@@ -86,7 +64,8 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kerne
   const Ort::ConstValue weight = node.GetTensorConstantInput(2, &weight_is_constant);
   const Ort::ConstValue scales = node.GetTensorConstantInput(3, &scales_are_constant);
   if (weight_is_constant && scales_are_constant) {
-    const std::vector<int64_t> w_shape = Shape(weight), s_shape = Shape(scales);
+    const std::vector<int64_t> w_shape = weight.GetTensorTypeAndShapeInfo().GetShape();
+    const std::vector<int64_t> s_shape = scales.GetTensorTypeAndShapeInfo().GetShape();
     if (OrtStatusPtr status = CheckWeights(kernel.bits, kernel.in_features, w_shape, s_shape)) return status;
     auto panels = std::make_shared<WeightPanels>(static_cast<size_t>(w_shape[0]),
                                                  static_cast<size_t>(kernel.in_features),
@@ -102,38 +81,22 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kerne
 template <typename T>
 OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
+  QMatMulShape shape;
+  if (OrtStatusPtr status = ReadQMatMulShape(context, *this, shape)) return status;
+  const size_t rows = shape.rows, k = shape.k;
   const Ort::ConstValue codes = context.GetInput(0), token_scales = context.GetInput(1);
   const Ort::ConstValue bias = context.GetInputCount() > 4 ? context.GetInput(4) : Ort::ConstValue{nullptr};
-  const std::vector<int64_t> a_shape = Shape(codes);
-  const size_t k = static_cast<size_t>(in_features);
-  if (a_shape.empty() || a_shape.back() != in_features) {
-    return InvalidArgument("QMatMul", "codes must end in in_features = " + std::to_string(k) + ", got " +
-                                          ShapeText(a_shape));
-  }
-  const size_t rows = codes.GetTensorTypeAndShapeInfo().GetElementCount() / k;
-  if (token_scales.GetTensorTypeAndShapeInfo().GetElementCount() != rows) {
-    return InvalidArgument("QMatMul", "scales must hold one value per token (" + std::to_string(rows) + ")");
-  }
-
   std::shared_ptr<const WeightPanels> weights = constant_weights;
   if (weights == nullptr) {
     const Ort::ConstValue weight = context.GetInput(2), scales = context.GetInput(3);
-    const std::vector<int64_t> w_shape = Shape(weight), s_shape = Shape(scales);
-    if (OrtStatusPtr status = CheckWeights(bits, in_features, w_shape, s_shape)) return status;
-    auto packed = std::make_shared<WeightPanels>(static_cast<size_t>(w_shape[0]), k,
-                                                 static_cast<size_t>(s_shape[1]));
+    auto packed = std::make_shared<WeightPanels>(shape.n, k, shape.groups);
     ParallelFor(context, packed->panels, [&](size_t p) {
       packed->Pack(p, weight.GetTensorData<uint8_t>(), bits, scales.GetTensorData<float>());
     });
     weights = std::move(packed);
   }
   const size_t n = weights->n, groups = weights->groups, quads = weights->quads;
-  if (bias != nullptr && bias.GetTensorTypeAndShapeInfo().GetElementCount() != n) {
-    return InvalidArgument("QMatMul", "bias must hold N = " + std::to_string(n) + " values");
-  }
-  std::vector<int64_t> y_shape = a_shape;
-  y_shape.back() = static_cast<int64_t>(n);
-  T* y = context.GetOutput(0, y_shape).GetTensorMutableData<T>();
+  T* y = context.GetOutput(0, shape.y_shape).GetTensorMutableData<T>();
   if (rows == 0) return nullptr;
 
   // The form of the activations: unsigned a - lo if the ISA's u8 panel is exact for them.

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 
+#include "codes.h"
 #include "ops.h"
 
 namespace oq {
@@ -32,15 +33,11 @@ float RoundToT(float value) {
   return ToFloat(FromFloat<T>(value));
 }
 
-// codes_j = clip(round_half_even(x_j / scale), low, high). Clipping first to the integer bounds
-// gives the same codes; inside [-128, 127], adding and subtracting 1.5 · 2^23 rounds half to even
-// (the default rounding mode) in a form the compiler vectorizes.
+// codes_j = clip(round_half_even(x_j / scale), low, high) (codes.h).
 template <typename T>
 void QuantizeRow(const T* __restrict x, int64_t count, float scale, float low, float high, int8_t* __restrict codes) {
-  constexpr float kRoundingShift = 12582912.0f;
   for (int64_t j = 0; j < count; ++j) {
-    const float clipped = std::min(std::max(ToFloat(x[j]) / scale, low), high);
-    codes[j] = static_cast<int8_t>(static_cast<int32_t>((clipped + kRoundingShift) - kRoundingShift));
+    codes[j] = static_cast<int8_t>(static_cast<int32_t>(RoundedCode(ToFloat(x[j]) / scale, low, high)));
   }
 }
 
@@ -63,42 +60,19 @@ float AbsMax(const T* x, int64_t count) {
 }  // namespace
 
 template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel) {
-  Ort::ConstKernelInfo node(info);
-  try {
-    kernel.bits = node.GetAttribute<int64_t>("bits");
-  } catch (const Ort::Exception&) {
-    return InvalidArgument("QuantizePerToken", "the attribute bits (8, 6 or 4) is required");
-  }
-  kernel.clip = AttributeOr(node, "clip", kernel.clip);
-  kernel.static_scale = AttributeOr(node, "static_scale", kernel.static_scale);
-  if (OrtStatusPtr status = CheckCodeBits("QuantizePerToken", kernel.bits)) return status;
-  if (!(kernel.clip > 0.0f) || kernel.static_scale < 0.0f) {
-    return InvalidArgument("QuantizePerToken", "clip must be positive and static_scale not negative");
-  }
-  return nullptr;
-}
-
-template <typename T>
 OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
-  const Ort::ConstValue input = context.GetInput(0);
-  const auto info = input.GetTensorTypeAndShapeInfo();
-  std::vector<int64_t> shape = info.GetShape();
-  if (shape.empty() || shape.back() == 0) {
-    return InvalidArgument("QuantizePerToken", "X needs a non-empty last axis, got " + ShapeText(shape));
-  }
-  const int64_t channels = shape.back();
-  const int64_t rows = static_cast<int64_t>(info.GetElementCount()) / channels;
-  const T* x = input.GetTensorData<T>();
-  int8_t* codes = context.GetOutput(0, shape).GetTensorMutableData<int8_t>();
-  shape.back() = 1;
-  T* scales = context.GetOutput(1, shape).GetTensorMutableData<T>();
+  QuantizeShape shape;
+  if (OrtStatusPtr status = ReadQuantizeShape(context, shape)) return status;
+  const int64_t channels = shape.channels;
+  const T* x = context.GetInput(0).GetTensorData<T>();
+  int8_t* codes = context.GetOutput(0, shape.codes_shape).GetTensorMutableData<int8_t>();
+  T* scales = context.GetOutput(1, shape.scales_shape).GetTensorMutableData<T>();
 
   const float high = static_cast<float>((1 << (bits - 1)) - 1), low = -high - 1.0f;
   const float factor = RoundToT<T>(clip / high);
   const float fixed = static_scale > 0.0f ? RoundToT<T>(static_scale) : 0.0f;
-  ParallelForRows(context, static_cast<size_t>(rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
+  ParallelForRows(context, static_cast<size_t>(shape.rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const T* source = x + row * channels;
       float scale = fixed;
@@ -110,8 +84,6 @@ OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context)
   return nullptr;
 }
 
-template OrtStatusPtr InitializeKernel(const OrtKernelInfo*, QuantizePerTokenKernel<float>&);
-template OrtStatusPtr InitializeKernel(const OrtKernelInfo*, QuantizePerTokenKernel<Half>&);
 template struct QuantizePerTokenKernel<float>;
 template struct QuantizePerTokenKernel<Half>;
 

@@ -1,5 +1,7 @@
 // Entry point of the oq custom-op library: ORT calls RegisterCustomOps when a session's
-// options name this library (SessionOptions.register_custom_ops_library).
+// options name this library (SessionOptions.register_custom_ops_library). A library built
+// with nvcc (OQ_WITH_CUDA) also registers the ops for the CUDA execution provider; ORT picks
+// the kernel of the provider a node is assigned to.
 #include <mutex>
 
 #include "ops.h"
@@ -14,6 +16,15 @@ constexpr const char* kDomain = "oq";
 // QMatMul kernels can use here, comma-separated.
 extern "C" __attribute__((visibility("default"))) const char* OqSupportedCpuIsas() {
   return oq::SupportedCpuIsas();
+}
+
+// Plain C entry point: 1 if this library was built with its CUDA kernels (OqCuda*), else 0.
+extern "C" __attribute__((visibility("default"))) int OqHasCudaKernels() {
+#ifdef OQ_WITH_CUDA
+  return 1;
+#else
+  return 0;
+#endif
 }
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
@@ -31,6 +42,14 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   static oq::QuantizePerTokenOp<oq::Half> quantize_half;
   static oq::QMatMulOp<float> qmatmul;
   static oq::QMatMulOp<oq::Half> qmatmul_half;
+#ifdef OQ_WITH_CUDA
+  static oq::CudaHadamardOp<float> cuda_hadamard;
+  static oq::CudaHadamardOp<oq::Half> cuda_hadamard_half;
+  static oq::CudaQuantizePerTokenOp<float> cuda_quantize;
+  static oq::CudaQuantizePerTokenOp<oq::Half> cuda_quantize_half;
+  static oq::CudaQMatMulOp<float> cuda_qmatmul;
+  static oq::CudaQMatMulOp<oq::Half> cuda_qmatmul_half;
+#endif
   static Ort::CustomOpDomain* domain = nullptr;
   static std::once_flag once;
   try {
@@ -42,6 +61,14 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       domain->Add(&quantize_half);
       domain->Add(&qmatmul);
       domain->Add(&qmatmul_half);
+#ifdef OQ_WITH_CUDA
+      domain->Add(&cuda_hadamard);
+      domain->Add(&cuda_hadamard_half);
+      domain->Add(&cuda_quantize);
+      domain->Add(&cuda_quantize_half);
+      domain->Add(&cuda_qmatmul);
+      domain->Add(&cuda_qmatmul_half);
+#endif
     });
     Ort::UnownedSessionOptions(options).Add(*domain);
   } catch (const Ort::Exception& error) {

@@ -11,17 +11,8 @@ namespace {
 void DecodeRow(const uint8_t* row, int64_t bits, size_t k, int8_t* out) {
   if (bits == 8) {
     std::copy(row, row + k, reinterpret_cast<uint8_t*>(out));
-  } else if (bits == 4) {
-    for (size_t i = 0; i < k; ++i) {
-      const int nibble = i % 2 ? row[i / 2] >> 4 : row[i / 2] & 15;
-      out[i] = static_cast<int8_t>((nibble ^ 8) - 8);
-    }
   } else {
-    for (size_t i = 0; i < k; i += 4) {
-      const uint8_t* word = row + i / 4 * 3;
-      const uint32_t bits24 = word[0] | (word[1] << 8) | (word[2] << 16);
-      for (size_t j = 0; j < 4 && i + j < k; ++j) out[i + j] = static_cast<int8_t>((((bits24 >> (6 * j)) & 63) ^ 32) - 32);
-    }
+    for (size_t i = 0; i < k; ++i) out[i] = static_cast<int8_t>(PackedCode(row, static_cast<int>(bits), i));
   }
 }
 

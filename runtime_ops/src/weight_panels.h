@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "codes.h"
 #include "qgemm_kernels.h"
 
 namespace oq {
@@ -24,12 +25,5 @@ struct WeightPanels {
   int32_t MaxAbs() const;
   size_t PanelBytes() const { return groups * quads * kPanelChannels * kQuad; }
 };
-
-// Bytes of one packed weight row of `in_features` codes of `bits` bits.
-inline size_t PackedRowBytes(int64_t bits, int64_t in_features) {
-  if (bits == 4) return static_cast<size_t>((in_features + 1) / 2);
-  if (bits == 6) return static_cast<size_t>((in_features + 3) / 4 * 3);
-  return static_cast<size_t>(in_features);
-}
 
 }  // namespace oq
