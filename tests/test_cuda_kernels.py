@@ -47,7 +47,7 @@ def test_without_a_gpu_the_entry_points_return_cudas_error():
 @needs_kernels
 def test_entry_points_reject_bad_arguments_before_touching_the_gpu():
     library = cuda_kernels.library()
-    assert library.OqCudaHadamard(None, None, 2, 96, None, 1, 0, None) == b"oq.Hadamard: n must be K times a power of two"
+    assert library.OqCudaHadamard(None, None, 2, 96, None, 1, 0, None) == b"oq.Hadamard (CUDA): n must be K times a power of two"
     assert b"bits must be 8, 6 or 4" in library.OqCudaQuantizePerToken(None, None, None, 2, 64, 5, 1.0, 0.0, 0, None)
     assert b"clip must be positive" in library.OqCudaQuantizePerToken(None, None, None, 2, 64, 8, 0.0, 0.0, 0, None)
     assert b"groups must divide" in library.OqCudaQMatMul(None, None, None, None, None, None, 2, 64, 16, 3, 4, 0, None)

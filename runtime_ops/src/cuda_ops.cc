@@ -15,10 +15,9 @@ constexpr int IsHalf() {
   return std::is_same_v<T, Half> ? kFloat16 : 0;
 }
 
-OrtStatusPtr CudaStatus(const char* op, const char* error) {
-  return error == nullptr ? nullptr
-                          : Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION, ("oq." + std::string(op) + " (CUDA): " +
-                                                                              error).c_str());
+// The entry points' failure ("oq.<op> (CUDA): ...") as an ORT status.
+OrtStatusPtr CudaStatus(const char* error) {
+  return error == nullptr ? nullptr : Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION, error);
 }
 
 const float* OptionalFloatInput(const Ort::KernelContext& context, size_t index) {
@@ -35,8 +34,8 @@ OrtStatusPtr CudaHadamardKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   HadamardShape shape;
   if (OrtStatusPtr status = ReadHadamardShape(context, shape)) return status;
   T* y = context.GetOutput(0, shape.shape).GetTensorMutableData<T>();
-  return CudaStatus("Hadamard", OqCudaHadamard(context.GetInput(0).GetTensorData<T>(), y, shape.rows, shape.n,
-                                               shape.factor, shape.k, IsHalf<T>(), context.GetGPUComputeStream()));
+  return CudaStatus(OqCudaHadamard(context.GetInput(0).GetTensorData<T>(), y, shape.rows, shape.n, shape.factor,
+                                   shape.k, IsHalf<T>(), context.GetGPUComputeStream()));
 }
 
 template <typename T>
@@ -46,9 +45,9 @@ OrtStatusPtr CudaQuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_cont
   if (OrtStatusPtr status = ReadQuantizeShape(context, shape)) return status;
   int8_t* codes = context.GetOutput(0, shape.codes_shape).GetTensorMutableData<int8_t>();
   T* scales = context.GetOutput(1, shape.scales_shape).GetTensorMutableData<T>();
-  return CudaStatus("QuantizePerToken",
-                    OqCudaQuantizePerToken(context.GetInput(0).GetTensorData<T>(), codes, scales, shape.rows, shape.channels, bits, clip,
-                                           static_scale, IsHalf<T>(), context.GetGPUComputeStream()));
+  return CudaStatus(OqCudaQuantizePerToken(context.GetInput(0).GetTensorData<T>(), codes, scales, shape.rows,
+                                           shape.channels, bits, clip, static_scale, IsHalf<T>(),
+                                           context.GetGPUComputeStream()));
 }
 
 template <typename T>
@@ -58,7 +57,6 @@ OrtStatusPtr CudaQMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   if (OrtStatusPtr status = ReadQMatMulShape(context, *this, shape)) return status;
   T* y = context.GetOutput(0, shape.y_shape).GetTensorMutableData<T>();
   return CudaStatus(
-      "QMatMul",
       OqCudaQMatMul(context.GetInput(0).GetTensorData<int8_t>(), context.GetInput(1).GetTensorData<T>(),
                     context.GetInput(2).GetTensorData<uint8_t>(), context.GetInput(3).GetTensorData<float>(),
                     OptionalFloatInput(context, 4), y, static_cast<int64_t>(shape.rows), static_cast<int64_t>(shape.k),

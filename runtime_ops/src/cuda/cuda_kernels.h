@@ -2,7 +2,8 @@
 // legacy default stream). The ORT ops (cuda_ops.cc) call them with ORT's compute stream, and
 // they are exported from the library so that PyTorch can call them through ctypes on a GPU
 // machine without onnxruntime-gpu (oqcompile/cuda_kernels.py). Each returns null once the
-// work is queued, else a message (CUDA's own, or why the arguments cannot run). float16
+// work is queued, else "oq.<op> (CUDA): " and CUDA's message or why the arguments cannot run
+// (valid until the calling thread's next failure). float16
 // selects half-precision X/Y/scales instead of float; other arguments are as in ops.h.
 #pragma once
 

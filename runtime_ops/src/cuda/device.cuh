@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <string>
+
 namespace oq::cuda {
 
 __device__ __forceinline__ float ToFloat(float value) { return value; }
@@ -22,6 +24,15 @@ __device__ __forceinline__ T FromFloat(float value) {
 inline const char* LaunchError() {
   const cudaError_t error = cudaGetLastError();
   return error == cudaSuccess ? nullptr : cudaGetErrorString(error);
+}
+
+// What an entry point returns: null, or "oq.<op> (CUDA): <message>" in a per-thread buffer
+// that stays valid until the thread's next failure.
+inline const char* Failure(const char* op, const char* message) {
+  if (message == nullptr) return nullptr;
+  thread_local std::string text;
+  text = std::string("oq.") + op + " (CUDA): " + message;
+  return text.c_str();
 }
 
 }  // namespace oq::cuda

@@ -106,13 +106,15 @@ const char* Launch(const void* x, void* y, int64_t rows, int n, int m, const flo
 
 OQ_EXPORT const char* OqCudaHadamard(const void* x, void* y, int64_t rows, int64_t n, const float* h_k, int64_t k,
                                      int float16, void* stream) {
+  using oq::cuda::Failure;
   if (h_k == nullptr) k = 1;
-  if (k < 1 || k > oq::cuda::kMaxFactor) return "oq.Hadamard (CUDA): K must be between 1 and 64";
-  if (n <= 0 || n % k != 0 || ((n / k) & (n / k - 1)) != 0) return "oq.Hadamard: n must be K times a power of two";
-  if (n > (1 << 24) || rows >= (int64_t{1} << 31)) return "oq.Hadamard (CUDA): tensor too large";
+  if (k < 1 || k > oq::cuda::kMaxFactor) return Failure("Hadamard", "K must be between 1 and 64");
+  if (n <= 0 || n % k != 0 || ((n / k) & (n / k - 1)) != 0) return Failure("Hadamard", "n must be K times a power of two");
+  if (n > (1 << 24) || rows >= (int64_t{1} << 31)) return Failure("Hadamard", "tensor too large");
   if (rows == 0) return nullptr;
   const int m = static_cast<int>(n / k);
   auto* cuda_stream = static_cast<cudaStream_t>(stream);
-  return float16 ? oq::cuda::Launch<__half>(x, y, rows, static_cast<int>(n), m, h_k, static_cast<int>(k), cuda_stream)
-                 : oq::cuda::Launch<float>(x, y, rows, static_cast<int>(n), m, h_k, static_cast<int>(k), cuda_stream);
+  return Failure("Hadamard",
+                 float16 ? oq::cuda::Launch<__half>(x, y, rows, static_cast<int>(n), m, h_k, static_cast<int>(k), cuda_stream)
+                         : oq::cuda::Launch<float>(x, y, rows, static_cast<int>(n), m, h_k, static_cast<int>(k), cuda_stream));
 }

@@ -227,7 +227,7 @@ __global__ void __launch_bounds__(Tiles::kThreads) QMatMulTiles(Problem p) {
 template <int kBits, typename T, typename Tiles>
 const char* Launch(const Problem& p, cudaStream_t stream) {
   const dim3 grid((p.n + Tiles::kBN - 1) / Tiles::kBN, (p.rows + Tiles::kBM - 1) / Tiles::kBM);
-  if (grid.y > 65535) return "oq.QMatMul (CUDA): too many rows for one launch";
+  if (grid.y > 65535) return "too many rows for one launch";
   QMatMulTiles<kBits, T, Tiles><<<grid, Tiles::kThreads, 0, stream>>>(p);
   return LaunchError();
 }
@@ -251,16 +251,17 @@ const char* LaunchForBits(const Problem& p, int64_t bits, cudaStream_t stream) {
 OQ_EXPORT const char* OqCudaQMatMul(const int8_t* codes, const void* token_scales, const uint8_t* weight,
                                     const float* weight_scales, const float* bias, void* y, int64_t rows,
                                     int64_t k, int64_t n, int64_t groups, int64_t bits, int float16, void* stream) {
-  if (bits != 8 && bits != 6 && bits != 4) return "oq.QMatMul: bits must be 8, 6 or 4";
-  if (k <= 0 || groups <= 0 || k % groups != 0) return "oq.QMatMul: groups must divide in_features";
+  using oq::cuda::Failure;
+  if (bits != 8 && bits != 6 && bits != 4) return Failure("QMatMul", "bits must be 8, 6 or 4");
+  if (k <= 0 || groups <= 0 || k % groups != 0) return Failure("QMatMul", "groups must divide in_features");
   constexpr int64_t kLimit = int64_t{1} << 31;
-  if (rows >= kLimit || k >= kLimit || n >= kLimit) return "oq.QMatMul (CUDA): tensor too large";
+  if (rows >= kLimit || k >= kLimit || n >= kLimit) return Failure("QMatMul", "tensor too large");
   if (rows == 0 || n == 0) return nullptr;
   const oq::cuda::Problem problem{codes, token_scales, weight, weight_scales, bias, y,
                                   static_cast<int>(rows), static_cast<int>(k), static_cast<int>(n),
                                   static_cast<int>(groups), static_cast<int>(k / groups),
                                   static_cast<int64_t>(oq::PackedRowBytes(bits, k))};
   auto* cuda_stream = static_cast<cudaStream_t>(stream);
-  return float16 ? oq::cuda::LaunchForBits<__half>(problem, bits, cuda_stream)
-                 : oq::cuda::LaunchForBits<float>(problem, bits, cuda_stream);
+  return Failure("QMatMul", float16 ? oq::cuda::LaunchForBits<__half>(problem, bits, cuda_stream)
+                                    : oq::cuda::LaunchForBits<float>(problem, bits, cuda_stream));
 }

@@ -77,13 +77,17 @@ const char* Launch(const void* x, int8_t* codes, void* scales, int64_t rows, int
 OQ_EXPORT const char* OqCudaQuantizePerToken(const void* x, int8_t* codes, void* scales, int64_t rows,
                                              int64_t channels, int64_t bits, float clip, float static_scale,
                                              int float16, void* stream) {
-  if (bits != 8 && bits != 6 && bits != 4) return "oq.QuantizePerToken: bits must be 8, 6 or 4";
-  if (!(clip > 0.0f) || static_scale < 0.0f) return "oq.QuantizePerToken: clip must be positive and static_scale not negative";
-  if (channels <= 0) return "oq.QuantizePerToken: X needs a non-empty last axis";
-  if (channels >= (int64_t{1} << 31) || rows >= (int64_t{1} << 31)) return "oq.QuantizePerToken (CUDA): tensor too large";
+  using oq::cuda::Failure;
+  if (bits != 8 && bits != 6 && bits != 4) return Failure("QuantizePerToken", "bits must be 8, 6 or 4");
+  if (!(clip > 0.0f) || static_scale < 0.0f) {
+    return Failure("QuantizePerToken", "clip must be positive and static_scale not negative");
+  }
+  if (channels <= 0) return Failure("QuantizePerToken", "X needs a non-empty last axis");
+  if (channels >= (int64_t{1} << 31) || rows >= (int64_t{1} << 31)) return Failure("QuantizePerToken", "tensor too large");
   if (rows == 0) return nullptr;
   auto* cuda_stream = static_cast<cudaStream_t>(stream);
   const int count = static_cast<int>(channels);
-  return float16 ? oq::cuda::Launch<__half>(x, codes, scales, rows, count, bits, clip, static_scale, cuda_stream)
-                 : oq::cuda::Launch<float>(x, codes, scales, rows, count, bits, clip, static_scale, cuda_stream);
+  return Failure("QuantizePerToken",
+                 float16 ? oq::cuda::Launch<__half>(x, codes, scales, rows, count, bits, clip, static_scale, cuda_stream)
+                         : oq::cuda::Launch<float>(x, codes, scales, rows, count, bits, clip, static_scale, cuda_stream));
 }
