@@ -6,11 +6,14 @@
 // the stages of strides s, 2s, ..., s·e/2 there, and writes them back; log_8(m) passes in all.
 // Pencils never cross the K sub-rows of m values. Then, as in hadamard.cc,
 //   Y[a, j] = Σ_b (H_K[b, a] / √m) · (Z H_m)[b, j],
-// one column j per thread with the K values in registers (K = 1: Y = Z H_m / √m).
+// one column j per thread: for K ≤ 64 with the column in registers and H_K / √m staged in
+// shared memory, for larger K (oqcompile's balanced factors reach 96..256 at 6144..32768)
+// straight from shared Z and the global H_K. K = 1: Y = Z H_m / √m.
 // Shared-memory rows are padded by one word per 32, which spreads each pass's pencils over
-// the banks. Rows longer than the block's shared memory (about 55000 floats on sm_90, 40000
-// on sm_80) return an error.
+// the banks. A row must fit the block's shared memory (about 56000 floats on sm_90, 40000 on
+// sm_80); longer rows return an error that says so.
 #include <cmath>
+#include <string>
 
 #include "cuda_kernels.h"
 #include "device.cuh"
@@ -20,7 +23,7 @@ namespace oq::cuda {
 namespace {
 
 constexpr int kPencil = 8;        // values per thread per pass (3 butterfly stages)
-constexpr int kMaxFactor = 64;    // largest K: one column of Z in registers
+constexpr int kRegisterFactor = 64;  // largest K whose column of Z is held in registers
 constexpr int kMaxThreads = 256;
 
 __host__ __device__ constexpr int Padded(int index) { return index + (index >> 5); }
@@ -30,10 +33,10 @@ __global__ void __launch_bounds__(kMaxThreads) HadamardRows(const T* __restrict_
                                                              const float* __restrict__ factor, int k, float scale) {
   extern __shared__ float shared[];
   float* row = shared;               // Z, padded
-  float* h = shared + Padded(n);     // H_K / √m, row-major [b, a]
+  float* h = shared + Padded(n);     // H_K / √m, row-major [b, a], for K ≤ kRegisterFactor
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * n;
   for (int i = threadIdx.x; i < n; i += blockDim.x) row[Padded(i)] = ToFloat(x[offset + i]);
-  if (factor != nullptr) {
+  if (factor != nullptr && k <= kRegisterFactor) {
     for (int i = threadIdx.x; i < k * k; i += blockDim.x) h[i] = factor[i] * scale;
   }
   __syncthreads();
@@ -70,16 +73,26 @@ __global__ void __launch_bounds__(kMaxThreads) HadamardRows(const T* __restrict_
     for (int i = threadIdx.x; i < n; i += blockDim.x) y[offset + i] = FromFloat<T>(row[Padded(i)] * scale);
     return;
   }
+  if (k > kRegisterFactor) {
+    for (int j = threadIdx.x; j < m; j += blockDim.x) {
+      for (int a = 0; a < k; ++a) {
+        float sum = 0.0f;
+        for (int b = 0; b < k; ++b) sum += __ldg(factor + b * k + a) * row[Padded(b * m + j)];
+        y[offset + static_cast<int64_t>(a) * m + j] = FromFloat<T>(sum * scale);
+      }
+    }
+    return;
+  }
   for (int j = threadIdx.x; j < m; j += blockDim.x) {
-    float column[kMaxFactor];
+    float column[kRegisterFactor];
 #pragma unroll
-    for (int b = 0; b < kMaxFactor; ++b) {
+    for (int b = 0; b < kRegisterFactor; ++b) {
       if (b < k) column[b] = row[Padded(b * m + j)];
     }
     for (int a = 0; a < k; ++a) {
       float sum = 0.0f;
 #pragma unroll
-      for (int b = 0; b < kMaxFactor; ++b) {
+      for (int b = 0; b < kRegisterFactor; ++b) {
         if (b < k) sum += h[b * k + a] * column[b];
       }
       y[offset + static_cast<int64_t>(a) * m + j] = FromFloat<T>(sum);
@@ -89,7 +102,18 @@ __global__ void __launch_bounds__(kMaxThreads) HadamardRows(const T* __restrict_
 
 template <typename T>
 const char* Launch(const void* x, void* y, int64_t rows, int n, int m, const float* h_k, int k, cudaStream_t stream) {
-  const size_t shared = (Padded(n) + (h_k == nullptr ? 0 : k * k)) * sizeof(float);
+  const size_t shared = (Padded(n) + (h_k == nullptr || k > kRegisterFactor ? 0 : k * k)) * sizeof(float);
+  int device = 0, available = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&available, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    return LaunchError();
+  }
+  if (shared > static_cast<size_t>(available)) {
+    static thread_local std::string message;
+    message = "a row of " + std::to_string(n) + " values needs " + std::to_string(shared / 1024) +
+              " KiB of shared memory, this GPU gives a block " + std::to_string(available / 1024) + " KiB";
+    return message.c_str();
+  }
   if (cudaFuncSetAttribute(HadamardRows<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(shared)) != cudaSuccess) {
     return LaunchError();
@@ -108,7 +132,7 @@ OQ_EXPORT const char* OqCudaHadamard(const void* x, void* y, int64_t rows, int64
                                      int float16, void* stream) {
   using oq::cuda::Failure;
   if (h_k == nullptr) k = 1;
-  if (k < 1 || k > oq::cuda::kMaxFactor) return Failure("Hadamard", "K must be between 1 and 64");
+  if (k < 1) return Failure("Hadamard", "K must be positive");
   if (n <= 0 || n % k != 0 || ((n / k) & (n / k - 1)) != 0) return Failure("Hadamard", "n must be K times a power of two");
   if (n > (1 << 24) || rows >= (int64_t{1} << 31)) return Failure("Hadamard", "tensor too large");
   if (rows == 0) return nullptr;

@@ -254,7 +254,7 @@ OQ_EXPORT const char* OqCudaQMatMul(const int8_t* codes, const void* token_scale
   using oq::cuda::Failure;
   if (bits != 8 && bits != 6 && bits != 4) return Failure("QMatMul", "bits must be 8, 6 or 4");
   if (k <= 0 || groups <= 0 || k % groups != 0) return Failure("QMatMul", "groups must divide in_features");
-  constexpr int64_t kLimit = int64_t{1} << 31;
+  constexpr int64_t kLimit = int64_t{1} << 30;  // keeps the kernel's int index arithmetic in range
   if (rows >= kLimit || k >= kLimit || n >= kLimit) return Failure("QMatMul", "tensor too large");
   if (rows == 0 || n == 0) return nullptr;
   const oq::cuda::Problem problem{codes, token_scales, weight, weight_scales, bias, y,
