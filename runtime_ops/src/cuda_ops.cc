@@ -8,12 +8,8 @@ namespace oq {
 
 namespace {
 
-constexpr int kFloat16 = 1;
-
 template <typename T>
-constexpr int IsHalf() {
-  return std::is_same_v<T, Half> ? kFloat16 : 0;
-}
+constexpr int kIsHalf = std::is_same_v<T, Half>;
 
 // The entry points' failure ("oq.<op> (CUDA): ...") as an ORT status.
 OrtStatusPtr CudaStatus(const char* error) {
@@ -35,7 +31,7 @@ OrtStatusPtr CudaHadamardKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   if (OrtStatusPtr status = ReadHadamardShape(context, shape)) return status;
   T* y = context.GetOutput(0, shape.shape).GetTensorMutableData<T>();
   return CudaStatus(OqCudaHadamard(context.GetInput(0).GetTensorData<T>(), y, shape.rows, shape.n, shape.factor,
-                                   shape.k, IsHalf<T>(), context.GetGPUComputeStream()));
+                                   shape.k, kIsHalf<T>, context.GetGPUComputeStream()));
 }
 
 template <typename T>
@@ -46,7 +42,7 @@ OrtStatusPtr CudaQuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_cont
   int8_t* codes = context.GetOutput(0, shape.codes_shape).GetTensorMutableData<int8_t>();
   T* scales = context.GetOutput(1, shape.scales_shape).GetTensorMutableData<T>();
   return CudaStatus(OqCudaQuantizePerToken(context.GetInput(0).GetTensorData<T>(), codes, scales, shape.rows,
-                                           shape.channels, bits, clip, static_scale, IsHalf<T>(),
+                                           shape.channels, bits, clip, static_scale, kIsHalf<T>,
                                            context.GetGPUComputeStream()));
 }
 
@@ -60,7 +56,7 @@ OrtStatusPtr CudaQMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
       OqCudaQMatMul(context.GetInput(0).GetTensorData<int8_t>(), context.GetInput(1).GetTensorData<T>(),
                     context.GetInput(2).GetTensorData<uint8_t>(), context.GetInput(3).GetTensorData<float>(),
                     OptionalFloatInput(context, 4), y, static_cast<int64_t>(shape.rows), static_cast<int64_t>(shape.k),
-                    static_cast<int64_t>(shape.n), static_cast<int64_t>(shape.groups), bits, IsHalf<T>(),
+                    static_cast<int64_t>(shape.n), static_cast<int64_t>(shape.groups), bits, kIsHalf<T>,
                     context.GetGPUComputeStream()));
 }
 

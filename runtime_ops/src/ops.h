@@ -38,6 +38,12 @@ struct QMatMulAttributes {
 };
 OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QMatMulAttributes& attributes);
 
+// Creation of a kernel that needs only its node's attributes (read and checked).
+template <typename Kernel>
+auto InitializeKernel(const OrtKernelInfo* info, Kernel& kernel) -> decltype(ReadAttributes(info, kernel)) {
+  return ReadAttributes(info, kernel);
+}
+
 // Hadamard's input: X [..., n] and the optional factor H_K (null for K = 1), checked.
 struct HadamardShape {
   std::vector<int64_t> shape;
@@ -86,11 +92,8 @@ struct QMatMulKernel : QMatMulAttributes {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
-// Kernel creation: reads and checks the node's attributes (QMatMul also packs constant weights).
-template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QuantizePerTokenKernel<T>& kernel) {
-  return ReadAttributes(info, kernel);
-}
+// Kernel creation beyond the attributes: the CPU kernels pick their instruction set, and
+// QMatMul also packs constant weights.
 template <typename T>
 OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel);
 template <typename T>
@@ -119,14 +122,6 @@ struct CudaQMatMulKernel : QMatMulAttributes {
 template <typename T>
 OrtStatusPtr InitializeKernel(const OrtKernelInfo*, CudaHadamardKernel<T>&) {
   return nullptr;
-}
-template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, CudaQuantizePerTokenKernel<T>& kernel) {
-  return ReadAttributes(info, kernel);
-}
-template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, CudaQMatMulKernel<T>& kernel) {
-  return ReadAttributes(info, kernel);
 }
 
 // --- op declarations -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ namespace {
 constexpr int kPencil = 8;        // values per thread per pass (3 butterfly stages)
 constexpr int kRegisterFactor = 64;  // largest K whose column of Z is held in registers
 constexpr int kMaxThreads = 256;
+constexpr size_t kDefaultSharedBytes = 48 * 1024;  // dynamic shared memory a block gets without opting in
 
 __host__ __device__ constexpr int Padded(int index) { return index + (index >> 5); }
 
@@ -103,20 +104,22 @@ __global__ void __launch_bounds__(kMaxThreads) HadamardRows(const T* __restrict_
 template <typename T>
 const char* Launch(const void* x, void* y, int64_t rows, int n, int m, const float* h_k, int k, cudaStream_t stream) {
   const size_t shared = (Padded(n) + (h_k == nullptr || k > kRegisterFactor ? 0 : k * k)) * sizeof(float);
-  int device = 0, available = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&available, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-    return LaunchError();
-  }
-  if (shared > static_cast<size_t>(available)) {
-    static thread_local std::string message;
-    message = "a row of " + std::to_string(n) + " values needs " + std::to_string(shared / 1024) +
-              " KiB of shared memory, this GPU gives a block " + std::to_string(available / 1024) + " KiB";
-    return message.c_str();
-  }
-  if (cudaFuncSetAttribute(HadamardRows<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(shared)) != cudaSuccess) {
-    return LaunchError();
+  if (shared > kDefaultSharedBytes) {  // beyond the default a block must opt in, up to the device's limit
+    int device = 0, available = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&available, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+      return LaunchError();
+    }
+    if (shared > static_cast<size_t>(available)) {
+      static thread_local std::string message;
+      message = "a row of " + std::to_string(n) + " values needs " + std::to_string(shared / 1024) +
+                " KiB of shared memory, this GPU gives a block " + std::to_string(available / 1024) + " KiB";
+      return message.c_str();
+    }
+    if (cudaFuncSetAttribute(HadamardRows<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(shared)) != cudaSuccess) {
+      return LaunchError();
+    }
   }
   const int threads = std::min(kMaxThreads, std::max(32, (n / kPencil + 31) / 32 * 32));
   HadamardRows<T><<<static_cast<unsigned>(rows), threads, shared, stream>>>(
