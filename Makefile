@@ -1,9 +1,16 @@
 # One environment in .venv/; `make demo` is the main job, `make test` the test suite.
+#
+# oqcompile is installed in editable mode: the Python files of oqcompile/, passes/ and models/
+# are imported from this checkout (an edit is what the next run uses), while the op library is
+# built by CMake into build/ and installed into .venv. `make setup` reinstalls only when
+# pyproject.toml or a file under runtime_ops/ changed, and CMake then recompiles only what changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 OUT := out
 DEPS_STAMP := $(VENV)/.deps-installed
+LIBRARY_STAMP := $(VENV)/.oq-library-built
+LIBRARY_SOURCES := $(shell find runtime_ops -type f) CMakeLists.txt
 
 .PHONY: setup demo test clean
 
@@ -12,12 +19,14 @@ $(DEPS_STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned to the CPU build; a bare requirement may pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0 scikit-build-core
-	$(BIN)/pip install -q --no-build-isolation ".[test]"
+	$(BIN)/pip install -q --no-build-isolation -e ".[test]"
+	touch $@ $(LIBRARY_STAMP)
+
+$(LIBRARY_STAMP): $(DEPS_STAMP) $(LIBRARY_SOURCES)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: $(DEPS_STAMP)
-	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall .
-	rm -rf build
+setup: $(LIBRARY_STAMP)
 
 $(OUT)/smollm2-135m.onnx: | setup
 	mkdir -p $(OUT)

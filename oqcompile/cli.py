@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import resource
 import sys
@@ -27,13 +28,20 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(name)s: %(message)s")
     warnings.filterwarnings("ignore")
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return status
     except OQError as error:
         print(f"oqcompile: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("oqcompile: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `oqcompile inspect FILE | head`): end quietly, and
+        # keep Python from failing again when it flushes stdout on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ exported with a KV cache get an all-ones ``attention_mask`` and empty past tenso
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 
@@ -72,7 +73,9 @@ def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray],
     ``model`` is an ORT session or any function ``input_ids [b, seq] -> logits [b, seq, vocab]``
     (e.g. a PyTorch model wrapped by the caller), so both are scored by the same code.
     """
-    logits_of = model if callable(model) else (lambda rows: model.run(None, feeds(model, rows))[0])
+    if not callable(model):
+        _check_signature(model)
+    logits_of = model if callable(model) else functools.partial(_run_logits, model)
     windows = len(tokens) // seq
     if windows == 0:
         raise OQError(f"need at least {seq} tokens for one window, got {len(tokens)}")
@@ -82,6 +85,9 @@ def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray],
                       disable=not progress, total=-(-windows // batch)):
         rows = data[start:start + batch]
         logits = np.asarray(logits_of(rows), dtype=np.float64)
+        if logits.ndim != 3 or logits.shape[:2] != rows.shape:
+            raise OQError(f"not a language model: its first output has shape {list(logits.shape)} for "
+                          f"input_ids of shape {list(rows.shape)}, expected logits [batch, seq, vocab]")
         logits = logits[:, :-1]
         targets = rows[:, 1:]
         top = logits.max(axis=-1, keepdims=True)
@@ -90,6 +96,26 @@ def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray],
         nll_sum += float((log_z - picked).sum())
         count += targets.size
     return PerplexityResult(float(np.exp(nll_sum / count)), windows * seq, count, windows, seq)
+
+
+def _check_signature(sess: ort.InferenceSession) -> None:
+    """Refuse a session that does not map integer token ids to logits ``[batch, seq, vocab]``."""
+    first_input, first_output = sess.get_inputs()[0], sess.get_outputs()[0]
+    if first_input.type not in ("tensor(int64)", "tensor(int32)"):
+        raise OQError(f"not a language model: its first input {first_input.name!r} is a {first_input.type}, "
+                      "not integer token ids")
+    if first_output.shape is not None and len(first_output.shape) != 3:
+        raise OQError(f"not a language model: its first output {first_output.name!r} has rank "
+                      f"{len(first_output.shape)}, expected logits [batch, seq, vocab]")
+
+
+def _run_logits(sess: ort.InferenceSession, input_ids: np.ndarray) -> np.ndarray:
+    inputs = feeds(sess, input_ids)
+    try:
+        return sess.run(None, inputs)[0]
+    except Exception as error:  # ORT raises several pybind exception types
+        raise OQError(f"ONNX Runtime failed to run the model on {list(input_ids.shape)} token ids "
+                      f"({str(error).strip().splitlines()[0]})") from error
 
 
 def feeds(sess: ort.InferenceSession, input_ids: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.resources
 import pathlib
 
 import onnxruntime as ort
@@ -28,7 +29,9 @@ LIBRARY_METADATA = "oq.runtime_library"
 
 def ops_library_path() -> pathlib.Path:
     """Path of the installed op library (:class:`OQError` if this installation has none)."""
-    path = pathlib.Path(__file__).with_name("liboq_ops.so")
+    # In the editable install the Python files are the checkout's and the built library lies in
+    # site-packages; importlib.resources sees both.
+    path = pathlib.Path(str(importlib.resources.files("oqcompile") / "liboq_ops.so"))
     if not path.is_file():
         raise OQError(f"the oq op library is not installed ({path} is missing): reinstall oqcompile")
     return path

@@ -9,7 +9,7 @@ import pytest
 
 
 def oqcompile(*args):
-    # Run outside the checkout so the installed package, not the source tree, is imported.
+    # Run from outside the checkout, as a user would.
     return subprocess.run([sys.executable, "-m", "oqcompile.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=pathlib.Path(sys.executable).parent)
 
@@ -112,3 +112,26 @@ def test_quantization_recipes_on_the_command_line(tiny_export, tmp_path):
     assert not (tmp_path / "ot.onnx").exists()
     missing = oqcompile("optimize", source, "-o", tmp_path / "t.onnx", "--recipe", tmp_path / "none.toml")
     assert_one_line_error(missing, "not a readable TOML recipe")
+
+
+def test_eval_of_a_graph_that_is_not_a_language_model(tmp_path):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", "seq"])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    result = oqcompile("eval", path, "--tokens", 2048)
+    assert_one_line_error(result, "not a language model: its first input 'x' is a tensor(float)")
+
+
+def test_output_cut_by_a_closed_pipe_ends_quietly(tiny_export):
+    """`oqcompile inspect FILE | head -1`: no BrokenPipeError traceback when head exits."""
+    process = subprocess.Popen([sys.executable, "-m", "oqcompile.cli", "inspect", str(tiny_export("tiny-llama"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line is written
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141 and stderr == ""
