@@ -26,11 +26,11 @@ import report
 from report import MODEL
 
 
-def float_part(recipe: str):
+def float_part(recipe: str, calibration):
     """The recipe's passes up to its first quantizing pass (everything exact in float)."""
     from oqcompile.recipes import build_recipe
 
-    passes = build_recipe(recipe)
+    passes = build_recipe(recipe, calibration=calibration)
     cut = next(i for i, p in enumerate(passes) if p.name in ("quantize_weights", "insert_qdq", "quantize_kv"))
     return passes[:cut]
 
@@ -56,15 +56,15 @@ def quantizer_of(linear):
 def measure_layers(source: str, recipe: str, calib_tokens: int, sample_tokens: int) -> list[dict]:
     from oqcompile import modelio
     from oqcompile.calibrate import CalibrationData, calibration_data, collect_statistics
-    from oqcompile.compiler import needs_calibration, optimize, run_passes
+    from oqcompile.compiler import optimize, run_passes
     from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.structure import analyze
 
-    calibration = calibration_data(MODEL, calib_tokens) if needs_calibration(recipe) else None
+    calibration = calibration_data(MODEL, calib_tokens)
     quantized = modelio.load(source)
     optimize(quantized, recipe, calibration=calibration)
     reference = modelio.load(source)
-    run_passes(reference, float_part(recipe), calibration)
+    run_passes(reference, float_part(recipe, calibration))
     float_linears = {lin.name: lin for lin in analyze(reference).linears()}
     windows = book_tokens(EVALUATION_BOOK, MODEL)[: 8 * 1024].reshape(8, 1024)
     measured = CalibrationData(windows, f"{EVALUATION_BOOK}[:8192]")

@@ -30,14 +30,10 @@ def export_step(path: str) -> None:
 
 def compile_step(source: str, recipe: str, target: str, calib_tokens: int) -> None:
     """``oqcompile optimize`` (lowered) of ``source`` with ``recipe``, calibrated on ``calib_tokens`` of Emma."""
-    from oqcompile import modelio
+    from oqcompile import compile_file
     from oqcompile.calibrate import calibration_data
-    from oqcompile.compiler import needs_calibration, optimize
 
-    calibration = calibration_data(MODEL, calib_tokens) if needs_calibration(recipe) else None
-    model = modelio.load(source)
-    optimize(model, recipe, seed=0, calibration=calibration)
-    modelio.save(model, target)
+    compile_file(source, target, recipe, calibration=calibration_data(MODEL, calib_tokens))
 
 
 def ort_dynamic_step(source: str, target: str) -> None:

@@ -6,7 +6,7 @@ the calibration windows are run through ORT one batch at a time and each observe
 sums only:
 
 - per channel: ``min_j``, ``max_j`` (hence ``absmax_j`` and the midpoint
-  ``m_j = (max_j + min_j) / 2``) and ``Σ_t x_tj``;
+  ``m_j = (max_j + min_j) / 2``);
 - per token: the largest per-token absmax ``max_t max_j |x_tj|``;
 - optionally the Gram matrix ``XᵀX`` (``[channels, channels]``, float64), which GPTQ uses
   as its Hessian;
@@ -24,7 +24,7 @@ import hashlib
 import logging
 import pathlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -38,13 +38,30 @@ __all__ = ["ActivationStats", "CalibrationData", "calibration_data", "collect_st
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
 class CalibrationData:
-    """Calibration token windows ``[windows, seq]`` and where they came from."""
+    """Calibration token windows ``[windows, seq]`` and where they came from.
 
-    windows: np.ndarray
-    source: str  # e.g. "emma[:32768]"
-    batch: int = 1
+    Made from token ids directly, or by :func:`calibration_data`, which reads and tokenizes the
+    calibration book on first use only: a recipe none of whose passes reads statistics never
+    pays for it.
+    """
+
+    def __init__(self, windows: np.ndarray | None, source: str, batch: int = 1,
+                 reader: Callable[[], tuple[np.ndarray, str]] | None = None):
+        self._windows, self._source, self._reader = windows, source, reader
+        self.batch = batch
+
+    @property
+    def windows(self) -> np.ndarray:
+        if self._reader is not None:
+            self._windows, self._source = self._reader()
+            self._reader = None
+        return self._windows
+
+    @property
+    def source(self) -> str:  # e.g. "emma[:32768]"
+        self.windows  # noqa: B018  (reads the book if that has not happened yet)
+        return self._source
 
     @property
     def tokens(self) -> int:
@@ -58,15 +75,20 @@ class CalibrationData:
 
 
 def calibration_data(tokenizer_id: str, tokens: int, seq: int = 1024, batch: int = 1) -> CalibrationData:
-    """The first ``tokens`` tokens of the calibration book (Emma) in windows of ``seq``."""
-    from oqcompile.data import CALIBRATION_BOOK, book_tokens
-
-    ids = book_tokens(CALIBRATION_BOOK, tokenizer_id)
-    windows = min(tokens, len(ids)) // seq
-    if windows == 0:
+    """The first ``tokens`` tokens of the calibration book (Emma) in windows of ``seq``, read on first use."""
+    if tokens < 1:
+        raise OQError(f"--calib-tokens must be positive, not {tokens}")
+    if tokens < seq:
         raise OQError(f"--calib-tokens {tokens} is less than one window of {seq} tokens")
-    return CalibrationData(ids[: windows * seq].reshape(windows, seq), f"{CALIBRATION_BOOK}[:{windows * seq}]",
-                           batch)
+
+    def read() -> tuple[np.ndarray, str]:
+        from oqcompile.data import CALIBRATION_BOOK, book_tokens
+
+        ids = book_tokens(CALIBRATION_BOOK, tokenizer_id)
+        windows = min(tokens, len(ids)) // seq
+        return ids[: windows * seq].reshape(windows, seq), f"{CALIBRATION_BOOK}[:{windows * seq}]"
+
+    return CalibrationData(None, "", batch, reader=read)
 
 
 @dataclasses.dataclass
@@ -79,7 +101,6 @@ class ActivationStats:
     tokens: int = dataclasses.field(default=0, init=False)
     minimum: np.ndarray = dataclasses.field(init=False)
     maximum: np.ndarray = dataclasses.field(init=False)
-    channel_sum: np.ndarray = dataclasses.field(init=False)
     token_absmax_max: float = dataclasses.field(default=0.0, init=False)
     gram: np.ndarray | None = dataclasses.field(default=None, init=False)
     samples: list[np.ndarray] = dataclasses.field(default_factory=list, init=False)
@@ -87,7 +108,6 @@ class ActivationStats:
     def __post_init__(self):
         self.minimum = np.full(self.channels, np.inf)
         self.maximum = np.full(self.channels, -np.inf)
-        self.channel_sum = np.zeros(self.channels)
         if self.with_gram:
             self.gram = np.zeros((self.channels, self.channels))
 
@@ -96,7 +116,6 @@ class ActivationStats:
         self.tokens += x.shape[0]
         self.minimum = np.minimum(self.minimum, x.min(axis=0))
         self.maximum = np.maximum(self.maximum, x.max(axis=0))
-        self.channel_sum += x.sum(axis=0, dtype=np.float64)
         self.token_absmax_max = max(self.token_absmax_max, float(np.abs(x).max()))
         if self.gram is not None:
             x32 = x.astype(np.float32)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import pathlib
-import resource
 import sys
 import time
 import warnings
@@ -135,25 +134,15 @@ def _inspect(args) -> int:
 
 
 def _optimize(args) -> int:
-    from oqcompile import modelio
     from oqcompile.calibrate import calibration_data
-    from oqcompile.compiler import needs_calibration, optimize
+    from oqcompile.compiler import compile_file
 
-    source, target = pathlib.Path(args.file), pathlib.Path(args.output)
-    modelio.check_writable(target)
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise OQError(f"{target}: refusing to overwrite the input file")
-    calibration = None
-    if needs_calibration(args.recipe):
-        calibration = calibration_data(_tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
-    start = time.perf_counter()
-    model = modelio.load(source)
-    optimize(model, args.recipe, seed=args.seed, calibration=calibration, progress=sys.stderr.isatty(),
-             portable=args.portable)
-    modelio.save(model, target)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"wrote {target} (recipe {args.recipe}{', portable' if args.portable else ''}, seed {args.seed}) in "
-          f"{time.perf_counter() - start:.1f} s, peak RSS {peak_mib:.0f} MiB")
+    # Read only if a pass of the recipe reads activation statistics.
+    calibration = calibration_data(_tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
+    summary = compile_file(args.file, args.output, args.recipe, seed=args.seed, calibration=calibration,
+                           portable=args.portable, progress=sys.stderr.isatty())
+    print(f"wrote {summary.target} (recipe {summary.recipe}{', portable' if summary.portable else ''}, seed "
+          f"{summary.seed}) in {summary.seconds:.1f} s, peak RSS {summary.peak_rss_mib:.0f} MiB")
     return 0
 
 

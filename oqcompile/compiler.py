@@ -1,28 +1,72 @@
-"""Run a recipe on a model and record what was done in the model's metadata."""
+"""Run a recipe on a model and record what was done in the model's metadata.
+
+:func:`compile_file` is the one path from an ONNX file to a compiled one (the CLI, the
+benchmarks and the tests all take it): check the output can be written, build the recipe's
+passes (handing them the calibration data), load, run the passes, save atomically.
+:func:`optimize` is its in-memory core for callers that already hold an ``ir.Model``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import pathlib
+import resource
+import time
 
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from oqcompile import __version__
+from oqcompile import __version__, modelio
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
 from oqcompile.passes.lower import Lower
 from oqcompile.recipes import build_recipe
 
-__all__ = ["needs_calibration", "optimize", "run_passes"]
+__all__ = ["CompileSummary", "compile_file", "optimize", "run_passes"]
 
 logger = logging.getLogger(__name__)
 
 
-def needs_calibration(recipe: str) -> bool:
-    """True when a pass of ``recipe`` reads activation statistics (so calibration text is needed)."""
-    return any(p.needs_calibration for p in build_recipe(recipe))
+@dataclasses.dataclass(frozen=True)
+class CompileSummary:
+    """What :func:`compile_file` did."""
+
+    target: pathlib.Path
+    recipe: str
+    seed: int
+    portable: bool
+    passes: list[str]
+    calibration: str | None  # e.g. "emma[:131072]"; None when no pass read statistics
+    seconds: float
+    peak_rss_mib: float  # of this process so far
+
+
+def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: str = "rotate", *, seed: int = 0,
+                 calibration: CalibrationData | None = None, portable: bool = False,
+                 progress: bool = False) -> CompileSummary:
+    """Compile the ONNX file ``source`` with ``recipe`` into ``target`` (see :func:`optimize`).
+
+    ``source`` is never modified and ``target`` appears only when complete; every expected
+    failure (unreadable input, no transformer, unwritable output, unknown recipe, missing
+    calibration) raises :class:`OQError` before anything is written.
+    """
+    source, target = pathlib.Path(source), pathlib.Path(target)
+    modelio.check_writable(target)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise OQError(f"{target}: refusing to overwrite the input file")
+    passes = build_recipe(recipe, seed, calibration, progress)
+    start = time.perf_counter()
+    model = modelio.load(source)
+    passes = _apply(model, recipe, seed, passes, portable)
+    modelio.save(model, target)
+    calibrated = any(p.needs_calibration for p in passes)
+    return CompileSummary(target, recipe, seed, portable, [p.name for p in passes],
+                          calibration.source if calibrated else None, time.perf_counter() - start,
+                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: CalibrationData | None = None,
@@ -38,10 +82,16 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
     when calibration was used, ``oq.calibration`` (source text, token count, hash). A pass
     whose precondition fails raises :class:`OQError` with the pass's own sentence.
     """
-    passes = build_recipe(recipe, seed)
+    _apply(model, recipe, seed, build_recipe(recipe, seed, calibration, progress), portable)
+    return model
+
+
+def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],
+           portable: bool) -> list[TransformerPass]:
+    """Run ``passes`` (plus ``lower`` unless ``portable``), record them; return what ran."""
     if not portable and not any(isinstance(p, Lower) for p in passes):
-        passes.append(Lower())
-    run_passes(model, passes, calibration, progress)
+        passes = [*passes, Lower()]
+    run_passes(model, passes)
     ir.passes.common.DeduplicateInitializersPass()(model)
     model.metadata_props.update({
         "oq.recipe": recipe,
@@ -49,22 +99,21 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
         "oq.version": __version__,
         "oq.passes": json.dumps([{"pass": p.name, "params": p.params()} for p in passes]),
     })
-    if any(p.needs_calibration for p in passes):
+    calibrated = [p for p in passes if p.needs_calibration]
+    if calibrated:
+        calibration = calibrated[0].calibration
         model.metadata_props["oq.calibration"] = json.dumps(
             {"text": calibration.source, "tokens": calibration.tokens, "sha256": calibration.digest()})
-    return model
+    return passes
 
 
-def run_passes(model: ir.Model, passes: list[TransformerPass], calibration: CalibrationData | None = None,
-               progress: bool = False) -> None:
-    """Run ``passes`` on ``model`` in order; calibrating passes read ``calibration``."""
-    calibrated = [p for p in passes if p.needs_calibration]
-    if calibrated and calibration is None:
-        raise OQError(f"{calibrated[0].name} reads activation statistics: calibration data is needed")
+def run_passes(model: ir.Model, passes: list[TransformerPass]) -> None:
+    """Run ``passes`` on ``model`` in order (each calibrating pass holds its calibration data)."""
+    missing = [p for p in passes if p.needs_calibration and p.calibration is None]
+    if missing:
+        raise OQError(f"{missing[0].name} reads activation statistics: calibration data is needed")
     for p in passes:
         logger.info("running %s %s", p.name, p.params())
-        if p.needs_calibration:
-            p.calibration, p.progress = calibration, progress
         try:
             p(model)
         except ir.passes.PreconditionError as error:

@@ -11,6 +11,9 @@ from oqcompile.calibrate import ActivationStats, CalibrationData, collect_statis
 
 __all__ = ["CalibratedPass", "TransformerPass"]
 
+# Marks a dataclass field that is an input of the pass, not a parameter recorded in the model.
+NOT_A_PARAMETER = {"parameter": False}
+
 
 class TransformerPass(ir.passes.InPlacePass):
     """An in-place pass whose constructor arguments are its parameters.
@@ -22,22 +25,26 @@ class TransformerPass(ir.passes.InPlacePass):
     name: str = ""
 
     def params(self) -> dict:
-        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata.get("parameter", True)}
 
     @property
     def needs_calibration(self) -> bool:
         return False
 
 
+@dataclasses.dataclass
 class CalibratedPass(TransformerPass):
     """A pass that reads activation statistics of the graph as it is when the pass runs.
 
-    The recipe runner sets :attr:`calibration` (not a parameter: it is recorded as a hash
-    in the model's metadata instead) before calling the pass.
+    ``calibration`` (the token windows) and ``progress`` (show progress bars) are given at
+    construction, by keyword; they are not parameters: the model's metadata records a hash of
+    the calibration data instead.
     """
 
-    calibration: CalibrationData | None = None
-    progress: bool = False
+    calibration: CalibrationData | None = dataclasses.field(default=None, kw_only=True, repr=False,
+                                                            metadata=NOT_A_PARAMETER)
+    progress: bool = dataclasses.field(default=False, kw_only=True, repr=False, metadata=NOT_A_PARAMETER)
 
     @property
     def needs_calibration(self) -> bool:

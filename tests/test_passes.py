@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from conftest import EXPORTERS, FAMILIES, relative_error, run_logits
-from oqcompile import modelio
+from oqcompile import compile_file, modelio
 from oqcompile.compiler import optimize
 from oqcompile.rotation import find_rotations
 from oqcompile.structure import analyze
@@ -21,9 +21,7 @@ def input_ids(vocab: int = 256) -> np.ndarray:
 
 
 def optimized(source, recipe, target, seed=0):
-    model = modelio.load(source)
-    optimize(model, recipe, seed=seed)
-    return modelio.save(model, target)
+    return compile_file(source, target, recipe, seed=seed).target
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

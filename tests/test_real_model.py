@@ -5,8 +5,7 @@ import onnx
 import pytest
 
 from conftest import relative_error, run_logits
-from oqcompile import modelio
-from oqcompile.compiler import optimize
+from oqcompile import compile_file
 from oqcompile.data import EVALUATION_BOOK, book_tokens
 from oqcompile.evaluate import perplexity, session
 from oqcompile.runtime import DOMAIN
@@ -22,9 +21,7 @@ def eval_tokens():
 
 @pytest.fixture(scope="module")
 def rotated(smollm2_onnx, tmp_path_factory):
-    model = modelio.load(smollm2_onnx)
-    optimize(model, "rotate", seed=0)
-    return modelio.save(model, tmp_path_factory.mktemp("rotate") / "smollm2.rotate.onnx")
+    return compile_file(smollm2_onnx, tmp_path_factory.mktemp("rotate") / "smollm2.rotate.onnx", "rotate").target
 
 
 def test_rotate_keeps_perplexity(smollm2_onnx, rotated, eval_tokens):
@@ -43,9 +40,7 @@ def test_each_pass_keeps_logits(smollm2_onnx, rotated, eval_tokens, tmp_path, re
     if recipe == "rotate":
         path = rotated
     else:
-        model = modelio.load(smollm2_onnx)
-        optimize(model, recipe, seed=0)
-        path = modelio.save(model, tmp_path / "out.onnx")
+        path = compile_file(smollm2_onnx, tmp_path / "out.onnx", recipe).target
     assert relative_error(run_logits(path, ids), expected) <= 1e-4
 
 

@@ -3,9 +3,8 @@
 import onnx
 import pytest
 
-from oqcompile import modelio
+from oqcompile import compile_file
 from oqcompile.calibrate import calibration_data
-from oqcompile.compiler import needs_calibration, optimize
 from oqcompile.data import EVALUATION_BOOK, book_tokens
 from oqcompile.evaluate import perplexity, session
 from oqcompile.runtime import DOMAIN
@@ -25,10 +24,9 @@ def compiled(smollm2_onnx, tmp_path_factory):
         if recipe == "fp":
             return smollm2_onnx
         if (recipe, portable) not in paths:
-            model = modelio.load(smollm2_onnx)
-            optimize(model, recipe, calibration=calibration if needs_calibration(recipe) else None,
-                     portable=portable)
-            paths[recipe, portable] = modelio.save(model, folder / f"{recipe}{'.portable' if portable else ''}.onnx")
+            target = folder / f"{recipe}{'.portable' if portable else ''}.onnx"
+            paths[recipe, portable] = compile_file(smollm2_onnx, target, recipe, calibration=calibration,
+                                                   portable=portable).target
         return paths[recipe, portable]
 
     return get
