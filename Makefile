@@ -3,7 +3,8 @@
 # oqcompile is installed in editable mode: the Python files of oqcompile/, passes/ and models/
 # are imported from this checkout (an edit is what the next run uses), while the op library is
 # built by CMake into build/ and installed into .venv. `make setup` reinstalls only when
-# pyproject.toml or a file under runtime_ops/ changed, and CMake then recompiles only what changed.
+# pyproject.toml or a file under runtime_ops/ changed (CMake then recompiles only what changed),
+# or when Python modules were added or removed (the install maps every module to its file).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,8 +12,9 @@ OUT := out
 DEPS_STAMP := $(VENV)/.deps-installed
 LIBRARY_STAMP := $(VENV)/.oq-library-built
 LIBRARY_SOURCES := $(shell find runtime_ops -type f) CMakeLists.txt
+MODULE_LIST := $(VENV)/.python-modules
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean FORCE
 
 $(DEPS_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +24,14 @@ $(DEPS_STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-build-isolation -e ".[test]"
 	touch $@ $(LIBRARY_STAMP)
 
-$(LIBRARY_STAMP): $(DEPS_STAMP) $(LIBRARY_SOURCES)
+$(LIBRARY_STAMP): $(DEPS_STAMP) $(LIBRARY_SOURCES) $(MODULE_LIST)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Rewritten only when the set of Python files changes.
+$(MODULE_LIST): FORCE | $(DEPS_STAMP)
+	@find oqcompile passes models -name '*.py' | sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
 setup: $(LIBRARY_STAMP)
 

@@ -18,12 +18,9 @@ from report import MODEL, export_step, perplexity_step
 
 
 def rotate_step(source: str, target: str) -> None:
-    from oqcompile import modelio
-    from oqcompile.compiler import optimize
+    from oqcompile import compile_file
 
-    model = modelio.load(source)
-    optimize(model, "rotate", seed=0)
-    modelio.save(model, target)
+    compile_file(source, target, "rotate")
 
 
 def torch_perplexity_step(count: int, seq: int) -> float:

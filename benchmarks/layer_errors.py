@@ -38,14 +38,13 @@ def float_part(recipe: str, calibration):
 def quantizer_of(linear):
     """``x -> Q(x)`` as the compiled graph's activation QDQ in front of ``linear`` does it."""
     from oqcompile import quant
-    from oqcompile.graph import node_meta
+    from oqcompile.qdq import QDQTag
 
     producer = linear.input.producer()
-    if producer is None or producer.op_type != "DequantizeLinear":
+    tag = QDQTag.read(producer) if producer is not None and producer.op_type == "DequantizeLinear" else None
+    if tag is None:
         return lambda x: x
-    bits = int(node_meta(producer, "qdq_bits"))
-    granularity = node_meta(producer, "qdq_granularity")
-    clip = float(node_meta(producer, "qdq_clip"))
+    bits, granularity, clip = tag.bits, tag.granularity, tag.clip
     if granularity == "prescaled":
         return lambda x: np.clip(np.rint(x), *quant.qrange(bits))
     if granularity == "per_token":

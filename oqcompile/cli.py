@@ -78,9 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
     optimize.add_argument("--calib-tokens", type=int, default=128 * 1024,
                           help="tokens of Emma for calibration, in windows of 1024 (default 131072)")
-    optimize.add_argument("--tokenizer", default=None,
-                          help="model id or HF directory of the tokenizer for calibration (default: "
-                               f"the one the file was exported from, else {DEFAULT_MODEL})")
+    _add_tokenizer_option(optimize, "for calibration")
     optimize.add_argument("--portable", action="store_true",
                           help="stop before the `lower` pass: standard ONNX only (QDQ, MatMul Hadamards) that "
                                "runs in any ONNX Runtime without the oq op library")
@@ -91,15 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tokens", type=int, default=16384, help="tokens of the book to use")
     evaluate.add_argument("--seq", type=int, default=1024, help="window length")
     evaluate.add_argument("--batch", type=int, default=1, help="windows per ORT run")
-    evaluate.add_argument("--tokenizer", default=None,
-                          help="model id or HF directory of the tokenizer (default: the one the "
-                               f"file was exported from, else {DEFAULT_MODEL})")
+    _add_tokenizer_option(evaluate, "of the text")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_eval)
 
     recipes = commands.add_parser("recipes", help="list the recipes")
     recipes.set_defaults(handler=_recipes)
     return parser
+
+
+def _add_tokenizer_option(command: argparse.ArgumentParser, purpose: str) -> None:
+    from oqcompile.models import DEFAULT_MODEL
+
+    command.add_argument("--tokenizer", default=None,
+                         help=f"model id or HF directory of the tokenizer {purpose} (default: the one the file "
+                              f"was exported from, else {DEFAULT_MODEL})")
 
 
 def _export(args) -> int:

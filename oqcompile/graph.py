@@ -1,18 +1,22 @@
 """Small, exporter-neutral helpers for reading and editing an ``onnx_ir`` graph.
 
-Everything that knows how one exporter spells a constant or a no-op lives here or in
-:mod:`oqcompile.structure`; passes only use these helpers.
+Constants (initializers, ``Constant`` nodes, ``DequantizeLinear`` of constants) are read here;
+how an exporter spells a linear, a norm or a no-op is :mod:`oqcompile.structure`'s business.
+Records that one pass leaves on nodes for another are :class:`NodeMetadata`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+from typing import ClassVar
 
 import numpy as np
 import onnx_ir as ir
 
 __all__ = [
     "LAYOUT_OPS",
+    "NodeMetadata",
     "add_initializer",
     "append_op",
     "const_array",
@@ -20,12 +24,8 @@ __all__ = [
     "matches",
     "dequantized_constant",
     "is_const",
-    "node_meta",
-    "peel_consumers",
-    "peel_noop",
     "producer_op",
     "require_opset",
-    "set_node_meta",
     "unique_name",
 ]
 
@@ -90,95 +90,6 @@ def producer_op(value: ir.Value) -> str | None:
     return None if node is None else node.op_type
 
 
-def peel_noop(value: ir.Value) -> ir.Value:
-    """Step back through nodes that act on whole channel vectors without mixing channels.
-
-    These are ``Identity``, float-to-float ``Cast`` (exporters add them freely), a ``Slice``
-    over leading axes only (HF's ``logits_to_keep`` slice), a ``Reshape`` that only merges or
-    splits leading axes (OPT flattens tokens to 2-D around its MLP), and an activation
-    quantize-dequantize (``QuantizeLinear → [Clip] → DequantizeLinear``, see
-    :mod:`oqcompile.qdq`). Channel rotations and scalings commute with the first four, and
-    the last is an elementwise approximation of its input, so structure analysis sees the
-    same transformer before and after quantization.
-    """
-    while (node := value.producer()) is not None:
-        if (node.op_type == "Identity"
-                or (node.op_type == "Cast" and node.attributes.get_int("to") in _FLOAT_TYPES
-                    and (node.inputs[0].dtype is None or node.inputs[0].dtype.value in _FLOAT_TYPES))
-                or (node.op_type == "Slice" and _slices_leading_axes_only(node))
-                or (node.op_type == "Reshape" and _same_static_last_dim(node))):
-            value = node.inputs[0]
-        elif node.op_type == "DequantizeLinear" and (source := _quantized_activation(node)) is not None:
-            value = source
-        else:
-            return value
-    return value
-
-
-def peel_consumers(value: ir.Value) -> list[ir.Node]:
-    """Consumers of ``value``, looking through the nodes :func:`peel_noop` looks through
-    (a quantize-dequantize counts as its ``DequantizeLinear``'s consumers)."""
-    result = []
-    for node in value.consumers():
-        if node.op_type in ("Identity", "Cast", "Slice", "Reshape") and peel_noop(node.outputs[0]) is value:
-            result += peel_consumers(node.outputs[0])
-        elif node.op_type == "QuantizeLinear":
-            for dequantize in _dequantizers_of(node):
-                result += peel_consumers(dequantize.outputs[0])
-        elif not _computes_qdq_scale(node):
-            result.append(node)
-    return result
-
-
-def _quantized_activation(dequantize: ir.Node) -> ir.Value | None:
-    """``x`` when ``dequantize`` reads ``[Clip](QuantizeLinear(x, ...))`` of a non-constant ``x``."""
-    codes = dequantize.inputs[0].producer()
-    if codes is not None and codes.op_type == "Clip":
-        codes = codes.inputs[0].producer()
-    if codes is None or codes.op_type != "QuantizeLinear" or is_const(codes.inputs[0]):
-        return None
-    return codes.inputs[0]
-
-
-def _dequantizers_of(quantize: ir.Node) -> list[ir.Node]:
-    found = []
-    for node in quantize.outputs[0].consumers():
-        if node.op_type == "Clip":
-            found += [n for n in node.outputs[0].consumers() if n.op_type == "DequantizeLinear"]
-        elif node.op_type == "DequantizeLinear":
-            found.append(node)
-    return found
-
-
-def _computes_qdq_scale(node: ir.Node) -> bool:
-    """The ``Abs`` that starts a per-token scale computation (see :mod:`oqcompile.qdq`)."""
-    return node.op_type == "Abs" and node.metadata_props.get("oq.qdq") is not None
-
-
-def _same_static_last_dim(node: ir.Node) -> bool:
-    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
-    return (in_shape is not None and out_shape is not None and len(in_shape) > 0 and len(out_shape) > 0
-            and isinstance(in_shape[-1], int) and in_shape[-1] == out_shape[-1])
-
-
-def _slices_leading_axes_only(node: ir.Node) -> bool:
-    """The Slice leaves the last axis whole: by its constant axes, or by equal static last dims."""
-    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
-    axes = const_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
-    if axes is not None and in_shape is not None:
-        rank = len(in_shape)
-        return all(int(a) % rank != rank - 1 for a in axes.reshape(-1))
-    steps = const_array(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
-    unit_steps = (len(node.inputs) <= 4 or node.inputs[4] is None) or (
-        steps is not None and bool(np.all(steps == 1)))
-    return (unit_steps and in_shape is not None and out_shape is not None
-            and isinstance(in_shape[-1], int) and in_shape[-1] == out_shape[-1])
-
-
-_FLOAT_TYPES = frozenset(t.value for t in (ir.DataType.FLOAT, ir.DataType.FLOAT16,
-                                           ir.DataType.BFLOAT16, ir.DataType.DOUBLE))
-
-
 def unique_name(graph: ir.Graph, base: str) -> str:
     """``base`` or ``base.N``: a name no initializer of ``graph`` uses yet."""
     name, counter = base, 1
@@ -221,15 +132,43 @@ def matches(name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def set_node_meta(node: ir.Node, **entries: str) -> None:
-    """Record ``oq.<key> = value`` in the node's metadata (shown by Netron, read by later passes)."""
-    for key, entry in entries.items():
-        node.metadata_props[f"oq.{key}"] = str(entry)
+class NodeMetadata:
+    """A record that one pass leaves on nodes for later passes (and Netron shows).
+
+    Subclasses are frozen dataclasses with a class attribute ``KEY``: the first field is stored
+    in the node's ``metadata_props`` as ``oq.<KEY>``, every other one as ``oq.<KEY>_<field>``
+    (``None`` fields are left out); numbers and strings as text, booleans as ``1``/``0``.
+    :meth:`read` gives the record back with its field types.
+    """
+
+    KEY: ClassVar[str] = ""
+
+    def write(self, node: ir.Node) -> None:
+        for key, field in self._keys():
+            value = getattr(self, field.name)
+            if value is not None:
+                node.metadata_props[key] = str(int(value)) if isinstance(value, bool) else str(value)
+
+    @classmethod
+    def read(cls, node: ir.Node) -> "NodeMetadata | None":
+        """The record on ``node``, or ``None`` if the node carries none."""
+        entries = node.metadata_props
+        if f"oq.{cls.KEY}" not in entries:
+            return None
+        values = {}
+        for key, field in cls._keys():
+            text = entries.get(key)
+            kind = field.type if isinstance(field.type, str) else field.type.__name__
+            values[field.name] = None if text is None else _PARSERS[kind.removesuffix(" | None")](text)
+        return cls(**values)
+
+    @classmethod
+    def _keys(cls) -> list[tuple[str, dataclasses.Field]]:
+        return [(f"oq.{cls.KEY}" if index == 0 else f"oq.{cls.KEY}_{field.name}", field)
+                for index, field in enumerate(dataclasses.fields(cls))]
 
 
-def node_meta(node: ir.Node, key: str) -> str | None:
-    """The ``oq.<key>`` metadata entry of ``node``, if any."""
-    return node.metadata_props.get(f"oq.{key}")
+_PARSERS = {"str": str, "int": int, "float": float, "bool": lambda text: text == "1"}
 
 
 def copy_type(source: ir.Value, target: ir.Value) -> None:

@@ -42,7 +42,7 @@ def kronecker_factors(n: int) -> tuple[int, int]:
     """
     power = n & -n
     base = n // power
-    while base not in _ORDERS_CACHE and not _constructible(base):
+    while not _constructible(base):
         if power == 1:
             raise ValueError(f"no Hadamard matrix of size {n} (need 2^k or K*2^k with K in "
                              f"{{12, 20, 28, 36, 40, ...}})")
@@ -53,15 +53,11 @@ def kronecker_factors(n: int) -> tuple[int, int]:
     return base, power
 
 
-_ORDERS_CACHE: set[int] = {1, 2}
-
-
 def _constructible(order: int) -> bool:
     try:
         _unnormalized(order)
     except ValueError:
         return False
-    _ORDERS_CACHE.add(order)
     return True
 
 

@@ -1,5 +1,10 @@
-"""Activation quantize-dequantize (QDQ) subgraphs in standard ONNX (opset 21).
+"""Quantize-dequantize (QDQ) in standard ONNX (opset 21): every form oqcompile writes, and its readers.
 
+This module is the one home of the QDQ formats: the passes write them through it
+(``insert_qdq``, ``quantize_kv``, ``quantize_weights``, ``outliertune``) and read them back through
+it (``lower``, the structure analysis, the benchmarks).
+
+**Activations.**
 Symmetric ``b``-bit codes (:mod:`oqcompile.quant`): ``q = clip(round(x / s), -2^(b-1), 2^(b-1) - 1)``,
 ``x̂ = s · q``. Three ways to choose ``s``:
 
@@ -12,26 +17,63 @@ Symmetric ``b``-bit codes (:mod:`oqcompile.quant`): ``q = clip(round(x / s), -2^
   so the activation is in code units and quantizing is rounding and clipping only.
 
 Codes are INT8 (8 and 6 bits; 6-bit codes pass a ``Clip`` to ``[-32, 31]``) or INT4. All
-nodes of one QDQ share a name prefix and carry ``oq.qdq*`` metadata, for Netron and for
-the lowering pass.
+nodes of one QDQ share a name prefix and carry a :class:`QDQTag` (``oq.qdq*`` node metadata),
+for Netron and for the lowering pass; :func:`activation_qdqs` finds them again. Linears whose
+input OutlierTune already put in code units are marked by :func:`mark_prescaled`.
 
 The KV cache uses *asymmetric* groups instead (:func:`insert_group_qdq`): every ``group``
 consecutive channels of a token (one head, or part of one) get
 ``s = (max - min) / (2^b - 1)`` and the zero point ``z = round(-min / s)``, codes
 ``q = clip(round(x / s) + z, 0, 2^b - 1)`` in a UINT8 container, ``x̂ = s · (q - z)``.
+
+**Weights** (:func:`dequantize_weight`, read back by :func:`read_quantized_weight`):
+``Ŵ = DequantizeLinear(Q, s)`` with integer codes ``Q`` ``[in, out]`` (INT4 for 4 bits, INT8 for 6
+and 8) and scales ``[out]`` on ``axis=1`` per output channel, or ``[in / g, out]`` on ``axis=0``
+with ``block_size=g`` per group of ``g`` input rows (:class:`oqcompile.quant.QuantizedWeight`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import add_initializer, copy_type, set_node_meta
-from oqcompile.quant import qmax, qrange
+from oqcompile.graph import NodeMetadata, add_initializer, const_array, copy_type, is_const
+from oqcompile.quant import QuantizedWeight, qmax, qrange
 
-__all__ = ["GRANULARITIES", "insert_activation_qdq", "insert_group_qdq"]
+__all__ = ["GRANULARITIES", "ActivationQDQ", "QDQTag", "activation_qdqs", "computes_scale", "dequantize_weight",
+           "dequantizers", "insert_activation_qdq", "insert_group_qdq", "is_prescaled", "mark_prescaled",
+           "quantized_input", "read_quantized_weight"]
 
-GRANULARITIES = ("per_token", "per_tensor", "prescaled")
+GRANULARITIES = ("per_token", "per_tensor", "prescaled")  # the symmetric activation QDQs
+KV_GRANULARITY = "asymmetric_group"
+
+
+@dataclasses.dataclass(frozen=True)
+class QDQTag(NodeMetadata):
+    """On every node of one QDQ subgraph: ``oq.qdq`` (its name prefix), ``oq.qdq_bits``, ... ."""
+
+    KEY = "qdq"
+    name: str
+    bits: int
+    granularity: str  # one of GRANULARITIES, or KV_GRANULARITY
+    clip: float | None = None  # per-token clip ratio (symmetric QDQs only)
+
+
+@dataclasses.dataclass
+class ActivationQDQ:
+    """One symmetric activation QDQ found in a graph: ``output = DQ([Clip](Q(source)))``."""
+
+    tag: QDQTag
+    source: ir.Value
+    quantize: ir.Node
+    dequantize: ir.Node
+    static_scale: float | None  # per_tensor and prescaled: the constant scale
+
+    @property
+    def output(self) -> ir.Value:
+        return self.dequantize.outputs[0]
 
 
 def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: int, granularity: str,
@@ -46,8 +88,7 @@ def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: in
     graph = value.graph or consumers[0].graph
     dtype = (value.dtype or ir.DataType.FLOAT).numpy()
     prefix = f"{name}/quantize_input"
-    build = _Builder(graph, prefix)
-    const, emit, nodes = build.const, build.emit, build.nodes
+    tape, const, emit = _builder(graph, prefix)
 
     block = {}
     if granularity == "per_token":
@@ -72,15 +113,16 @@ def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: in
     restored = emit("DequantizeLinear", [codes, step], "dequantize", **block)
     restored.name = f"{name}.input_quantized"
     copy_type(value, restored)
-    for node in nodes:
+    tag = QDQTag(prefix, bits, granularity, clip)
+    for node in tape.nodes:
         node.doc_string = (f"int{bits} {granularity.replace('_', '-')} quantize-dequantize of the input "
                            f"of {name}.")
-        set_node_meta(node, qdq=prefix, qdq_bits=bits, qdq_granularity=granularity, qdq_clip=clip)
+        tag.write(node)
     producer = value.producer()
     if producer is not None and producer.graph is graph:
-        graph.insert_after(producer, nodes)
+        graph.insert_after(producer, tape.nodes)
     else:
-        graph.insert_before(consumers[0], nodes)
+        graph.insert_before(consumers[0], tape.nodes)
     for consumer in consumers:
         for index, input_value in enumerate(consumer.inputs):
             if input_value is value:
@@ -95,8 +137,7 @@ def insert_group_qdq(value: ir.Value, *, bits: int, group: int, name: str) -> ir
     dtype = (value.dtype or ir.DataType.FLOAT).numpy()
     prefix = f"{name}/quantize"
     former_uses = list(value.uses())
-    build = _Builder(graph, prefix)
-    const, emit, nodes = build.const, build.emit, build.nodes
+    tape, const, emit = _builder(graph, prefix)
 
     levels = (1 << bits) - 1
     lead = emit("Shape", [value], "lead_shape", end=-1)
@@ -123,25 +164,126 @@ def insert_group_qdq(value: ir.Value, *, bits: int, group: int, name: str) -> ir
                                 emit("Shape", [value], "shape")], "ungroup")
     restored.name = f"{name}.quantized"
     copy_type(value, restored)
-    for node in nodes:
+    tag = QDQTag(prefix, bits, KV_GRANULARITY)
+    for node in tape.nodes:
         node.doc_string = f"int{bits} asymmetric quantize-dequantize of {name} in groups of {group} channels."
-        set_node_meta(node, qdq=prefix, qdq_bits=bits, qdq_granularity="asymmetric_group", qdq_group=group)
-    graph.insert_after(value.producer(), nodes)
+        tag.write(node)
+    graph.insert_after(value.producer(), tape.nodes)
     for node, index in former_uses:
         node.replace_input_with(index, restored)
     return restored
 
 
-class _Builder:
-    """Collects the nodes of one QDQ subgraph, all named ``<prefix>/<tag>``."""
+def activation_qdqs(graph: ir.Graph) -> list[ActivationQDQ]:
+    """Every symmetric activation QDQ written by :func:`insert_activation_qdq`, in graph order."""
+    found = []
+    for node in graph:
+        tag = QDQTag.read(node)
+        if node.op_type != "DequantizeLinear" or tag is None or tag.granularity not in GRANULARITIES:
+            continue
+        quantize = node.inputs[0].producer()
+        if quantize.op_type == "Clip":  # 6-bit codes
+            quantize = quantize.inputs[0].producer()
+        static_scale = None if tag.granularity == "per_token" else float(const_array(quantize.inputs[1]))
+        found.append(ActivationQDQ(tag, quantize.inputs[0], quantize, node, static_scale))
+    return found
 
-    def __init__(self, graph: ir.Graph, prefix: str):
-        self.graph, self.prefix, self.nodes = graph, prefix, []
 
-    def const(self, tag: str, array: np.ndarray, kind: ir.DataType | None = None) -> ir.Value:
-        return add_initializer(self.graph, f"{self.prefix}.{tag}", array, kind)
+def quantized_input(dequantize: ir.Node) -> ir.Value | None:
+    """``x`` when ``dequantize`` reads ``[Clip](QuantizeLinear(x, ...))`` of a non-constant ``x``
+    (any activation QDQ, whoever wrote it)."""
+    codes = dequantize.inputs[0].producer()
+    if codes is not None and codes.op_type == "Clip":
+        codes = codes.inputs[0].producer()
+    if codes is None or codes.op_type != "QuantizeLinear" or is_const(codes.inputs[0]):
+        return None
+    return codes.inputs[0]
 
-    def emit(self, op: str, inputs: list, tag: str, **attributes) -> ir.Value:
-        node = ir.node(op, inputs, attributes=attributes, name=f"{self.prefix}/{tag}")
-        self.nodes.append(node)
-        return node.outputs[0]
+
+def dequantizers(quantize: ir.Node) -> list[ir.Node]:
+    """The ``DequantizeLinear`` nodes reading the codes of ``quantize`` (through a 6-bit ``Clip``)."""
+    found = []
+    for node in quantize.outputs[0].consumers():
+        if node.op_type == "Clip":
+            found += [n for n in node.outputs[0].consumers() if n.op_type == "DequantizeLinear"]
+        elif node.op_type == "DequantizeLinear":
+            found.append(node)
+    return found
+
+
+def computes_scale(node: ir.Node) -> bool:
+    """``node`` is the ``Abs`` that starts a per-token scale computation of an activation QDQ."""
+    return node.op_type == "Abs" and QDQTag.read(node) is not None
+
+
+def mark_prescaled(linear_node: ir.Node) -> None:
+    """Record that the input of this linear is already in code units (OutlierTune's pre-executed scales)."""
+    linear_node.metadata_props[_PRESCALED] = "1"
+
+
+def is_prescaled(linear_node: ir.Node) -> bool:
+    return linear_node.metadata_props.get(_PRESCALED) == "1"
+
+
+_PRESCALED = "oq.prescaled_input"
+
+
+def dequantize_weight(linear_node: ir.Node, name: str, weight: QuantizedWeight, float_type: ir.DataType) -> ir.Value:
+    """Insert ``DequantizeLinear`` of ``weight`` (see module doc) before ``linear_node``; return its output."""
+    graph = linear_node.graph
+    codes = add_initializer(graph, f"{name}.weight_int{weight.bits}", weight.codes,
+                            ir.DataType.INT4 if weight.bits == 4 else ir.DataType.INT8)
+    if weight.group is None:
+        scales, attributes = weight.scales[0], {"axis": 1}
+    else:
+        scales, attributes = weight.scales, {"axis": 0, "block_size": weight.group}
+    scales = add_initializer(graph, f"{name}.weight_scale", scales.astype(float_type.numpy()))
+    dequantize = ir.node("DequantizeLinear", [codes, scales], attributes=attributes, name=f"{name}/dequantize_weight")
+    dequantize.doc_string = (f"int{weight.bits} weight of {name}, "
+                             + ("one scale per output channel." if weight.group is None
+                                else f"one scale per {weight.group} input rows per output channel."))
+    restored = dequantize.outputs[0]
+    restored.name = f"{name}.weight_dequantized"
+    restored.dtype, restored.shape = float_type, ir.Shape(weight.codes.shape)
+    graph.insert_before(linear_node, dequantize)
+    return restored
+
+
+def read_quantized_weight(value: ir.Value) -> QuantizedWeight | None:
+    """The codes and scales behind ``value`` if it is a weight :func:`dequantize_weight` can write
+    (constant symmetric codes ``[in, out]``, per-channel or row-grouped scales), else ``None``.
+
+    ``bits`` is that of the code container: 4 for INT4, 8 for INT8 (6-bit codes included).
+    """
+    node = value.producer()
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    codes, scales = const_array(node.inputs[0]), const_array(node.inputs[1])
+    zero = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if codes is None or scales is None or codes.ndim != 2 or (zero is not None and np.any(zero)):
+        return None
+    rows, cols = codes.shape
+    block = node.attributes.get_int("block_size", 0)
+    axis = node.attributes.get_int("axis", 1) % 2
+    if scales.ndim == 1 and axis == 1 and not block and scales.size == cols:
+        scales, group = scales[None, :], None
+    elif scales.ndim == 2 and axis == 0 and block and rows % block == 0 and scales.shape == (rows // block, cols):
+        group = block
+    else:
+        return None
+    bits = 4 if node.inputs[0].dtype == ir.DataType.INT4 else 8
+    return QuantizedWeight(codes.astype(np.int8), scales, bits, group)
+
+
+def _builder(graph: ir.Graph, prefix: str):
+    """A tape for the nodes of one QDQ subgraph, ``const(tag, array)`` and ``emit(op, inputs, tag,
+    **attributes)``: every initializer and node is named ``<prefix>.<tag>`` / ``<prefix>/<tag>``."""
+    tape = ir.tape.Tape()
+
+    def const(tag: str, array: np.ndarray, kind: ir.DataType | None = None) -> ir.Value:
+        return add_initializer(graph, f"{prefix}.{tag}", array, kind)
+
+    def emit(op: str, inputs: list, tag: str, **attributes) -> ir.Value:
+        return tape.op(op, inputs, attributes, name=f"{prefix}/{tag}")
+
+    return tape, const, emit

@@ -27,8 +27,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["ACTIVATION_CLIP_GRID", "QuantizedWeight", "fake_quantize_per_token", "gptq", "pack_codes", "pack_matmulnbits",
-           "qmax", "qrange", "rtn", "search_activation_clip", "weight_scales"]
+__all__ = ["ACTIVATION_CLIP_GRID", "BITS", "QuantizedWeight", "check_bits", "fake_quantize_per_token", "gptq",
+           "pack_codes", "pack_matmulnbits", "qmax", "qrange", "rtn", "search_activation_clip", "weight_scales"]
 
 CLIP_GRID = np.linspace(1.0, 0.75, 26)  # shrink ratios tried by the weight clip search
 CLIP_NORM = 2.4  # error norm of the clip search (QuaRot/GPTQ use 2.4: between MSE and max error)
@@ -42,6 +42,15 @@ def qrange(bits: int) -> tuple[int, int]:
 
 def qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
+
+
+BITS = (4, 6, 8)  # the code widths oqcompile writes and the oq ops run
+
+
+def check_bits(what: str, *widths: int) -> None:
+    """Raise ``ValueError`` unless every one of ``widths`` is in :data:`BITS`."""
+    if any(bits not in BITS for bits in widths):
+        raise ValueError(f"{what} bits must be 4, 6 or 8, not {'/'.join(map(str, widths))}")
 
 
 @dataclasses.dataclass

@@ -19,23 +19,34 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import add_initializer, copy_type, node_meta, set_node_meta
+from oqcompile.graph import NodeMetadata, add_initializer, copy_type
 from oqcompile.hadamard import hadamard, kronecker_factors, kronecker_pair
 
-__all__ = ["Rotation", "find_rotations", "insert_hadamard", "remove_rotation"]
+__all__ = ["Rotation", "RotationTag", "find_rotations", "insert_hadamard", "remove_rotation"]
 
 
-@dataclasses.dataclass
-class Rotation:
-    """One emitted online rotation: ``output = input · M``, ``M = H_n`` or ``H_nᵀ``."""
+@dataclasses.dataclass(frozen=True)
+class RotationTag(NodeMetadata):
+    """On every node of one emitted rotation."""
 
+    KEY = "rotation"
     name: str
     size: int
     inverse: bool
     online: bool  # a quantization point: must stay in the graph
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotation(RotationTag):
+    """One emitted rotation found in a graph: ``output = input · M``, ``M = H_n`` or ``H_nᵀ``."""
+
     nodes: list[ir.Node]
     input: ir.Value
     output: ir.Value
+
+    @property
+    def tag(self) -> RotationTag:
+        return RotationTag(self.name, self.size, self.inverse, self.online)
 
     def matrix(self) -> np.ndarray:
         h = hadamard(self.size)
@@ -56,7 +67,7 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
         h_a, h_b = h_a.T, h_b.T
     dtype = value.dtype.numpy() if value.dtype is not None else np.float32
     rotated_name = f"{name}/hadamard{'_inverse' if inverse else ''}"
-    nodes: list[ir.Node] = []
+    tape = ir.tape.Tape()
 
     def const(tag: str, array: np.ndarray) -> ir.Value:
         key = f"hadamard.{tag}"
@@ -66,52 +77,43 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
 
     if a == 1:
         right = const(f"{size}{'.T' if inverse else ''}", h_b.astype(dtype))
-        nodes.append(ir.node("MatMul", [value, right], name=f"{rotated_name}/matmul"))
+        output = tape.op("MatMul", [value, right], name=f"{rotated_name}/matmul")
     else:
-        shape = ir.node("Shape", [value], name=f"{rotated_name}/shape")
-        lead = ir.node("Shape", [value], attributes={"end": -1}, name=f"{rotated_name}/lead_shape")
-        split = ir.node("Concat", [lead.outputs[0], const(f"split.{a}x{b}", np.array([a, b], np.int64))],
-                        attributes={"axis": 0}, name=f"{rotated_name}/split_shape")
-        reshaped = ir.node("Reshape", [value, split.outputs[0]], name=f"{rotated_name}/split")
-        right = ir.node("MatMul", [reshaped.outputs[0], const(f"{b}{'.T' if inverse else ''}",
-                                                               h_b.astype(dtype))],
+        shape = tape.op("Shape", [value], name=f"{rotated_name}/shape")
+        lead = tape.op("Shape", [value], {"end": -1}, name=f"{rotated_name}/lead_shape")
+        split = tape.op("Concat", [lead, const(f"split.{a}x{b}", np.array([a, b], np.int64))], {"axis": 0},
+                        name=f"{rotated_name}/split_shape")
+        reshaped = tape.op("Reshape", [value, split], name=f"{rotated_name}/split")
+        right = tape.op("MatMul", [reshaped, const(f"{b}{'.T' if inverse else ''}", h_b.astype(dtype))],
                         name=f"{rotated_name}/matmul_right")
         # Left factor applied as MatMul(H_aᵀ, X): for the inverse, (H_aᵀ)ᵀ = H_a.
-        left = ir.node("MatMul", [const(f"{a}{'' if inverse else '.T'}", h_a.T.astype(dtype)),
-                                  right.outputs[0]], name=f"{rotated_name}/matmul_left")
-        merged = ir.node("Reshape", [left.outputs[0], shape.outputs[0]], name=f"{rotated_name}/merge")
-        nodes += [shape, lead, split, reshaped, right, left, merged]
-    output = nodes[-1].outputs[0]
+        left = tape.op("MatMul", [const(f"{a}{'' if inverse else '.T'}", h_a.T.astype(dtype)), right],
+                       name=f"{rotated_name}/matmul_left")
+        output = tape.op("Reshape", [left, shape], name=f"{rotated_name}/merge")
     output.name = f"{rotated_name}/output"
     copy_type(value, output)
     for user, index in former_uses:
         user.replace_input_with(index, output)
-    graph.outputs[:] = [output if v is value else v for v in graph.outputs]
-    for node in nodes:
-        set_node_meta(node, rotation=rotated_name, rotation_size=size,
-                      rotation_inverse=int(inverse), rotation_online=int(online))
+    if value.is_graph_output():
+        graph.outputs[:] = [output if v is value else v for v in graph.outputs]
+    tag = RotationTag(rotated_name, size, inverse, online)
+    for node in tape.nodes:
+        tag.write(node)
         node.doc_string = (f"{'Inverse ' if inverse else ''}Hadamard rotation of size {size} "
                            f"({a}x{b} Kronecker factors) on the last axis, inserted by oqcompile.")
-    graph.insert_after(value.producer(), nodes)
+    graph.insert_after(value.producer(), tape.nodes)
     return output
 
 
 def find_rotations(graph: ir.Graph) -> list[Rotation]:
     """Every rotation emitted by :func:`insert_hadamard`, in graph order."""
-    groups: dict[str, list[ir.Node]] = {}
+    groups: dict[RotationTag, list[ir.Node]] = {}
     for node in graph:
-        key = node_meta(node, "rotation")
-        if key is not None:
-            groups.setdefault(key, []).append(node)
-    rotations = []
-    for key, nodes in groups.items():
-        first, last = nodes[0], nodes[-1]
-        rotations.append(Rotation(
-            name=key, size=int(node_meta(first, "rotation_size")),
-            inverse=node_meta(first, "rotation_inverse") == "1",
-            online=node_meta(first, "rotation_online") == "1",
-            nodes=nodes, input=first.inputs[0], output=last.outputs[0]))
-    return rotations
+        tag = RotationTag.read(node)
+        if tag is not None:
+            groups.setdefault(tag, []).append(node)
+    return [Rotation(**dataclasses.asdict(tag), nodes=nodes, input=nodes[0].inputs[0], output=nodes[-1].outputs[0])
+            for tag, nodes in groups.items()]
 
 
 def remove_rotation(graph: ir.Graph, rotation: Rotation) -> None:

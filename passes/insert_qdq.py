@@ -7,7 +7,7 @@ in front of those linears (:mod:`oqcompile.qdq`):
 
 - ``granularity="per_token"``: dynamic symmetric per-token scales with ratio ``clip``;
 - ``granularity="per_tensor"``: one static scale ``clip · max|x| / (2^(b-1) - 1)`` from calibration;
-- linears whose input OutlierTune has pre-scaled (node metadata ``oq.prescaled_input``)
+- linears whose input OutlierTune has pre-scaled (:func:`oqcompile.qdq.mark_prescaled`)
   always get the scale-free static QDQ (``s = 1``), whatever ``granularity`` says.
 
 With ``clip_search`` each per-token QDQ gets its own clip ratio: the one that minimizes
@@ -28,10 +28,10 @@ import os
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import matches, node_meta, require_opset
+from oqcompile import qdq
+from oqcompile.graph import matches, require_opset
 from oqcompile.passes.base import CalibratedPass
-from oqcompile.qdq import insert_activation_qdq
-from oqcompile.quant import qmax, search_activation_clip
+from oqcompile.quant import check_bits, qmax, search_activation_clip
 from oqcompile.structure import Linear, analyze
 
 __all__ = ["InsertQDQ"]
@@ -54,8 +54,7 @@ class InsertQDQ(CalibratedPass):
     SAMPLE_TOKENS = 1024  # calibration token rows per input for the clip search
 
     def __post_init__(self):
-        if self.bits not in (4, 6, 8) or self.high_precision_bits not in (4, 6, 8):
-            raise ValueError(f"activation bits must be 4, 6 or 8, not {self.bits}/{self.high_precision_bits}")
+        check_bits("activation", self.bits, self.high_precision_bits)
         if self.granularity not in ("per_token", "per_tensor"):
             raise ValueError(f"granularity must be per_token or per_tensor, not {self.granularity!r}")
 
@@ -75,7 +74,7 @@ class InsertQDQ(CalibratedPass):
             stats = self.statistics(model, [linears[0].input for linears in groups.values()],
                                     sample_tokens=self.SAMPLE_TOKENS if self.clip_search else 0)
         for value_name, linears in groups.items():
-            prescaled = [node_meta(lin.node, "prescaled_input") == "1" for lin in linears]
+            prescaled = [qdq.is_prescaled(lin.node) for lin in linears]
             if any(prescaled) and not all(prescaled):
                 raise ir.passes.PreconditionError(
                     f"{value_name} feeds linears of which only some are OutlierTune-prescaled")
@@ -90,7 +89,7 @@ class InsertQDQ(CalibratedPass):
                             _group_name(linears), clip, error)
             if granularity == "per_tensor":
                 scale = clip * float(stats[value_name].absmax.max()) / qmax(bits)
-            insert_activation_qdq(linears[0].input, [lin.node for lin in linears], bits=bits,
+            qdq.insert_activation_qdq(linears[0].input, [lin.node for lin in linears], bits=bits,
                                   granularity=granularity, name=_group_name(linears),
                                   channels=linears[0].in_features, clip=clip, scale=scale)
         logger.info("inserted %d activation QDQs (int%d)", len(groups), self.bits)

@@ -15,7 +15,7 @@ Both are folded into constants, keeping the function exact in float:
 - each reader gets ``W' = diag(s) W`` and ``b' = b + m W``, since
   ``y W + b = (y' ⊙ s + m) W + b = y' (diag(s) W) + (m W + b)``.
 
-The readers are marked ``oq.prescaled_input = 1`` so that ``insert_qdq`` gives them the
+The readers are marked prescaled (:func:`oqcompile.qdq.mark_prescaled`) so that ``insert_qdq`` gives them the
 scale-free QDQ. With ``prescale=False`` only the symmetrization is folded (``s = 1``): the
 inputs stay per-token quantized, but every token loses the calibrated per-channel offset
 ``m`` that would otherwise inflate its absmax (useful at 4 bits, where static ranges are
@@ -30,7 +30,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import set_node_meta
+from oqcompile import qdq
 from oqcompile.passes.base import CalibratedPass
 from oqcompile.quant import qmax
 from oqcompile.structure import analyze
@@ -78,6 +78,6 @@ class OutlierTune(CalibratedPass):
                     linear.set_bias(shifted if bias is None else bias.astype(np.float64) + shifted)
                 linear.set_weight(scale[:, None] * weight)
                 if self.prescale:
-                    set_node_meta(linear.node, prescaled_input=1, prescaled_bits=self.bits)
+                    qdq.mark_prescaled(linear.node)
         logger.info("OutlierTune folded scales into %d norms", len(pairs))
         return ir.passes.PassResult(model, modified=True)

@@ -56,8 +56,7 @@ class QuantizeWeights(CalibratedPass):
             raise ValueError(f"weight format must be qdq or matmulnbits, not {self.format!r}")
         if self.format == "matmulnbits" and (self.bits != 4 or self.group not in (16, 32, 64, 128, 256)):
             raise ValueError("matmulnbits needs bits = 4 and a group of 16, 32, 64, 128 or 256")
-        if self.bits not in (4, 6, 8) or self.high_precision_bits not in (4, 6, 8):
-            raise ValueError(f"weight bits must be 4, 6 or 8, not {self.bits}/{self.high_precision_bits}")
+        quant.check_bits("weight", self.bits, self.high_precision_bits)
         if self.method not in ("rtn", "gptq"):
             raise ValueError(f"weight quantization method must be rtn or gptq, not {self.method!r}")
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from conftest import FAMILIES, relative_error, run_logits
-from oqcompile import evaluate, modelio
-from oqcompile.compiler import optimize
+from oqcompile import compile_file, evaluate
 from oqcompile.models import load_torch_model
 
 IDS = np.random.default_rng(1).integers(0, 256, (2, 12)).astype(np.int64)
@@ -57,9 +56,7 @@ def test_kv_cache_export_decodes_like_pytorch(tiny_export, model_id):
 def test_rotate_keeps_kv_cache_decoding(tiny_export, tmp_path, model_id):
     """Rotated keys/values live in the cache; a rotated model fed its own cache decodes alike."""
     source = tiny_export(model_id, kv_cache=True)
-    model = modelio.load(source)
-    optimize(model, "rotate", seed=2)
-    rotated = modelio.save(model, tmp_path / "rotated.onnx")
+    rotated = compile_file(source, tmp_path / "rotated.onnx", "rotate", seed=2).target
     expected_prefill, expected_last = prefill_then_decode(source, IDS)
     prefill, last = prefill_then_decode(rotated, IDS)
     assert relative_error(prefill, expected_prefill) <= 1e-4
@@ -68,7 +65,6 @@ def test_rotate_keeps_kv_cache_decoding(tiny_export, tmp_path, model_id):
 
 def test_rotate_on_fp16_export(tiny_export, tmp_path):
     source = tiny_export("tiny-llama", dtype="fp16")
-    model = modelio.load(source)
-    optimize(model, "rotate", seed=1)
-    rotated = run_logits(modelio.save(model, tmp_path / "rotated.onnx"), IDS).astype(np.float32)
+    rotated = run_logits(compile_file(source, tmp_path / "rotated.onnx", "rotate", seed=1).target,
+                         IDS).astype(np.float32)
     assert relative_error(rotated, run_logits(source, IDS).astype(np.float32)) <= 5e-3

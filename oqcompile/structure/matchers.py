@@ -1,0 +1,329 @@
+"""Local matchers: one linear, one norm, the parts of one attention, and the no-op nodes between them.
+
+Everything that knows how an exporter spells a linear (``MatMul``, ``MatMul(x, Transpose(W))``,
+``Gemm``, a trailing bias ``Add``), a norm (fused ``LayerNormalization``/``RMSNormalization``/
+``SimplifiedLayerNormalization`` or the decomposed ``x * 1/sqrt(mean(x^2) + eps) [* g]``),
+RoPE and the head split lives here; :mod:`oqcompile.structure.stream` walks the stream with
+these, and passes see only the roles.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import onnx_ir as ir
+
+from oqcompile import qdq
+from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op
+from oqcompile.structure.roles import Linear, Norm, StructureError
+
+__all__ = ["const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim", "is_scalar_const", "match_linear",
+           "match_norm", "peel_consumers", "peel_index_reshapes", "peel_noop", "positional_gather", "rope_output"]
+
+
+def peel_noop(value: ir.Value) -> ir.Value:
+    """Step back through nodes that act on whole channel vectors without mixing channels.
+
+    These are ``Identity``, float-to-float ``Cast`` (exporters add them freely), a ``Slice``
+    over leading axes only (HF's ``logits_to_keep`` slice), a ``Reshape`` that only merges or
+    splits leading axes (OPT flattens tokens to 2-D around its MLP), and an activation
+    quantize-dequantize (``QuantizeLinear → [Clip] → DequantizeLinear``, see
+    :mod:`oqcompile.qdq`). Channel rotations and scalings commute with the first four, and
+    the last is an elementwise approximation of its input, so structure analysis sees the
+    same transformer before and after quantization.
+    """
+    while (node := value.producer()) is not None:
+        if (node.op_type == "Identity"
+                or (node.op_type == "Cast" and node.attributes.get_int("to") in _FLOAT_TYPES
+                    and (node.inputs[0].dtype is None or node.inputs[0].dtype.value in _FLOAT_TYPES))
+                or (node.op_type == "Slice" and _slices_leading_axes_only(node))
+                or (node.op_type == "Reshape" and _same_static_last_dim(node))):
+            value = node.inputs[0]
+        elif node.op_type == "DequantizeLinear" and (source := qdq.quantized_input(node)) is not None:
+            value = source
+        else:
+            return value
+    return value
+
+
+def peel_consumers(value: ir.Value) -> list[ir.Node]:
+    """Consumers of ``value``, looking through the nodes :func:`peel_noop` looks through
+    (a quantize-dequantize counts as its ``DequantizeLinear``'s consumers)."""
+    result = []
+    for node in value.consumers():
+        if node.op_type in ("Identity", "Cast", "Slice", "Reshape") and peel_noop(node.outputs[0]) is value:
+            result += peel_consumers(node.outputs[0])
+        elif node.op_type == "QuantizeLinear":
+            for dequantize in qdq.dequantizers(node):
+                result += peel_consumers(dequantize.outputs[0])
+        elif not qdq.computes_scale(node):
+            result.append(node)
+    return result
+
+
+def _same_static_last_dim(node: ir.Node) -> bool:
+    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+    return (in_shape is not None and out_shape is not None and len(in_shape) > 0 and len(out_shape) > 0
+            and isinstance(in_shape[-1], int) and in_shape[-1] == out_shape[-1])
+
+
+def _slices_leading_axes_only(node: ir.Node) -> bool:
+    """The Slice leaves the last axis whole: by its constant axes, or by equal static last dims."""
+    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+    axes = const_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    if axes is not None and in_shape is not None:
+        rank = len(in_shape)
+        return all(int(a) % rank != rank - 1 for a in axes.reshape(-1))
+    steps = const_array(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    unit_steps = (len(node.inputs) <= 4 or node.inputs[4] is None) or (
+        steps is not None and bool(np.all(steps == 1)))
+    return (unit_steps and in_shape is not None and out_shape is not None
+            and isinstance(in_shape[-1], int) and in_shape[-1] == out_shape[-1])
+
+
+_FLOAT_TYPES = frozenset(t.value for t in (ir.DataType.FLOAT, ir.DataType.FLOAT16,
+                                           ir.DataType.BFLOAT16, ir.DataType.DOUBLE))
+
+
+def match_linear(node: ir.Node) -> Linear | None:
+    """``node`` seen as a linear layer (MatMul/Gemm with a constant 2-D weight), else ``None``."""
+    if node.op_type == "MatMul" and node.domain == "":
+        weight_input = node.inputs[1]
+        if is_const(node.inputs[0]) or weight_input is None:
+            return None
+        producer = weight_input.producer()
+        if _is_stored_weight(weight_input):
+            slot, transposed = (node, 1), False
+        elif (producer is not None and producer.op_type == "Transpose" and is_const(producer.inputs[0])
+              and tuple(producer.attributes.get_ints("perm", (1, 0))) == (1, 0)):
+            slot, transposed = (producer, 0), True
+        else:
+            return None
+        if const_ndim(slot[0].inputs[slot[1]]) != 2:
+            return None
+        linear = Linear("", node, node.inputs[0], node.outputs[0], slot, transposed)
+    elif node.op_type == "Gemm" and node.domain == "":
+        if (node.attributes.get_int("transA", 0) or node.attributes.get_float("alpha", 1.0) != 1.0
+                or node.attributes.get_float("beta", 1.0) != 1.0 or not _is_stored_weight(node.inputs[1])):
+            return None
+        linear = Linear("", node, node.inputs[0], node.outputs[0], (node, 1),
+                        bool(node.attributes.get_int("transB", 0)))
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            linear.bias_slot = (node, 2)
+            return linear
+    else:
+        return None
+    users = linear.output.consumers()
+    if len(users) == 1 and users[0].op_type == "Add" and not linear.output.is_graph_output():
+        add = users[0]
+        index = 1 if add.inputs[0] is linear.output else 0
+        bias = const_array(add.inputs[index])
+        if bias is not None and bias.ndim == 1 and bias.shape[0] == linear.out_features:
+            linear.output, linear.bias_slot = add.outputs[0], (add, index)
+    return linear
+
+
+def _is_stored_weight(value: ir.Value) -> bool:
+    """An initializer, a ``Constant``, or ``DequantizeLinear`` of constant integer codes."""
+    return (value.const_value is not None or producer_op(value) == "Constant"
+            or (producer_op(value) == "DequantizeLinear" and is_const(value)))
+
+
+def match_norm(node: ir.Node) -> Norm | None:
+    op = node.op_type
+    if op == "LayerNormalization" or op in ("RMSNormalization", "SimplifiedLayerNormalization"):
+        if node.attributes.get_int("axis", -1) != -1:
+            return None
+        bias_slot = (node, 2) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        output = node.outputs[0]
+        if bias_slot is None:
+            output, bias_slot = _trailing_bias(output)
+        return Norm("", "layer" if op == "LayerNormalization" else "rms", peel_noop(node.inputs[0]),
+                    output, (node, 1), bias_slot, True, node.attributes.get_float("epsilon", 1e-5))
+    if op != "ReduceMean":
+        return None
+    return _match_decomposed_rms(node)
+
+
+def _match_decomposed_rms(mean: ir.Node) -> Norm | None:
+    """``x * 1/sqrt(mean(x^2) + eps) [* g]`` anchored at its ReduceMean."""
+    square = mean.inputs[0].producer()
+    if square is None:
+        return None
+    if square.op_type == "Pow" and _scalar_value(square.inputs[1]) == 2.0:
+        x = peel_noop(square.inputs[0])
+    elif square.op_type == "Mul" and square.inputs[0] is square.inputs[1]:
+        x = peel_noop(square.inputs[0])
+    else:
+        return None
+    add = _only_consumer(mean.outputs[0], "Add")
+    if add is None:
+        return None
+    epsilon = _scalar_value(add.inputs[1] if add.inputs[0] is mean.outputs[0] else add.inputs[0])
+    sqrt = _only_consumer(add.outputs[0], "Sqrt")
+    if epsilon is None or sqrt is None:
+        return None
+    normalized = None
+    for node in sqrt.outputs[0].consumers():
+        if node.op_type == "Div" and node.inputs[1] is sqrt.outputs[0] and peel_noop(node.inputs[0]) is x:
+            normalized = node.outputs[0]
+        elif node.op_type in ("Reciprocal", "Div"):
+            if node.op_type == "Div" and _scalar_value(node.inputs[0]) != 1.0:
+                continue
+            for mul in node.outputs[0].consumers():
+                if mul.op_type == "Mul" and any(peel_noop(i) is x for i in mul.inputs):
+                    normalized = mul.outputs[0]
+    if normalized is None:
+        return None
+    output, gain_slot = normalized, None
+    while (cast := _only_consumer(output, "Cast")) is not None:
+        output = cast.outputs[0]
+    mul = _only_consumer(output, "Mul")
+    if mul is not None:
+        index = 0 if mul.inputs[1] is output else 1
+        gain = const_array(mul.inputs[index])
+        if gain is not None and gain.ndim == 1:
+            output, gain_slot = mul.outputs[0], (mul, index)
+    if gain_slot is None:
+        output = normalized
+    output, bias_slot = _trailing_bias(output)
+    return Norm("", "rms", x, output, gain_slot, bias_slot, False, float(epsilon))
+
+
+def _trailing_bias(output: ir.Value) -> tuple[ir.Value, tuple[ir.Node, int] | None]:
+    """A norm output followed by ``Add`` of a constant vector (e.g. OutlierTune's shift) has that bias."""
+    add = _only_consumer(output, "Add")
+    if add is not None and len(output.consumers()) == 1:
+        index = 1 if add.inputs[0] is output else 0
+        bias = const_array(add.inputs[index])
+        width = output.shape[-1] if output.shape is not None and len(output.shape) else None
+        if bias is not None and bias.ndim == 1 and (not isinstance(width, int) or width == bias.shape[0]):
+            return add.outputs[0], (add, index)
+    return output, None
+
+
+# -- attention details --------------------------------------------------------------------
+
+
+def dynamic_matmul_hits(start: ir.Value, writer: ir.Node) -> set[tuple[ir.Node, int]]:
+    """The first MatMuls between two activations reached from ``start`` (node, input slot)."""
+    hits, seen, queue = set(), set(), deque([start])
+    while queue:
+        value = queue.popleft()
+        for node in value.consumers():
+            if id(node) in seen or node is writer:
+                continue
+            seen.add(id(node))
+            if node.op_type == "MatMul" and not is_const(node.inputs[0]) and not is_const(node.inputs[1]):
+                hits.add((node, 0 if node.inputs[0] is value else 1))
+                continue
+            if node.op_type in ("Shape", "Size"):
+                continue
+            queue.extend(node.outputs)
+        if len(seen) > 500:
+            break
+    return hits
+
+
+def feeds_softmax(matmul: ir.Node) -> bool:
+    queue, steps = deque([matmul.outputs[0]]), 0
+    while queue and steps < 20:
+        steps += 1
+        for node in queue.popleft().consumers():
+            if node.op_type == "Softmax":
+                return True
+            if node.op_type in ("Mul", "Div", "Add", "Where", "Cast", "Sub", "Tanh", "Identity"):
+                queue.extend(node.outputs)
+    return False
+
+
+def find_head_dim(scores: ir.Node, q: Linear) -> int:
+    """Head size: the score MatMul's static last dim, else the target of the head-splitting Reshape."""
+    shape = scores.inputs[0].shape
+    if shape is not None and len(shape) >= 1 and isinstance(shape[-1], int):
+        return shape[-1]
+    value = q.output
+    for _ in range(5):
+        users = [n for n in value.consumers() if n.op_type in LAYOUT_OPS or _is_scalar_scaling(n)]
+        if not users:
+            break
+        node = users[0]
+        if node.op_type == "Reshape":
+            target = node.inputs[1]
+            last = const_array(target)
+            if last is None and producer_op(target) == "Concat":
+                last = const_array(target.producer().inputs[-1])
+            if last is not None and last.reshape(-1)[-1] > 0:
+                return int(last.reshape(-1)[-1])
+        shape = node.outputs[0].shape
+        if shape is not None and len(shape) == 4 and isinstance(shape[-1], int):
+            return shape[-1]
+        value = node.outputs[0]
+    raise StructureError(f"cannot find the head size of the attention fed by {q.node.name}")
+
+
+def rope_output(projection: Linear) -> ir.Value | None:
+    """The RoPE ``Add(x*cos, rotate_half(x)*sin)`` fed by a q or k projection (after its head split)."""
+    value = projection.output
+    for _ in range(8):
+        users = [n for n in value.consumers() if n.op_type not in ("Shape", "Size")]
+        for mul in users:
+            if mul.op_type != "Mul":
+                continue
+            for add in mul.outputs[0].consumers():
+                if add.op_type == "Add" and all(producer_op(i) == "Mul" for i in add.inputs):
+                    return add.outputs[0]
+        layout = [n for n in users if n.op_type in LAYOUT_OPS]
+        if len(layout) != 1:
+            return None
+        value = layout[0].outputs[0]
+    return None
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def peel_index_reshapes(value: ir.Value) -> ir.Value:
+    while (node := value.producer()) is not None and node.op_type in (
+            "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze"):
+        value = node.inputs[0]
+    return value
+
+
+def positional_gather(value: ir.Value) -> ir.Node | None:
+    value = peel_noop(value)
+    node = value.producer()
+    if node is not None and node.op_type == "Gather" and const_ndim(node.inputs[0]) == 2:
+        return node
+    return None
+
+
+def const_ndim(value: ir.Value | None) -> int | None:
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return len(value.const_value.shape)
+    array = const_array(value)
+    return None if array is None else array.ndim
+
+
+def _scalar_value(value: ir.Value | None) -> float | None:
+    array = const_array(value)
+    if array is None or array.size != 1:
+        return None
+    return float(array.reshape(()))
+
+
+def is_scalar_const(value: ir.Value | None) -> bool:
+    return _scalar_value(value) is not None
+
+
+def _is_scalar_scaling(node: ir.Node) -> bool:
+    """``x * c`` or ``x / c`` with a constant scalar ``c`` (OPT scales q before the head split)."""
+    return node.op_type in ("Mul", "Div") and is_scalar_const(node.inputs[1])
+
+
+def _only_consumer(value: ir.Value, op_type: str) -> ir.Node | None:
+    users = [n for n in value.consumers() if n.op_type == op_type]
+    return users[0] if len(users) == 1 else None

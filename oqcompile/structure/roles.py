@@ -1,0 +1,297 @@
+"""The roles a pass works on: linears, norms, embeddings, attention, MLP, blocks, the transformer.
+
+Each role holds the nodes and values that implement it and offers the edits passes make
+(new weights, biases, norm affines) in ``[in, out]`` layout, whatever the stored layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from oqcompile import qdq
+from oqcompile.errors import OQError
+from oqcompile.graph import add_initializer, append_op, const_array
+from oqcompile.quant import QuantizedWeight
+
+__all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer"]
+
+
+class StructureError(OQError):
+    """The graph does not contain a transformer oqcompile can map."""
+
+
+@dataclasses.dataclass
+class Linear:
+    """A linear layer ``y = x W + b`` with a constant weight, ``W`` seen as ``[in, out]``."""
+
+    name: str
+    node: ir.Node  # MatMul or Gemm
+    input: ir.Value
+    output: ir.Value  # after the bias, if any
+    weight_slot: tuple[ir.Node, int]  # where the stored weight constant is plugged in
+    transposed: bool  # the stored constant is [out, in]
+    bias_slot: tuple[ir.Node, int] | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.weight().shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight().shape[1]
+
+    def weight(self) -> np.ndarray:
+        node, index = self.weight_slot
+        stored = const_array(node.inputs[index])
+        return stored.T if self.transposed else stored
+
+    def bias(self) -> np.ndarray | None:
+        if self.bias_slot is None:
+            return None
+        node, index = self.bias_slot
+        return const_array(node.inputs[index])
+
+    def weight_value(self) -> ir.Value:
+        node, index = self.weight_slot
+        return node.inputs[index]
+
+    def set_weight(self, weight: np.ndarray) -> None:
+        """Store a new ``[in, out]`` weight (as a new initializer; shared ones are never mutated)."""
+        node, index = self.weight_slot
+        dtype = self.weight_value().dtype.numpy()
+        stored = (weight.T if self.transposed else weight).astype(dtype)
+        node.replace_input_with(index, add_initializer(node.graph, f"{self.name}.weight", stored))
+
+    def set_quantized_weight(self, weight: QuantizedWeight) -> None:
+        """Feed the layer from ``DequantizeLinear`` of ``weight``'s codes (:func:`oqcompile.qdq.dequantize_weight`).
+
+        A transposed weight (``Transpose`` node, ``Gemm transB``) is stored ``[in, out]`` from then on.
+        """
+        dequantized = qdq.dequantize_weight(self.node, self.name, weight, self.output.dtype or ir.DataType.FLOAT)
+        self.node.replace_input_with(1, dequantized)
+        if self.node.op_type == "Gemm":
+            self.node.attributes["transB"] = ir.AttrInt64("transB", 0)
+        self.weight_slot, self.transposed = (self.node, 1), False
+
+    def rotate_outputs(self, rotation: np.ndarray) -> None:
+        """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in float64)."""
+        self.set_weight(self.weight().astype(np.float64) @ rotation)
+        if self.bias_slot is not None:
+            self.set_bias(self.bias().astype(np.float64) @ rotation)
+
+    def rotate_inputs(self, rotation: np.ndarray) -> None:
+        """Make the layer expect ``x R`` (``R`` orthogonal): ``W' = Rᵀ W``, so ``(x R) W' = x W``."""
+        self.set_weight(rotation.T @ self.weight().astype(np.float64))
+
+    def set_bias(self, bias: np.ndarray) -> None:
+        """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
+        value = add_initializer(self.node.graph, f"{self.name}.bias", bias.astype(self._float_type()))
+        if self.bias_slot is not None:
+            node, index = self.bias_slot
+            node.replace_input_with(index, value)
+            return
+        add = append_op(self.output, "Add", value, f"{self.name}/bias")
+        add.outputs[0].name = f"{self.name}.biased"
+        self.output, self.bias_slot = add.outputs[0], (add, 1)
+
+    def _float_type(self) -> np.dtype:
+        return (self.output.dtype or self.weight_value().dtype or ir.DataType.FLOAT).numpy()
+
+
+@dataclasses.dataclass
+class Norm:
+    """A normalization ``y = normalize(x) * g + b`` over the last axis."""
+
+    name: str
+    kind: str  # "rms" or "layer"
+    input: ir.Value
+    output: ir.Value
+    gain_slot: tuple[ir.Node, int] | None  # node and input index holding g
+    bias_slot: tuple[ir.Node, int] | None
+    fused: bool  # one normalization op (else the decomposed RMS form, gain as a Mul)
+    epsilon: float
+
+    def apply_affine(self, scale: np.ndarray, shift: np.ndarray | None = None) -> None:
+        """Make the norm emit ``y · scale + shift`` instead of its output ``y``.
+
+        Folded into the gain and bias (``g' = g · scale``, ``β' = β · scale + shift``) where
+        the norm has them; otherwise a ``Mul``/``Add`` is appended to its output.
+        """
+        graph = self.output.producer().graph
+        dtype = (self.output.dtype or ir.DataType.FLOAT).numpy()
+        gain, bias = self.gain(), self.bias()
+        if self.gain_slot is not None:
+            node, index = self.gain_slot
+            node.replace_input_with(index, add_initializer(graph, f"{self.name}.weight",
+                                                           (gain.astype(np.float64) * scale).astype(dtype)))
+        else:
+            scale_value = add_initializer(graph, f"{self.name}.scale", scale.astype(dtype))
+            mul = append_op(self.output, "Mul", scale_value, f"{self.name}/scale",
+                            "Per-channel scale folded out of the next linears' inputs.")
+            self.output, self.gain_slot = mul.outputs[0], (mul, 1)
+        new_bias = None if bias is None else bias.astype(np.float64) * scale
+        if shift is not None:
+            new_bias = shift if new_bias is None else new_bias + shift
+        if new_bias is None:
+            return
+        if self.bias_slot is not None:
+            node, index = self.bias_slot
+            node.replace_input_with(index, add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype)))
+        else:
+            shift_value = add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype))
+            add = append_op(self.output, "Add", shift_value, f"{self.name}/shift",
+                            "Per-channel shift (OutlierTune symmetrization) added to the norm output.")
+            self.output, self.bias_slot = add.outputs[0], (add, 1)
+
+    def gain(self) -> np.ndarray | None:
+        return None if self.gain_slot is None else const_array(self.gain_slot[0].inputs[self.gain_slot[1]])
+
+    def bias(self) -> np.ndarray | None:
+        return None if self.bias_slot is None else const_array(self.bias_slot[0].inputs[self.bias_slot[1]])
+
+    @property
+    def scale_free(self) -> bool:
+        """True when the norm applies no gain and no bias (gain all ones, bias absent or zero)."""
+        gain, bias = self.gain(), self.bias()
+        return (gain is None or bool(np.all(gain == 1))) and (bias is None or not np.any(bias))
+
+
+@dataclasses.dataclass
+class Embedding:
+    """A ``Gather`` from a constant ``[rows, hidden]`` table."""
+
+    name: str
+    node: ir.Node
+
+    def table(self) -> np.ndarray:
+        return const_array(self.node.inputs[0])
+
+    def set_table(self, table: np.ndarray) -> None:
+        dtype = self.node.inputs[0].dtype.numpy()
+        self.node.replace_input_with(0, add_initializer(self.node.graph, f"{self.name}.weight",
+                                                        table.astype(dtype)))
+
+
+@dataclasses.dataclass
+class Attention:
+    q: Linear
+    k: Linear
+    v: Linear
+    o: Linear
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scores: ir.Node  # MatMul(q, k^T)
+    context: ir.Node  # MatMul(softmax, v)
+    q_rotary: ir.Value | None  # q after RoPE ([..., head_dim] last), None without RoPE
+    k_rotary: ir.Value | None
+
+    @property
+    def readers(self) -> list[Linear]:
+        return [self.q, self.k, self.v]
+
+
+@dataclasses.dataclass
+class MLP:
+    up: Linear  # fc1 when there is no gate
+    gate: Linear | None
+    down: Linear
+
+    @property
+    def readers(self) -> list[Linear]:
+        return [self.gate, self.up] if self.gate is not None else [self.up]
+
+
+@dataclasses.dataclass
+class Block:
+    index: int
+    attn_norm: Norm
+    attention: Attention
+    attn_residual: ir.Node
+    mlp_norm: Norm
+    mlp: MLP
+    mlp_residual: ir.Node
+
+
+@dataclasses.dataclass
+class Transformer:
+    embedding: Embedding
+    positional: list[Embedding]
+    blocks: list[Block]
+    final_norm: Norm
+    lm_head: Linear
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embedding.table().shape[1]
+
+    @property
+    def tied(self) -> bool:
+        """lm_head reads the token embedding table itself."""
+        return self.lm_head.weight_value() is self.embedding.node.inputs[0]
+
+    def norms(self) -> list[Norm]:
+        return [n for b in self.blocks for n in (b.attn_norm, b.mlp_norm)] + [self.final_norm]
+
+    def linears(self) -> list[Linear]:
+        return [lin for b in self.blocks
+                for lin in (*b.attention.readers, b.attention.o, *b.mlp.readers, b.mlp.down)
+                ] + [self.lm_head]
+
+    def stream_readers(self) -> list[tuple[Norm, list[Linear]]]:
+        """Each norm on the residual stream with the linears that read its output."""
+        pairs = []
+        for b in self.blocks:
+            pairs += [(b.attn_norm, b.attention.readers), (b.mlp_norm, b.mlp.readers)]
+        return pairs + [(self.final_norm, [self.lm_head])]
+
+    def block_norm_readers(self) -> list[tuple[Norm, list[Linear]]]:
+        """:meth:`stream_readers` without the final norm (whose reader, the lm_head, stays float)."""
+        return [(norm, readers) for norm, readers in self.stream_readers() if norm is not self.final_norm]
+
+    def stream_writers(self) -> list[Linear]:
+        return [w for b in self.blocks for w in (b.attention.o, b.mlp.down)]
+
+    def summary(self) -> dict:
+        """A JSON-friendly description of the map (used by ``oqcompile inspect``)."""
+        first = self.blocks[0]
+        return {
+            "hidden_size": self.hidden_size,
+            "vocab_size": int(self.embedding.table().shape[0]),
+            "num_blocks": len(self.blocks),
+            "num_heads": first.attention.num_heads,
+            "num_kv_heads": first.attention.num_kv_heads,
+            "head_dim": first.attention.head_dim,
+            "intermediate_size": first.mlp.up.out_features,
+            "norm": first.attn_norm.kind + (" (fused op)" if first.attn_norm.fused else " (decomposed)"),
+            "rope": first.attention.q_rotary is not None,
+            "gated_mlp": first.mlp.gate is not None,
+            "tied_embeddings": self.tied,
+            "positional_embeddings": len(self.positional),
+            "embedding": self.embedding.node.name,
+            "lm_head": _linear_summary(self.lm_head),
+            "final_norm": self.final_norm.output.name,
+            "blocks": [
+                {
+                    "attn_norm": b.attn_norm.output.name,
+                    **{role: _linear_summary(lin) for role, lin in (
+                        ("q", b.attention.q), ("k", b.attention.k), ("v", b.attention.v),
+                        ("o", b.attention.o))},
+                    "attn_residual": b.attn_residual.name,
+                    "mlp_norm": b.mlp_norm.output.name,
+                    **({"gate": _linear_summary(b.mlp.gate)} if b.mlp.gate else {}),
+                    "up": _linear_summary(b.mlp.up),
+                    "down": _linear_summary(b.mlp.down),
+                    "mlp_residual": b.mlp_residual.name,
+                }
+                for b in self.blocks
+            ],
+        }
+
+
+def _linear_summary(linear: Linear) -> str:
+    bias = "+bias" if linear.bias_slot else ""
+    return f"{linear.node.name} [{linear.in_features}x{linear.out_features}]{bias}"

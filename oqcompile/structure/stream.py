@@ -1,0 +1,196 @@
+"""The residual-stream walk: from the token embedding through every block to the lm_head.
+
+Each stream value is read by a norm and by a residual ``Add`` whose other operand is the output
+of a linear (the sub-layer's *writer*); the linears reading the norm's output are the
+sub-layer's *readers*. A sub-layer with score/context MatMuls between two activations is
+attention, any other the MLP. The stream value read by a norm but by no residual ``Add`` is
+the final norm's input; the linear reading that norm is the lm_head. Roles are then named as
+in Hugging Face LLaMA (``layers.3.mlp.down_proj``).
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from oqcompile.structure.matchers import (const_ndim, dynamic_matmul_hits, feeds_softmax, find_head_dim,
+                                          is_scalar_const, match_linear, match_norm, peel_consumers,
+                                          peel_index_reshapes, peel_noop, positional_gather, rope_output)
+from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, Norm, StructureError, Transformer
+
+__all__ = ["analyze"]
+
+
+def analyze(model: ir.Model) -> Transformer:
+    """Map the transformer in ``model`` (raises :class:`StructureError` naming what is missing)."""
+    return _Analyzer(model.graph).run()
+
+
+class _Analyzer:
+    def __init__(self, graph: ir.Graph):
+        self.graph = graph
+        self.linears_by_output: dict[int, Linear] = {}
+        self.linears_by_input: dict[int, list[Linear]] = {}
+        for node in graph:
+            linear = match_linear(node)
+            if linear is not None:
+                self.linears_by_output[id(linear.output)] = linear
+                self.linears_by_input.setdefault(id(peel_noop(linear.input)), []).append(linear)
+        self.norms_by_input: dict[int, Norm] = {}
+        for node in graph:
+            norm = match_norm(node)
+            if norm is not None:
+                self.norms_by_input[id(norm.input)] = norm
+
+    def run(self) -> Transformer:
+        if not self.linears_by_output:
+            raise StructureError("no linear layer (MatMul/Gemm with a constant weight) in the graph: "
+                                 "not a transformer language model")
+        embedding = self._token_embedding()
+        stream, positional = self._stream_start(embedding)
+        blocks = []
+        while True:
+            norm = self._norm_reading(stream, len(blocks))
+            readers = self._readers(norm)
+            residual, writer = self._residual(stream)
+            if residual is None:
+                break
+            sublayer = self._sublayer(readers, writer)
+            if isinstance(sublayer, Attention):
+                if blocks and blocks[-1].mlp is None:
+                    raise StructureError(f"two attention sub-layers in a row at {residual.name}")
+                blocks.append(Block(len(blocks), norm, sublayer, residual, None, None, None))
+            else:
+                if not blocks or blocks[-1].mlp is not None:
+                    raise StructureError(f"MLP without a preceding attention at {residual.name}")
+                blocks[-1].mlp_norm, blocks[-1].mlp, blocks[-1].mlp_residual = norm, sublayer, residual
+            stream = residual.outputs[0]
+        if not blocks or blocks[-1].mlp is None:
+            raise StructureError("no complete transformer block (attention + MLP with residual adds) found")
+        if len(readers) != 1:
+            raise StructureError(f"final norm {norm.output.name} is read by {len(readers)} linears, "
+                                 "expected exactly one lm_head")
+        _name_roles(blocks, norm, readers[0])
+        embedding.name = "embed_tokens"
+        return Transformer(embedding, positional, blocks, norm, readers[0])
+
+    # -- stream -------------------------------------------------------------------------
+
+    def _token_embedding(self) -> Embedding:
+        graph_inputs = {id(v) for v in self.graph.inputs}
+        for node in self.graph:
+            if (node.op_type == "Gather" and node.attributes.get_int("axis", 0) == 0
+                    and const_ndim(node.inputs[0]) == 2
+                    and id(peel_index_reshapes(node.inputs[1])) in graph_inputs):
+                return Embedding("embed_tokens", node)
+        raise StructureError("no token embedding (Gather from a constant table indexed by a graph "
+                             "input) found: not a language model graph")
+
+    def _stream_start(self, embedding: Embedding) -> tuple[ir.Value, list[Embedding]]:
+        value, positional = embedding.node.outputs[0], []
+        while id(peel_noop(value)) not in self.norms_by_input:
+            users = [n for n in value.consumers() if n.op_type not in ("Shape", "Size")]
+            if len(users) != 1:
+                raise StructureError(f"the token embedding output {value.name} does not lead to a norm")
+            node = users[0]
+            if node.op_type == "Add":
+                other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
+                gather = positional_gather(other)
+                if gather is None:
+                    raise StructureError(f"{node.name} adds something other than a positional "
+                                         "embedding to the token embedding")
+                positional.append(Embedding("embed_positions", gather))
+            elif not (node.op_type in ("Cast", "Identity")
+                      or (node.op_type == "Mul" and any(is_scalar_const(i) for i in node.inputs))):
+                raise StructureError(f"unexpected {node.op_type} node {node.name} between the token "
+                                     "embedding and the first norm")
+            value = node.outputs[0]
+        return value, positional
+
+    def _norm_reading(self, stream: ir.Value, block: int) -> Norm:
+        norm = self.norms_by_input.get(id(peel_noop(stream)))
+        if norm is None:
+            raise StructureError(f"no norm reads the residual stream value {stream.name} (after "
+                                 f"{block // 2} blocks): post-norm or parallel blocks are not supported")
+        return norm
+
+    def _readers(self, norm: Norm) -> list[Linear]:
+        readers = self.linears_by_input.get(id(peel_noop(norm.output)), [])
+        if not readers:
+            raise StructureError(f"no linear reads the output of norm {norm.output.name}")
+        return readers
+
+    def _residual(self, stream: ir.Value) -> tuple[ir.Node | None, Linear | None]:
+        for node in peel_consumers(stream):
+            if node.op_type != "Add":
+                continue
+            other = node.inputs[1] if peel_noop(node.inputs[0]) is stream else node.inputs[0]
+            writer = self.linears_by_output.get(id(peel_noop(other)))
+            if writer is not None:
+                return node, writer
+        return None, None
+
+    # -- sub-layers ----------------------------------------------------------------------
+
+    def _sublayer(self, readers: list[Linear], writer: Linear):
+        hits = {id(r): dynamic_matmul_hits(r.output, writer.node) for r in readers}
+        if not any(hits.values()):
+            return self._mlp(readers, writer)
+        return self._attention(readers, writer, hits)
+
+    def _mlp(self, readers: list[Linear], writer: Linear) -> MLP:
+        if len(readers) == 1:
+            return MLP(up=readers[0], gate=None, down=writer)
+        if len(readers) != 2:
+            raise StructureError(f"MLP before {writer.node.name} has {len(readers)} input linears")
+        feeds_activation = [any(n.op_type != "Mul" for n in peel_consumers(r.output)) for r in readers]
+        if feeds_activation.count(True) != 1:
+            raise StructureError(f"cannot tell the gate from the up projection before {writer.node.name}")
+        gate = readers[feeds_activation.index(True)]
+        up = readers[feeds_activation.index(False)]
+        return MLP(up=up, gate=gate, down=writer)
+
+    def _attention(self, readers, writer, hits) -> Attention:
+        roles: dict[str, Linear] = {}
+        scores = context = None
+        for reader in readers:
+            reached = hits[id(reader)]
+            if len(reached) != 1:
+                raise StructureError(f"{reader.node.name} feeds several attention MatMuls: fused QKV "
+                                     "projections are not supported")
+            (matmul, slot), = reached
+            is_scores = feeds_softmax(matmul)
+            role = ("q" if slot == 0 else "k") if is_scores else ("v" if slot == 1 else None)
+            if role is None or role in roles:
+                raise StructureError(f"cannot assign {reader.node.name} to q, k or v")
+            roles[role] = reader
+            if is_scores:
+                scores = matmul
+            else:
+                context = matmul
+        if set(roles) != {"q", "k", "v"}:
+            raise StructureError(f"attention before {writer.node.name} lacks a "
+                                 f"{'/'.join(sorted({'q', 'k', 'v'} - set(roles)))} projection")
+        head_dim = find_head_dim(scores, roles["q"])
+        q, k, v = roles["q"], roles["k"], roles["v"]
+        return Attention(
+            q=q, k=k, v=v, o=writer,
+            num_heads=q.out_features // head_dim, num_kv_heads=k.out_features // head_dim,
+            head_dim=head_dim, scores=scores, context=context,
+            q_rotary=rope_output(q), k_rotary=rope_output(k))
+
+
+def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
+    for b in blocks:
+        prefix = f"layers.{b.index}"
+        b.attn_norm.name = f"{prefix}.input_layernorm"
+        b.mlp_norm.name = f"{prefix}.post_attention_layernorm"
+        for role, lin in (("q_proj", b.attention.q), ("k_proj", b.attention.k),
+                          ("v_proj", b.attention.v), ("o_proj", b.attention.o)):
+            lin.name = f"{prefix}.self_attn.{role}"
+        gated = b.mlp.gate is not None
+        b.mlp.up.name = f"{prefix}.mlp.{'up_proj' if gated else 'fc1'}"
+        b.mlp.down.name = f"{prefix}.mlp.{'down_proj' if gated else 'fc2'}"
+        if gated:
+            b.mlp.gate.name = f"{prefix}.mlp.gate_proj"
+    final_norm.name = "norm"
+    lm_head.name = "lm_head"
