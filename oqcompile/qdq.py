@@ -67,7 +67,6 @@ class ActivationQDQ:
 
     tag: QDQTag
     source: ir.Value
-    quantize: ir.Node
     dequantize: ir.Node
     static_scale: float | None  # per_tensor and prescaled: the constant scale
 
@@ -185,7 +184,7 @@ def activation_qdqs(graph: ir.Graph) -> list[ActivationQDQ]:
         if quantize.op_type == "Clip":  # 6-bit codes
             quantize = quantize.inputs[0].producer()
         static_scale = None if tag.granularity == "per_token" else float(const_array(quantize.inputs[1]))
-        found.append(ActivationQDQ(tag, quantize.inputs[0], quantize, node, static_scale))
+        found.append(ActivationQDQ(tag, quantize.inputs[0], node, static_scale))
     return found
 
 
