@@ -59,6 +59,13 @@ def perplexity_step(path: str, count: int | None, seq: int) -> float:
                       progress=False).perplexity
 
 
+def relative_error(actual, expected) -> float:
+    """``max|actual - expected| / max|expected|``, the logit error the tests bound (tests/conftest.py)."""
+    import numpy as np
+
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
 def machine() -> str:
     """One line naming the CPU, cores, memory, GPU and the versions that matter."""
     import onnxruntime

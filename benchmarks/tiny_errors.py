@@ -5,8 +5,8 @@ that must be exact to float rounding.
 The exports, calibration (32 rows of 32 random tokens, seed 5) and input ids (2 x 24 random
 tokens, seed 0) are those of tests/test_quantize.py, so every number is the one the test
 computes; all are deterministic (seeded). The error of logits ``y`` against ``x`` is
-``max|y - x| / max|x|`` (``relative_error`` of tests/conftest.py). Tables are printed and
-written to docs/RESULTS.md.
+``max|y - x| / max|x|`` (``report.relative_error``). Tables are printed and written to
+docs/RESULTS.md.
 
     .venv/bin/python benchmarks/tiny_errors.py
 """
@@ -20,6 +20,7 @@ import tempfile
 import numpy as np
 
 import report
+from report import relative_error
 
 MODELS = ("tiny-llama", "tiny-opt")
 FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt")
@@ -40,10 +41,6 @@ def logits(path: pathlib.Path, ids: np.ndarray = IDS, optimization=None) -> np.n
         options.graph_optimization_level = optimization
         onnx_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return onnx_session.run(None, feeds(onnx_session, ids))[0]
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 class Workspace:
