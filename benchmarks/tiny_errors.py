@@ -1,6 +1,6 @@
-"""Logit errors of the tiny models that the tests bound: every quantization recipe, lowered
-against portable, the 4-bit KV cache, MatMulNBits against DequantizeLinear, and the checks
-that must be exact to float rounding.
+"""The numbers the tiny-model tests bound: the logit error of every quantization recipe, lowered
+against portable, the 4-bit KV cache, MatMulNBits against DequantizeLinear, the checks that
+must hold to float rounding, the exports against PyTorch, and oqcompile.quant on synthetic data.
 
 The exports, calibration (32 rows of 32 random tokens, seed 5) and input ids (2 x 24 random
 tokens, seed 0) are those of tests/test_quantize.py, so every number is the one the test
@@ -162,6 +162,59 @@ def float_rounding_errors(work: Workspace) -> list[list]:
     ]
 
 
+def export_errors(work: Workspace) -> list[list]:
+    """tests/test_export.py: the exports against PyTorch, on its ids (2 x 12 random tokens, seed 1)."""
+    import torch
+
+    from oqcompile.models import load_torch_model
+
+    ids = np.random.default_rng(1).integers(0, 256, (2, 12)).astype(np.int64)
+
+    def torch_logits(model_id: str) -> np.ndarray:
+        with torch.no_grad():
+            return load_torch_model(model_id)(torch.from_numpy(ids)).logits.numpy()
+
+    fp32 = max(relative_error(logits(work.export(m), ids), torch_logits(m)) for m in FAMILIES)
+    half = work.export("tiny-llama", dtype="fp16")
+    fp16 = logits(half, ids).astype(np.float32)
+    rotated = logits(work.compile(half, "rotate", seed=1), ids).astype(np.float32)
+    return [
+        ["`test_ort_matches_pytorch`", "fp32 export of every family against PyTorch", f"{fp32:.1e}"],
+        ["`test_fp16_export_matches_pytorch`", "tiny-llama fp16 export against PyTorch fp32",
+         f"{relative_error(fp16, torch_logits('tiny-llama')):.1e}"],
+        ["`test_rotate_on_fp16_export`", "tiny-llama fp16 export, rotate against the export",
+         f"{relative_error(rotated, fp16):.1e}"],
+    ]
+
+
+def quant_ratios() -> list[list]:
+    """tests/test_quant.py: the error ratios of its quantizers on its synthetic (seeded) data."""
+    from oqcompile import quant
+
+    weight = np.random.default_rng(0).standard_t(3, (256, 32))
+    norm_error = lambda q: (np.abs(q.dequantize() - weight) ** quant.CLIP_NORM).sum()
+    rows = [["`test_clip_search_lowers_weight_error`", "int4 RTN with clip search / without (error norm)",
+             f"{norm_error(quant.rtn(weight, 4, clip_search=True)) / norm_error(quant.rtn(weight, 4)):.3f}"]]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2048, 128)) @ rng.standard_normal((128, 128))
+    x[:, :4] *= 20
+    weight = 0.05 * rng.standard_normal((128, 64))
+    output_error = lambda q: np.linalg.norm(x @ q.dequantize() - x @ weight)
+    for bits in (4, 6, 8):
+        ratio = output_error(quant.gptq(weight, x.T @ x, bits)) / output_error(quant.rtn(weight, bits))
+        rows.append(["`test_gptq_beats_rtn_on_outlier_inputs`", f"int{bits} GPTQ / RTN (output error)", f"{ratio:.3f}"])
+    grouped = quant.gptq(weight, x.T @ x, 4, group=32, act_order=True, clip_search=True)
+    rows.append(["", "int4 groups of 32: act-order GPTQ with clip search / RTN",
+                 f"{output_error(grouped) / output_error(quant.rtn(weight, 4, group=32)):.3f}"])
+    rng = np.random.default_rng(7)
+    x, weight = rng.standard_t(2, (512, 64)), rng.standard_normal((64, 32))
+    clip, error = quant.search_activation_clip(x, weight, 4)
+    unclipped = np.linalg.norm((quant.fake_quantize_per_token(x, 4) - x) @ weight) / np.linalg.norm(x @ weight)
+    rows.append(["`test_activation_clip_search_beats_no_clip_on_heavy_tails`",
+                 f"int4 per-token activations clipped at {clip} / unclipped", f"{error / unclipped:.3f}"])
+    return rows
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Workspace(pathlib.Path(folder))
@@ -169,8 +222,10 @@ def main() -> None:
                                          "lowered vs portable, max"], recipe_errors(work))
         singles = report.markdown_table(["test", "what", "error"], single_errors(work))
         rounding = report.markdown_table(["test", "what", "worst error"], float_rounding_errors(work))
-    print(recipes, singles, rounding, sep="\n\n")
-    report.write_section("tiny-errors", "Tiny models: the logit errors the tests bound", f"""
+        exports = report.markdown_table(["test", "what", "worst error"], export_errors(work))
+    ratios = report.markdown_table(["test", "what", "ratio"], quant_ratios())
+    print(recipes, singles, rounding, exports, ratios, sep="\n\n")
+    report.write_section("tiny-errors", "Tiny models and synthetic data: the numbers the tests bound", f"""
 Logits of the tiny models (2 x 24 random token ids, seed 0) through ORT CPU; the error of
 logits `y` against `x` is max|y - x| / max|x|. Quantization recipes calibrate on 32 rows of
 32 random token ids (seed 5) and compile with seed 0, as tests/test_quantize.py does;
@@ -184,6 +239,14 @@ deterministic: the tests bound these numbers with a margin (see the tests).
 Checks that hold to float rounding (worst case over each test's models, recipes and exporters):
 
 {rounding}
+
+Exports against PyTorch (tests/test_export.py, its ids: 2 x 12 random token ids, seed 1):
+
+{exports}
+
+The quantizers of oqcompile.quant on the seeded synthetic data of tests/test_quant.py:
+
+{ratios}
 """)
 
 
