@@ -1,16 +1,24 @@
-"""Accuracy of every quantization recipe on SmolLM2-135M, next to ONNX Runtime's own tools.
+r"""Accuracy of every quantization recipe on SmolLM2-135M, next to ONNX Runtime's own tools.
 
 Protocol (the quantization issue's reference protocol): perplexity on the first ``--tokens``
 tokens of Pride and Prejudice in windows of ``--seq`` (``--full``: the whole book), the
 fp32 export and every quantized file scored by the same code in the same run;
-calibration on the first ``--calib-tokens`` tokens of Emma (never the evaluation text).
+calibration on the first ``--calib-tokens`` tokens of Emma in windows of ``--calib-seq``
+(never the evaluation text).
 ORT's tools run on the same fp32 export: ``quantize_dynamic`` (int8), ``quantize_static``
 (QDQ int8, MinMax calibration on the same Emma windows) and ``MatMulNBitsQuantizer``
 (4-bit RTN, blocks of 32 and 128). Every compile runs in its own process, so its time
-and peak RSS (calibration included) are its own. The table is printed and written to
-docs/RESULTS.md.
+and peak RSS (calibration included) are its own. With ``--portable`` each recipe is also
+compiled without the `lower` pass and scored. The table is printed and written to section
+``--section`` of docs/RESULTS.md.
 
     .venv/bin/python benchmarks/accuracy.py [--recipes a,b] [--tokens 16384] [--calib-tokens 32768] [--full]
+
+The numbers tests/test_real_quant.py bounds (its recipes, tokens and calibration):
+
+    .venv/bin/python benchmarks/accuracy.py --recipes quarot-w8a8,naive-w6a6,outliertune-w6a6,quarot-w4a4-rtn \
+        --tokens 2048 --seq 512 --calib-tokens 4096 --calib-seq 512 --portable --no-ort-tools \
+        --section accuracy-tests
 """
 
 from __future__ import annotations
@@ -73,7 +81,10 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the whole book instead of --tokens")
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--calib-tokens", type=int, default=32 * 1024)
+    parser.add_argument("--calib-seq", type=int, default=1024)
     parser.add_argument("--no-ort-tools", action="store_true", help="skip ORT's own quantizers")
+    parser.add_argument("--portable", action="store_true", help="also score each recipe compiled --portable")
+    parser.add_argument("--section", default="accuracy", help="the section of docs/RESULTS.md to write")
     parser.add_argument("--out", default="out/bench")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
@@ -87,8 +98,13 @@ def main() -> None:
     rows = [["fp32 export", "fp32", f"{fp:.3f}", "1.000", "", "", "", f"{file_mib(source):.0f}"]]
     print(rows[0], flush=True)
 
-    jobs = [(recipe, bits_of(recipe), compile_step, (str(source), recipe), (args.calib_tokens,))
-            for recipe in args.recipes.split(",")]
+    jobs = []
+    for recipe in args.recipes.split(","):
+        jobs.append((recipe, bits_of(recipe), compile_step, (str(source), recipe),
+                     (args.calib_tokens, args.calib_seq)))
+        if args.portable:
+            jobs.append((f"{recipe} (portable)", bits_of(recipe), compile_step, (str(source), recipe),
+                         (args.calib_tokens, args.calib_seq, True)))
     if not args.no_ort_tools:
         jobs += [("ORT quantize_dynamic", "W8A8 (int8)", ort_dynamic_step, (str(source),), ()),
                  ("ORT quantize_static QDQ, MinMax", "W8A8 (uint8 act.)", ort_static_step, (str(source),),
@@ -111,12 +127,16 @@ def main() -> None:
                                    "compile peak RSS GiB", "file MiB"], rows)
     print(table)
     scope = "the whole book" if args.full else f"the first {args.tokens} tokens"
-    report.write_section("accuracy", "SmolLM2-135M: quantization recipes and ORT's tools", f"""
-Perplexity on {scope} of Pride and Prejudice, windows of {args.seq}; calibration on the first
-{args.calib_tokens} tokens of Emma (windows of 1024). Compile time and peak RSS include
-calibration (ORT CPU, streaming statistics) and saving. ORT `quantize_static` calibrates on
+    ort_tools = "" if args.no_ort_tools else """ ORT `quantize_static` calibrates on
 2 windows of 256 tokens of Emma (its calibrator keeps every tensor of every batch); ORT's GPTQ for
-MatMulNBits needs Intel Neural Compressor, which is not installed, so only its RTN is shown.
+MatMulNBits needs Intel Neural Compressor, which is not installed, so only its RTN is shown."""
+    portable = " A recipe marked (portable) is compiled `--portable` (standard ONNX QDQ, no oq ops)." \
+        if args.portable else ""
+    title = "SmolLM2-135M: quantization recipes" + ("" if args.no_ort_tools else " and ORT's tools")
+    report.write_section(args.section, title, f"""
+Perplexity on {scope} of Pride and Prejudice, windows of {args.seq}; calibration on the first
+{args.calib_tokens} tokens of Emma (windows of {args.calib_seq}). Compile time and peak RSS include
+calibration (ORT CPU, streaming statistics) and saving.{portable}{ort_tools}
 SmolLM2's weights already carry Q4_1 rounding (GGUF source).
 
 {table}

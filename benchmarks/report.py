@@ -28,12 +28,15 @@ def export_step(path: str) -> None:
     export_to_file(MODEL, path)
 
 
-def compile_step(source: str, recipe: str, target: str, calib_tokens: int) -> None:
-    """``oqcompile optimize`` (lowered) of ``source`` with ``recipe``, calibrated on ``calib_tokens`` of Emma."""
+def compile_step(source: str, recipe: str, target: str, calib_tokens: int, calib_seq: int = 1024,
+                 portable: bool = False) -> None:
+    """``oqcompile optimize`` (lowered unless ``portable``) of ``source`` with ``recipe``, calibrated on
+    ``calib_tokens`` of Emma in windows of ``calib_seq``."""
     from oqcompile import compile_file
     from oqcompile.calibrate import calibration_data
 
-    compile_file(source, target, recipe, calibration=calibration_data(MODEL, calib_tokens))
+    compile_file(source, target, recipe, calibration=calibration_data(MODEL, calib_tokens, seq=calib_seq),
+                 portable=portable)
 
 
 def ort_dynamic_step(source: str, target: str) -> None:
@@ -57,6 +60,13 @@ def perplexity_step(path: str, count: int | None, seq: int) -> float:
     tokens = book_tokens(EVALUATION_BOOK, MODEL)
     return perplexity(session(path), tokens if count is None else tokens[:count], seq=seq,
                       progress=False).perplexity
+
+
+def relative_error(actual, expected) -> float:
+    """``max|actual - expected| / max|expected|``, the logit error the tests bound (tests/conftest.py)."""
+    import numpy as np
+
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def machine() -> str:

@@ -9,7 +9,9 @@ read with the PyPI package ``rdata``). Calibration text is *Emma*; evaluation te
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pathlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +28,8 @@ CALIBRATION_BOOK = "emma"
 EVALUATION_BOOK = "prideprejudice"
 _DEB = "r-cran-janeaustenr"
 _DATA_DIR = "usr/lib/R/site-library/janeaustenr/data"
+# The files of a Hugging Face directory that decide its tokenizer (not the model weights).
+_TOKENIZER_FILES = re.compile(r"token|vocab|merges|\.model$|^config\.json$")
 
 
 def book_text(book: str) -> str:
@@ -42,14 +46,26 @@ def book_text(book: str) -> str:
 def book_tokens(book: str, tokenizer_id: str) -> np.ndarray:
     """``book`` tokenized without special tokens by the tokenizer of ``tokenizer_id`` (a model id
     or a local HF directory), as int64; cached per tokenizer."""
-    key = pathlib.Path(tokenizer_id).name if pathlib.Path(tokenizer_id).is_dir() else tokenizer_id
-    cached = cache_dir("tokens") / f"{key}-{book}.npy"
+    cached = cache_dir("tokens") / f"{_tokenizer_key(tokenizer_id)}-{book}.npy"
     if not cached.is_file():
         from oqcompile.models import load_tokenizer
 
         ids = load_tokenizer(tokenizer_id)(book_text(book), add_special_tokens=False)["input_ids"]
         np.save(cached, np.asarray(ids, dtype=np.int64))
     return np.load(cached)
+
+
+def _tokenizer_key(tokenizer_id: str) -> str:
+    """A model id as it is; a local directory by its name and a digest of its tokenizer files, so
+    that two directories of the same name (or one whose tokenizer changed) never share a cache."""
+    directory = pathlib.Path(tokenizer_id)
+    if not directory.is_dir():
+        return tokenizer_id
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and _TOKENIZER_FILES.search(path.name):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{directory.name}-{digest.hexdigest()[:16]}"
 
 
 def _data_dir() -> pathlib.Path:

@@ -29,8 +29,10 @@ A TOML recipe lists passes with their parameters::
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import tomllib
+from collections.abc import Iterable
 
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
@@ -48,7 +50,7 @@ from oqcompile.passes.rotate_qk import RotateQK
 from oqcompile.passes.rotate_residual import RotateResidual
 from oqcompile.passes.smoothquant import SmoothQuant
 
-__all__ = ["PASSES", "RECIPES", "build_recipe"]
+__all__ = ["PASSES", "RECIPES", "build_recipe", "recipe_toml"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
@@ -133,6 +135,14 @@ def build_recipe(name: str, seed: int = 0, calibration: CalibrationData | None =
         except (TypeError, ValueError) as error:
             raise OQError(f"{where}: pass {cls.name}: {error}") from error
     return passes
+
+
+def recipe_toml(steps: Iterable[tuple[str, dict]]) -> str:
+    """The text of a TOML recipe listing ``(pass name, parameters)`` in order (what :func:`build_recipe` reads)."""
+    lines = []
+    for name, params in steps:
+        lines += ["[[pass]]", f"name = {json.dumps(name)}"] + [f"{k} = {json.dumps(v)}" for k, v in params.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _read_toml(path: pathlib.Path) -> list[Step]:

@@ -54,6 +54,20 @@ def smollm2_onnx() -> pathlib.Path:
     return path
 
 
+def save_tokenizer(directory: pathlib.Path, text: str, vocab_size: int = 256) -> pathlib.Path:
+    """Train a BPE tokenizer on ``text`` and save it as a Hugging Face directory: at most
+    ``vocab_size`` ids (256 fit the tiny models' embedding), for the calibrating paths."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator([text], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"],
+                                                              show_progress=False))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]").save_pretrained(directory)
+    return directory
+
+
 def run_logits(path: pathlib.Path, input_ids: np.ndarray) -> np.ndarray:
     session = evaluate.session(path)  # registers the oq op library for lowered models
     return session.run(None, feeds(session, input_ids))[0]

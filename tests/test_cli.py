@@ -5,7 +5,10 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from conftest import run_logits, save_tokenizer
 
 
 def oqcompile(*args):
@@ -112,6 +115,28 @@ def test_quantization_recipes_on_the_command_line(tiny_export, tmp_path):
     assert not (tmp_path / "ot.onnx").exists()
     missing = oqcompile("optimize", source, "-o", tmp_path / "t.onnx", "--recipe", tmp_path / "none.toml")
     assert_one_line_error(missing, "not a readable TOML recipe")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A 256-id BPE tokenizer (ids fit the tiny models) trained on the start of the calibration book."""
+    from oqcompile.data import CALIBRATION_BOOK, book_text
+
+    return save_tokenizer(tmp_path_factory.mktemp("tokenizer"), book_text(CALIBRATION_BOOK)[:20000])
+
+
+@pytest.mark.parametrize("recipe", ["outliertune-w8a8", "quarot-w4a4-gptq"])
+def test_calibrating_recipe_on_the_command_line(tiny_export, tokenizer_dir, tmp_path, recipe):
+    """--tokenizer gives a tiny model a tokenizer: the calibrating path runs end to end on Emma."""
+    from oqcompile import modelio
+
+    target = tmp_path / "q.onnx"
+    result = oqcompile("optimize", tiny_export("tiny-llama"), "-o", target, "--recipe", recipe,
+                       "--tokenizer", tokenizer_dir, "--calib-tokens", 2048)
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads(modelio.metadata(target)["oq.calibration"])
+    assert calibration["text"] == "emma[:2048]" and calibration["tokens"] == 2048
+    assert np.isfinite(run_logits(target, np.arange(48).reshape(2, 24))).all()
 
 
 def test_eval_of_a_graph_that_is_not_a_language_model(tmp_path):

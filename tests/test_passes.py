@@ -1,4 +1,8 @@
-"""Every function-preserving pass keeps the fp32 ORT logits (max|Δ| / max|logits| <= 1e-4)."""
+"""Every function-preserving pass keeps the fp32 ORT logits (max|Δ| / max|logits| <= 1e-4).
+
+Measured: at most 1.2e-6 over every recipe, family and exporter below (benchmarks/tiny_errors.py,
+section "tiny-errors" of docs/RESULTS.md).
+"""
 
 import json
 

@@ -31,7 +31,7 @@ def test_clip_search_lowers_weight_error():
     weight = np.random.default_rng(0).standard_t(3, (256, 32))  # heavy tails: clipping pays off
     plain, searched = quant.rtn(weight, 4), quant.rtn(weight, 4, clip_search=True)
     error = lambda q: (np.abs(q.dequantize() - weight) ** quant.CLIP_NORM).sum()
-    assert error(searched) < 0.9 * error(plain)
+    assert error(searched) < 0.9 * error(plain)  # measured 0.765 ("tiny-errors")
 
 
 def test_gptq_beats_rtn_on_outlier_inputs():
@@ -42,9 +42,10 @@ def test_gptq_beats_rtn_on_outlier_inputs():
     error = lambda q: np.linalg.norm(x @ q.dequantize() - x @ weight) / np.linalg.norm(x @ weight)
     for bits in (4, 6, 8):
         rtn, gptq = quant.rtn(weight, bits), quant.gptq(weight, x.T @ x, bits)
-        assert error(gptq) < 0.6 * error(rtn)
+        assert error(gptq) < 0.6 * error(rtn)  # measured 0.468, 0.462, 0.473 ("tiny-errors")
     grouped = quant.gptq(weight, x.T @ x, 4, group=32, act_order=True, clip_search=True)
-    assert grouped.scales.shape == (4, 64) and error(grouped) < error(quant.rtn(weight, 4, group=32))
+    assert grouped.scales.shape == (4, 64)
+    assert error(grouped) < 0.6 * error(quant.rtn(weight, 4, group=32))  # measured 0.434
 
 
 def test_streaming_statistics_equal_one_shot():
@@ -117,7 +118,7 @@ def test_activation_clip_search_beats_no_clip_on_heavy_tails():
     weight = rng.standard_normal((64, 32))
     clip, error = quant.search_activation_clip(x, weight, 4)
     unclipped = np.linalg.norm((quant.fake_quantize_per_token(x, 4) - x) @ weight) / np.linalg.norm(x @ weight)
-    assert clip < 1.0 and error < unclipped
+    assert clip < 1.0 and error < unclipped  # measured: clip 0.95, error 0.986 of unclipped ("tiny-errors")
 
 
 def test_statistics_keep_an_even_token_sample():

@@ -11,6 +11,9 @@ from oqcompile.runtime import DOMAIN
 
 pytestmark = pytest.mark.real_model
 TOKENS, SEQ, CALIBRATION_TOKENS = 2048, 512, 4096
+# Measured by benchmarks/accuracy.py with these tokens and calibration (docs/RESULTS.md, section
+# "accuracy-tests"), perplexity lowered / portable: fp 20.832; quarot-w8a8 20.834 / 20.816;
+# naive-w6a6 30.514 / 31.468; outliertune-w6a6 25.052 / 24.754; quarot-w4a4-rtn 87.680 / 82.822.
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +51,13 @@ def score(compiled):
 
 
 def test_quarot_w8a8_within_one_percent(score):
-    assert score("quarot-w8a8") <= 1.01 * score("fp")
+    assert score("quarot-w8a8") <= 1.01 * score("fp")  # measured 1.0001
 
 
 def test_outliertune_w6a6_clearly_beats_naive_w6a6(score):
     naive, outliertune = score("naive-w6a6"), score("outliertune-w6a6")
-    assert outliertune < 0.9 * naive
-    assert naive > 1.2 * score("fp")  # the naive one really is hurt at 6 bits
+    assert outliertune < 0.9 * naive  # measured 0.821
+    assert naive > 1.2 * score("fp")  # the naive one really is hurt at 6 bits: measured 1.465
 
 
 @pytest.mark.parametrize("recipe", ["quarot-w8a8", "outliertune-w6a6", "quarot-w4a4-rtn"])
@@ -63,15 +66,14 @@ def test_lowered_model_scores_like_the_portable_one(compiled, score, recipe):
 
     Each op equals its QDQ pattern to float rounding (test_runtime_ops, test_quantize), but a
     quantized network is chaotic at that level: a rounding-level change flips activation codes
-    and later layers carry the flip. Lowering only the Hadamards of quarot-w8a8 (a pure
-    rounding-order change) already moves these logits by 6% at the worst position and the
-    2048-token perplexity by 0.3%, as much as the whole lowering. The effect grows as the codes
-    get coarser (measured: 0.3% at W8A8, 1.5% at W6A6, 3.6% at W4A4); the bounds sit above
-    those, far below what a wrong packing or scale layout does (perplexity in the hundreds).
+    and later layers carry the flip (naive-w6a6, not tested here, moves by 3.0%). The effect
+    grows as the codes get coarser (measured, above: 0.09% at W8A8, 1.2% at W6A6, 5.9% at
+    W4A4); the bounds sit above those (the W4A4 one at 1.5x), far below what a wrong packing or
+    scale layout does (perplexity in the hundreds).
     """
     lowered = onnx.load(compiled(recipe), load_external_data=False)
     used = {node.op_type for node in lowered.graph.node if node.domain == DOMAIN}
     assert used >= {"QuantizePerToken", "QMatMul"}
     assert not {node.op_type for node in lowered.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
     bits = int(recipe.split("-w")[1][0])
-    assert abs(score(recipe) / score(recipe, portable=True) - 1) < {8: 0.005, 6: 0.03, 4: 0.07}[bits]
+    assert abs(score(recipe) / score(recipe, portable=True) - 1) < {8: 0.005, 6: 0.03, 4: 0.09}[bits]

@@ -1,0 +1,254 @@
+"""The numbers the tiny-model tests bound: the logit error of every quantization recipe, lowered
+against portable, the 4-bit KV cache, MatMulNBits against DequantizeLinear, the checks that
+must hold to float rounding, the exports against PyTorch, and oqcompile.quant on synthetic data.
+
+The exports, calibration (32 rows of 32 random tokens, seed 5) and input ids (2 x 24 random
+tokens, seed 0) are those of tests/test_quantize.py, so every number is the one the test
+computes; all are deterministic (seeded). The error of logits ``y`` against ``x`` is
+``max|y - x| / max|x|`` (``report.relative_error``). Tables are printed and written to
+docs/RESULTS.md.
+
+    .venv/bin/python benchmarks/tiny_errors.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import tempfile
+
+import numpy as np
+
+import report
+from report import relative_error
+
+MODELS = ("tiny-llama", "tiny-opt")
+FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt")
+IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
+
+
+def logits(path: pathlib.Path, ids: np.ndarray = IDS, optimization=None) -> np.ndarray:
+    """ORT CPU logits of ``path``; ``optimization``: an ORT graph optimization level (default: ORT's)."""
+    import onnxruntime as ort
+
+    from oqcompile.evaluate import feeds, session
+    from oqcompile.runtime import session_options
+
+    if optimization is None:
+        onnx_session = session(path)
+    else:
+        options = session_options()
+        options.graph_optimization_level = optimization
+        onnx_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx_session.run(None, feeds(onnx_session, ids))[0]
+
+
+class Workspace:
+    """Exports and compiled files in one temporary folder."""
+
+    def __init__(self, folder: pathlib.Path):
+        from oqcompile.calibrate import CalibrationData
+
+        self.folder = folder
+        self.calibration = CalibrationData(np.random.default_rng(5).integers(0, 256, (32, 32)), "random tokens")
+        self.exports: dict[tuple, pathlib.Path] = {}
+        self.count = 0
+
+    def export(self, model_id: str, exporter: str = "dynamo", **options) -> pathlib.Path:
+        from oqcompile.models.export import export_to_file
+
+        key = (model_id, exporter, *sorted(options.items()))
+        if key not in self.exports:
+            self.exports[key] = export_to_file(model_id, self.path("export"), exporter=exporter, **options)
+        return self.exports[key]
+
+    def compile(self, source: pathlib.Path, recipe, portable: bool = False, seed: int = 0) -> pathlib.Path:
+        """``recipe``: a recipe name or a list of ``(pass name, parameters)``."""
+        from oqcompile import compile_file
+        from oqcompile.recipes import recipe_toml
+
+        if not isinstance(recipe, str):
+            toml = self.path("recipe", ".toml")
+            toml.write_text(recipe_toml(recipe))
+            recipe = str(toml)
+        return compile_file(source, self.path("compiled"), recipe, seed=seed, calibration=self.calibration,
+                            portable=portable).target
+
+    def path(self, stem: str, suffix: str = ".onnx") -> pathlib.Path:
+        self.count += 1
+        return self.folder / f"{stem}-{self.count}{suffix}"
+
+
+def w4a16_as_dequantize_linear() -> list[tuple[str, dict]]:
+    """``quarot-w4a16-gptq`` with its int4 weights written as DequantizeLinear, not MatMulNBits."""
+    from oqcompile.passes.quantize_weights import QuantizeWeights
+    from oqcompile.recipes import RECIPES
+
+    return [(cls.name, {**params, "format": "qdq"} if cls is QuantizeWeights else params)
+            for cls, params in RECIPES["quarot-w4a16-gptq"][1]]
+
+
+def recipe_errors(work: Workspace) -> list[list]:
+    """Per model and quantization recipe: portable against fp, lowered against portable."""
+    from oqcompile.recipes import RECIPES
+
+    rows = []
+    for model_id, recipe in itertools.product(MODELS, [name for name in RECIPES if "-w" in name]):
+        source = work.export(model_id)
+        portable = logits(work.compile(source, recipe, portable=True))
+        lowered = logits(work.compile(source, recipe))
+        moved = np.abs(lowered - portable) / np.abs(portable).max()
+        rows.append([model_id, recipe, f"{relative_error(portable, logits(source)):.4f}",
+                     f"{np.median(moved):.1e}", f"{moved.max():.1e}"])
+        print(*rows[-1], flush=True)
+    return rows
+
+
+def single_errors(work: Workspace) -> list[list]:
+    """The other quantized checks of tests/test_quantize.py, one number each."""
+    import onnxruntime as ort
+
+    llama = work.export("tiny-llama")
+    kv_source = work.export("tiny-llama", kv_cache=True)
+    prefill = IDS[:, :-1]
+    kv4 = relative_error(logits(work.compile(kv_source, "quarot-w4a4kv4-gptq"), prefill), logits(kv_source, prefill))
+    nbits = logits(work.compile(llama, "quarot-w4a16-gptq"))
+    dequantize_linear = work.compile(llama, w4a16_as_dequantize_linear())
+    unfused = logits(dequantize_linear, optimization=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    per_tensor = work.compile(llama, [("insert_qdq", {"bits": 8, "granularity": "per_tensor"})])
+    return [
+        ["`test_kv4_quantizes_the_cache`", "tiny-llama (KV cache), quarot-w4a4kv4-gptq, prefill against fp",
+         f"{kv4:.4f}"],
+        ["`test_static_per_tensor_activations`", "tiny-llama, static per-tensor int8 activations against fp",
+         f"{relative_error(logits(per_tensor), logits(llama)):.4f}"],
+        ["`test_w4a16_uses_native_matmulnbits`", "tiny-llama, quarot-w4a16-gptq (MatMulNBits) against the same "
+         "recipe written as DequantizeLinear, run with ORT graph optimizations off", f"{relative_error(nbits, unfused):.1e}"],
+        ["", "the same, DequantizeLinear run with ORT's default optimizations (ORT fuses DequantizeLinear + MatMul "
+         "into MatMulNBits with int8 activations)", f"{relative_error(nbits, logits(dequantize_linear)):.1e}"],
+    ]
+
+
+def float_rounding_errors(work: Workspace) -> list[list]:
+    """Checks that must hold to float rounding: the worst error over each test's cases."""
+    import onnxruntime as ort
+
+    level = ort.GraphOptimizationLevel
+    rotations = ("fuse_norms", "rotate_residual", "rotate_heads", "rotate_qk", "online_hadamard", "rotate")
+    passes = max(relative_error(logits(work.compile(work.export(m), r, seed=7)), logits(work.export(m)))
+                 for m, r in itertools.product(FAMILIES, rotations))
+    exporters = max(relative_error(logits(work.compile(work.export(m, e), "rotate")), logits(work.export(m, e)))
+                    for m, e in itertools.product(MODELS, ("dynamo", "dynamo-noopt", "legacy")))
+    folding = max(relative_error(logits(work.compile(work.export(m), [(p, {})])), logits(work.export(m)))
+                  for m, p in itertools.product(("tiny-llama", "tiny-opt", "tiny-qwen2"), ("outliertune", "smoothquant")))
+    after_rotation = [("fuse_norms", {}), ("rotate_residual", {}), ("online_hadamard", {}), ("outliertune", {"bits": 4})]
+    outliertune = max(relative_error(logits(work.compile(work.export(m), r)), logits(work.export(m))) for m, r in (
+        ("tiny-mistral", after_rotation), ("tiny-qwen2", [("outliertune", {"bits": 4, "prescale": False})])))
+    grouped_int4 = [("quantize_weights", {"bits": 4, "group": 32}), ("insert_qdq", {"bits": 8})]
+    optimizations = 0.0
+    for recipe, portable in itertools.product(("quarot-w4a4-gptq", "outliertune-w6a6", "naive-w8a8", grouped_int4),
+                                              (True, False)):
+        path = work.compile(work.export("tiny-llama"), recipe, portable=portable)
+        optimizations = max(optimizations, relative_error(logits(path, optimization=level.ORT_ENABLE_ALL),
+                                                          logits(path, optimization=level.ORT_DISABLE_ALL)))
+    return [
+        ["`test_passes.py` (recipe on every family, rotate on every exporter)",
+         "rotation recipes against fp", f"{max(passes, exporters):.1e}"],
+        ["`test_scale_folding_alone_keeps_logits`", "OutlierTune / SmoothQuant without quantization",
+         f"{folding:.1e}"],
+        ["`test_outliertune_after_rotation_keeps_logits`, `test_symmetrization_alone_keeps_logits_and_per_token_inputs`",
+         "OutlierTune (bits 4) after rotation, symmetrization alone", f"{outliertune:.1e}"],
+        ["`test_numerics_survive_ort_graph_optimizations`", "ORT_ENABLE_ALL against ORT_DISABLE_ALL",
+         f"{optimizations:.1e}"],
+    ]
+
+
+def export_errors(work: Workspace) -> list[list]:
+    """tests/test_export.py: the exports against PyTorch, on its ids (2 x 12 random tokens, seed 1)."""
+    import torch
+
+    from oqcompile.models import load_torch_model
+
+    ids = np.random.default_rng(1).integers(0, 256, (2, 12)).astype(np.int64)
+
+    def torch_logits(model_id: str) -> np.ndarray:
+        with torch.no_grad():
+            return load_torch_model(model_id)(torch.from_numpy(ids)).logits.numpy()
+
+    fp32 = max(relative_error(logits(work.export(m), ids), torch_logits(m)) for m in FAMILIES)
+    half = work.export("tiny-llama", dtype="fp16")
+    fp16 = logits(half, ids).astype(np.float32)
+    rotated = logits(work.compile(half, "rotate", seed=1), ids).astype(np.float32)
+    return [
+        ["`test_ort_matches_pytorch`", "fp32 export of every family against PyTorch", f"{fp32:.1e}"],
+        ["`test_fp16_export_matches_pytorch`", "tiny-llama fp16 export against PyTorch fp32",
+         f"{relative_error(fp16, torch_logits('tiny-llama')):.1e}"],
+        ["`test_rotate_on_fp16_export`", "tiny-llama fp16 export, rotate against the export",
+         f"{relative_error(rotated, fp16):.1e}"],
+    ]
+
+
+def quant_ratios() -> list[list]:
+    """tests/test_quant.py: the error ratios of its quantizers on its synthetic (seeded) data."""
+    from oqcompile import quant
+
+    weight = np.random.default_rng(0).standard_t(3, (256, 32))
+    norm_error = lambda q: (np.abs(q.dequantize() - weight) ** quant.CLIP_NORM).sum()
+    rows = [["`test_clip_search_lowers_weight_error`", "int4 RTN with clip search / without (error norm)",
+             f"{norm_error(quant.rtn(weight, 4, clip_search=True)) / norm_error(quant.rtn(weight, 4)):.3f}"]]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2048, 128)) @ rng.standard_normal((128, 128))
+    x[:, :4] *= 20
+    weight = 0.05 * rng.standard_normal((128, 64))
+    output_error = lambda q: np.linalg.norm(x @ q.dequantize() - x @ weight)
+    for bits in (4, 6, 8):
+        ratio = output_error(quant.gptq(weight, x.T @ x, bits)) / output_error(quant.rtn(weight, bits))
+        rows.append(["`test_gptq_beats_rtn_on_outlier_inputs`", f"int{bits} GPTQ / RTN (output error)", f"{ratio:.3f}"])
+    grouped = quant.gptq(weight, x.T @ x, 4, group=32, act_order=True, clip_search=True)
+    rows.append(["", "int4 groups of 32: act-order GPTQ with clip search / RTN",
+                 f"{output_error(grouped) / output_error(quant.rtn(weight, 4, group=32)):.3f}"])
+    rng = np.random.default_rng(7)
+    x, weight = rng.standard_t(2, (512, 64)), rng.standard_normal((64, 32))
+    clip, error = quant.search_activation_clip(x, weight, 4)
+    unclipped = np.linalg.norm((quant.fake_quantize_per_token(x, 4) - x) @ weight) / np.linalg.norm(x @ weight)
+    rows.append(["`test_activation_clip_search_beats_no_clip_on_heavy_tails`",
+                 f"int4 per-token activations clipped at {clip} / unclipped", f"{error / unclipped:.3f}"])
+    return rows
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        work = Workspace(pathlib.Path(folder))
+        recipes = report.markdown_table(["model", "recipe", "error vs fp (portable)", "lowered vs portable, median",
+                                         "lowered vs portable, max"], recipe_errors(work))
+        singles = report.markdown_table(["test", "what", "error"], single_errors(work))
+        rounding = report.markdown_table(["test", "what", "worst error"], float_rounding_errors(work))
+        exports = report.markdown_table(["test", "what", "worst error"], export_errors(work))
+    ratios = report.markdown_table(["test", "what", "ratio"], quant_ratios())
+    print(recipes, singles, rounding, exports, ratios, sep="\n\n")
+    report.write_section("tiny-errors", "Tiny models and synthetic data: the numbers the tests bound", f"""
+Logits of the tiny models (2 x 24 random token ids, seed 0) through ORT CPU; the error of
+logits `y` against `x` is max|y - x| / max|x|. Quantization recipes calibrate on 32 rows of
+32 random token ids (seed 5) and compile with seed 0, as tests/test_quantize.py does;
+"lowered vs portable" is |lowered - portable| / max|portable| over all logits. Seeded and
+deterministic: the tests bound these numbers with a margin (see the tests).
+
+{recipes}
+
+{singles}
+
+Checks that hold to float rounding (worst case over each test's models, recipes and exporters):
+
+{rounding}
+
+Exports against PyTorch (tests/test_export.py, its ids: 2 x 12 random token ids, seed 1):
+
+{exports}
+
+The quantizers of oqcompile.quant on the seeded synthetic data of tests/test_quant.py:
+
+{ratios}
+""")
+
+
+if __name__ == "__main__":
+    main()
