@@ -13,7 +13,6 @@ DEPS_STAMP := $(VENV)/.deps-installed
 LIBRARY_STAMP := $(VENV)/.oq-library-built
 LIBRARY_SOURCES := $(shell find runtime_ops -type f) CMakeLists.txt
 MODULE_LIST := $(VENV)/.python-modules
-LIST_MODULES := find oqcompile passes models -name '*.py' | sort
 
 .PHONY: setup demo test clean FORCE
 
@@ -23,8 +22,7 @@ $(DEPS_STAMP): pyproject.toml
 	# torch pinned to the CPU build; a bare requirement may pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0 scikit-build-core
 	$(BIN)/pip install -q --no-build-isolation -e ".[test]"
-	$(LIST_MODULES) > $(MODULE_LIST)
-	touch $@ $(LIBRARY_STAMP)
+	touch $@
 
 $(LIBRARY_STAMP): $(DEPS_STAMP) $(LIBRARY_SOURCES) $(MODULE_LIST)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
@@ -32,7 +30,7 @@ $(LIBRARY_STAMP): $(DEPS_STAMP) $(LIBRARY_SOURCES) $(MODULE_LIST)
 
 # Rewritten only when the set of Python files changes.
 $(MODULE_LIST): FORCE | $(DEPS_STAMP)
-	@$(LIST_MODULES) > $@.new
+	@find oqcompile passes models -name '*.py' | sort > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
 setup: $(LIBRARY_STAMP)
