@@ -1,18 +1,23 @@
 """CPU speed and memory of the oq op library, per op and end to end on SmolLM2.
 
-Per op (one ORT session per case, the session's default threads, median of repeated runs):
+Per op (one ORT session per case, the session's default threads, median of repeated runs),
+section ``speed-per-op``:
 
-- linear layers at SmolLM2 and LLaMA-7B shapes, from float input to float output: ORT fp32
-  ``MatMul``; ORT ``quantize_dynamic`` of that MatMul (int8 weights, dynamic int8
-  activations: ORT fuses it into ``DynamicQuantizeMatMul``); and oq
-  ``QuantizePerToken`` + ``QMatMul`` with int8, int6 and int4 weights;
-- ``oq.Hadamard`` against a dense ``MatMul`` by ``H_n``.
+- linear layers at SmolLM2, LLaMA-3.2-1B and LLaMA-7B shapes, from float input to float
+  output, for M tokens: ORT fp32 ``MatMul``; ORT ``quantize_dynamic`` of that MatMul (int8
+  weights, dynamic int8 activations: ORT fuses it into ``DynamicQuantizeMatMul``); ORT
+  ``MatMulNBits`` (4-bit weights in blocks of 32, ``accuracy_level`` 4: int8 activations);
+  and oq ``QuantizePerToken`` + ``QMatMul`` as W8A8, W6A6, W4A8 and W4A4, once per CPU
+  instruction set the op library can use here (``OQ_CPU_ISA``);
+- the resident memory each format adds per weight (RSS of a fresh process after creating the
+  session and running one token, less before, over K x N);
+- ``oq.Hadamard`` per instruction set against a dense ``MatMul`` by ``H_n`` and a NumPy copy.
 
-End to end, SmolLM2 exported with a KV cache, each model in its own process: prefill of 512
-and 2048 tokens, per-token decode after a 512-token prefill, weight file size and the
-process's peak RSS, for fp32, ORT ``quantize_dynamic`` and the lowered ``quarot-w8a8``,
-``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill time goes per op
-type (ORT's node profile, in a separate process). Ratios are to fp32 in the same run
+End to end (section ``speed``), SmolLM2 exported with a KV cache, each model in its own
+process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill, weight
+file size and the process's peak RSS, for fp32, ORT ``quantize_dynamic`` and the lowered
+``quarot-w8a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill
+time goes per op type (ORT's node profile, in a separate process). Ratios are within one run
 (shared, noisy machines: compare within a run, not across runs).
 """
 
@@ -30,8 +35,12 @@ import report
 from report import MODEL, compile_step, file_mib, ort_dynamic_step
 
 LINEAR_SHAPES = {"SmolLM2 q_proj": (576, 576), "SmolLM2 up_proj": (576, 1536), "SmolLM2 down_proj": (1536, 576),
+                 "LLaMA-3.2-1B up_proj": (2048, 8192), "LLaMA-3.2-1B down_proj": (8192, 2048),
                  "LLaMA-7B up_proj": (4096, 11008), "LLaMA-7B down_proj": (11008, 4096)}
-HADAMARD_SIZES = (576, 1536, 4096, 14336)
+HADAMARD_SIZES = (576, 1536, 2048, 4096, 8192, 14336)
+OQ_FORMATS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A4": (4, 4)}  # (weight bits, activation bits)
+FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
+SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call
 END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic", "quarot-w8a8": "quarot-w8a8",
               "ot-quarot-w6a6": "ot-quarot-w6a6", "ot-quarot-w4a4": "ot-quarot-w4a4"}
 
@@ -70,47 +79,114 @@ def _model(nodes, inputs, initializers):
 
 
 def linear_models(k: int, n: int, folder: pathlib.Path) -> dict:
-    """The contenders for one ``[M, k] x [k, n]`` linear layer, as ONNX models."""
+    """The contenders for one ``[M, k] x [k, n]`` linear layer, as ONNX models (oq ones by format)."""
     import onnx
     from onnx import numpy_helper
 
-    from oqcompile.quant import pack_codes, rtn
+    from oqcompile.quant import pack_codes, pack_matmulnbits, rtn
 
     rng = np.random.default_rng(0)
     weight = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-    models = {"ORT fp32 MatMul": _model([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], ["x"],
-                                        [numpy_helper.from_array(weight, "w")])}
+    models = {FP32: _model([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], ["x"],
+                           [numpy_helper.from_array(weight, "w")])}
     fp32_path, dynamic_path = folder / "matmul.onnx", folder / "matmul.dynamic.onnx"
-    onnx.save(models["ORT fp32 MatMul"], fp32_path)
+    onnx.save(models[FP32], fp32_path)
     ort_dynamic_step(str(fp32_path), str(dynamic_path))
-    models["ORT DynamicQuantizeMatMul (int8)"] = onnx.load(dynamic_path)
-    for bits in (8, 6, 4):
-        quantized = rtn(weight, bits, clip_search=False)
-        nodes = [onnx.helper.make_node("QuantizePerToken", ["x"], ["codes", "scales"], domain="oq", bits=bits),
+    models[DYNAMIC] = onnx.load(dynamic_path)
+    packed, scales = pack_matmulnbits(rtn(weight, 4, group=32))
+    nbits = onnx.helper.make_node("MatMulNBits", ["x", "b", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=4,
+                                  block_size=32, accuracy_level=4)
+    models[NBITS] = _model([nbits], ["x"], [numpy_helper.from_array(packed, "b"),
+                                            numpy_helper.from_array(scales.astype(np.float32), "s")])
+    for name, (weight_bits, activation_bits) in OQ_FORMATS.items():
+        quantized = rtn(weight, weight_bits)
+        nodes = [onnx.helper.make_node("QuantizePerToken", ["x"], ["codes", "scales"], domain="oq",
+                                       bits=activation_bits),
                  onnx.helper.make_node("QMatMul", ["codes", "scales", "w", "w_scales"], ["y"], domain="oq",
-                                       bits=bits, in_features=k)]
-        initializers = [numpy_helper.from_array(pack_codes(quantized.codes, bits), "w"),
+                                       bits=weight_bits, in_features=k)]
+        initializers = [numpy_helper.from_array(pack_codes(quantized.codes, weight_bits), "w"),
                         numpy_helper.from_array(quantized.scales.T.astype(np.float32).copy(), "w_scales")]
-        models[f"oq QMatMul W{bits}A{bits}"] = _model(nodes, ["x"], initializers)
+        models[f"oq {name}"] = _model(nodes, ["x"], initializers)
     return models
 
 
-def per_op_linear(tokens: list[int], folder: pathlib.Path) -> str:
+def _sessions_per_isa(models: dict, isas: list[str]) -> dict:
+    """``{(name, isa): session}``: ORT's own models once (isa ``-``), each oq model once per ISA."""
+    import os
+
+    sessions = {}
+    for name, model in models.items():
+        for isa in (isas if name.startswith("oq ") else ["-"]):
+            os.environ["OQ_CPU_ISA"] = "" if isa == "-" else isa  # read when the kernel is created
+            sessions[name, isa] = _session(model)
+    os.environ.pop("OQ_CPU_ISA")
+    return sessions
+
+
+def per_op_linear(tokens: list[int], isas: list[str], folder: pathlib.Path) -> str:
+    """One row per (shape, M, contender, ISA): ms, speed against fp32 and against ORT's faster
+    quantized kernel (DynamicQuantizeMatMul or MatMulNBits) at that shape and M."""
     rows = []
     for shape_name, (k, n) in LINEAR_SHAPES.items():
-        sessions = {name: _session(model) for name, model in linear_models(k, n, folder).items()}
+        sessions = _sessions_per_isa(linear_models(k, n, folder), isas)
         for m in tokens:
             x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
-            times = {name: median_seconds(lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}
-            base = times["ORT fp32 MatMul"]
-            for name, seconds in times.items():
-                rows.append([shape_name, f"{k}x{n}", m, name, f"{seconds * 1e3:.3f}", f"{base / seconds:.2f}x"])
-            print(f"{shape_name} M={m}: " + ", ".join(f"{name} {t * 1e3:.2f} ms" for name, t in times.items()),
-                  flush=True)
-    return report.markdown_table(["layer", "K x N", "tokens M", "implementation", "ms", "speed vs fp32"], rows)
+            times = {key: median_seconds(lambda s=s: s.run(None, {"x": x})) for key, s in sessions.items()
+                     if key[1] != "scalar" or m * k * n <= SCALAR_MACS}
+            base, best_ort = times[FP32, "-"], min(times[DYNAMIC, "-"], times[NBITS, "-"])
+            for (name, isa), seconds in times.items():
+                rows.append([shape_name, f"{k}x{n}", m, name, isa, f"{seconds * 1e3:.3f}", f"{base / seconds:.2f}x",
+                             f"{best_ort / seconds:.2f}x"])
+            print(f"{shape_name} M={m}: " + ", ".join(f"{name} [{isa}] {t * 1e3:.2f} ms"
+                                                      for (name, isa), t in times.items()), flush=True)
+    return report.markdown_table(["layer", "K x N", "tokens M", "implementation", "oq ISA", "ms", "speed vs fp32",
+                                  "speed vs ORT's faster int kernel"], rows)
 
 
-def per_op_hadamard(rows_count: int) -> str:
+def resident_step(path: str, k: int) -> int:
+    """Bytes of RSS that creating a session for ``path`` and running one token add (run in a fresh process)."""
+    import os
+
+    import onnxruntime as ort
+
+    from oqcompile.runtime import session_options
+
+    def rss() -> int:
+        return int(pathlib.Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    options = session_options()
+    before = rss()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.zeros((1, k), np.float32)})
+    return rss() - before
+
+
+def resident_bytes(small: str, large: str, folder: pathlib.Path) -> str:
+    """Resident bytes per weight of each format: the RSS a session adds (each in a fresh process)
+    at the ``large`` layer shape less that at the ``small`` one, over the difference in weights
+    (the session's fixed cost cancels)."""
+    import onnx
+
+    added = {}
+    for shape_name in (small, large):
+        k, n = LINEAR_SHAPES[shape_name]
+        for name, model in linear_models(k, n, folder).items():
+            path = folder / "resident.onnx"
+            onnx.save(model, path)
+            added[name, shape_name], _, _ = report.measure(resident_step, str(path), k)
+    weights = np.prod(LINEAR_SHAPES[large]) - np.prod(LINEAR_SHAPES[small])
+    rows = []
+    for name in dict.fromkeys(name for name, _ in added):
+        per_weight = (added[name, large] - added[name, small]) / weights
+        rows.append([name, f"{added[name, large] / 2**20:.1f}", f"{per_weight:.2f}"])
+        print(f"resident {name}: {per_weight:.2f} bytes per weight", flush=True)
+    return report.markdown_table(["implementation", f"resident MiB at {large}",
+                                  f"bytes per weight ({large} less {small})"], rows)
+
+
+def per_op_hadamard(rows_count: int, isas: list[str]) -> str:
+    import os
+
     import onnx
     from onnx import numpy_helper
 
@@ -127,12 +203,17 @@ def per_op_hadamard(rows_count: int) -> str:
             initializers.append(numpy_helper.from_array(kronecker_pair(size)[0].astype(np.float32), "f"))
         fast = _model([onnx.helper.make_node("Hadamard", inputs, ["y"], domain="oq")], ["x"], initializers)
         x = np.random.default_rng(2).standard_normal((rows_count, size)).astype(np.float32)
-        dense_s, fast_s = (median_seconds(lambda s=_session(m): s.run(None, {"x": x})) for m in (dense, fast))
+        dense_s = median_seconds(lambda s=_session(dense): s.run(None, {"x": x}))
         copy_s = median_seconds(lambda: x.copy())
-        rows.append([size, f"{a}x{size // a}", f"{dense_s * 1e3:.3f}", f"{fast_s * 1e3:.3f}", f"{dense_s / fast_s:.1f}x",
-                     f"{fast_s / copy_s:.1f}x"])
-        print(f"Hadamard {size}: dense {dense_s * 1e3:.2f} ms, oq {fast_s * 1e3:.2f} ms", flush=True)
-    return report.markdown_table(["n", "H_K x H_m", "dense MatMul ms", "oq.Hadamard ms", "oq speed-up",
+        for isa in isas:
+            os.environ["OQ_CPU_ISA"] = isa
+            fast_s = median_seconds(lambda s=_session(fast): s.run(None, {"x": x}))
+            rows.append([size, f"{a}x{size // a}", isa, f"{dense_s * 1e3:.3f}", f"{fast_s * 1e3:.3f}",
+                         f"{dense_s / fast_s:.1f}x", f"{fast_s / copy_s:.1f}x"])
+            print(f"Hadamard {size} [{isa}]: dense {dense_s * 1e3:.2f} ms, oq {fast_s * 1e3:.2f} ms, "
+                  f"copy {copy_s * 1e3:.2f} ms", flush=True)
+        os.environ.pop("OQ_CPU_ISA")
+    return report.markdown_table(["n", "H_K x H_m", "oq ISA", "dense MatMul ms", "oq.Hadamard ms", "oq speed-up",
                                   "oq time / NumPy copy time"], rows)
 
 
@@ -227,22 +308,34 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
 
 
 def main() -> None:
+    from oqcompile.runtime import cpu_isas
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("per-op", "end-to-end", "all"), default="all")
+    parser.add_argument("--tokens", default="1,16,512,2048", help="token counts M of the per-op linear layers")
+    parser.add_argument("--isas", default=",".join(cpu_isas()),
+                        help="oq CPU instruction sets to time (default: every one this CPU has)")
     parser.add_argument("--calib-tokens", type=int, default=4096,
                         help="calibration tokens for the compiled models (speed does not depend on them)")
     parser.add_argument("--decode-steps", type=int, default=32)
-    parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args()
+    isas = args.isas.split(",")
     with tempfile.TemporaryDirectory() as scratch:
         folder = pathlib.Path(scratch)
-        linear = per_op_linear([1, 512], folder)
-        hadamard_table = per_op_hadamard(512)
-        body = ("### Linear layers (float in, float out), per call\n\n" + linear
-                + "\n\n### oq.Hadamard against a dense MatMul, 512 rows\n\n" + hadamard_table)
-        if not args.skip_end_to_end:
-            body += ("\n\n### End to end, SmolLM2-135M with KV cache (batch 1)\n\n"
-                     + end_to_end(folder, args.calib_tokens, (512, 2048), args.decode_steps))
-    report.write_section("speed", "CPU speed and memory (benchmarks/speed.py)", body)
+        if args.part in ("per-op", "all"):
+            body = (f"oq instruction sets timed: {', '.join(isas)} (this CPU has {', '.join(cpu_isas())}); "
+                    f"scalar only below {SCALAR_MACS:.0e} multiply-adds per call.\n\n"
+                    "### Linear layers (float in, float out), per call\n\n"
+                    + per_op_linear([int(m) for m in args.tokens.split(",")], isas, folder)
+                    + "\n\n### Resident memory per weight (a fresh process: session created, one token run)\n\n"
+                    + resident_bytes("SmolLM2 q_proj", "LLaMA-7B up_proj", folder)
+                    + "\n\n### oq.Hadamard against a dense MatMul and a NumPy copy, 512 rows\n\n"
+                    + per_op_hadamard(512, isas))
+            report.write_section("speed-per-op", "CPU speed per op (benchmarks/speed.py --part per-op)", body)
+        if args.part in ("end-to-end", "all"):
+            body = ("### End to end, SmolLM2-135M with KV cache (batch 1)\n\n"
+                    + end_to_end(folder, args.calib_tokens, (512, 2048), args.decode_steps))
+            report.write_section("speed", "CPU speed end to end (benchmarks/speed.py --part end-to-end)", body)
 
 
 if __name__ == "__main__":
