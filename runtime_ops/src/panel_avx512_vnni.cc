@@ -13,7 +13,7 @@ namespace oq {
 namespace {
 
 struct DotsU8Avx512Vnni {
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 8;
   template <int R>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
     const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
