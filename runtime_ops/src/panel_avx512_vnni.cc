@@ -16,19 +16,34 @@ struct DotsU8Avx512Vnni {
   static constexpr int kRows = 8;
   template <int R>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+    // Short tiles (decode: one row) keep U independent sums per row over interleaved quads, so
+    // consecutive vpdpbusd do not wait on each other's latency; integer sums, so still exact.
+    constexpr int U = R >= 4 ? 1 : 4 / R;
     const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
     const int8_t* w = GroupWeights(p, g);
-    __m512i acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
-    for (size_t q = 0; q < p.quads; ++q) {
-      const __m512i wv = _mm512_loadu_si512(w + q * 64);
-      for (int r = 0; r < R; ++r) {
-        int32_t quad;
-        std::memcpy(&quad, a + r * p.a_stride + q * kQuad, sizeof quad);
-        acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(quad), wv);
-      }
+    __m512i acc[R][U];
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < U; ++u) acc[r][u] = _mm512_setzero_si512();
+    size_t q = 0;
+    for (; q + U <= p.quads; q += U) {
+      for (int u = 0; u < U; ++u) Step<R>(p, a, w, q + u, acc, u);
     }
-    for (int r = 0; r < R; ++r) _mm512_storeu_si512(out[r], acc[r]);
+    for (; q < p.quads; ++q) Step<R>(p, a, w, q, acc, 0);
+    for (int r = 0; r < R; ++r) {
+      for (int u = 1; u < U; ++u) acc[r][0] = _mm512_add_epi32(acc[r][0], acc[r][u]);
+      _mm512_storeu_si512(out[r], acc[r][0]);
+    }
+  }
+
+  // Quad q of R rows into their sums number u: one weight load, R broadcasts and vpdpbusd.
+  template <int R, int U>
+  static void Step(const PanelArgs& p, const uint8_t* a, const int8_t* w, size_t q, __m512i (&acc)[R][U], int u) {
+    const __m512i wv = _mm512_loadu_si512(w + q * 64);
+    for (int r = 0; r < R; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, a + r * p.a_stride + q * kQuad, sizeof quad);
+      acc[r][u] = _mm512_dpbusd_epi32(acc[r][u], _mm512_set1_epi32(quad), wv);
+    }
   }
 };
 
