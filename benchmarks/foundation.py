@@ -16,7 +16,7 @@ import argparse
 import pathlib
 
 import report
-from report import MODEL, export_step, perplexity_step, relative_error
+from report import MODEL, export_step, logits, perplexity_step, relative_error
 
 TEST_TOKENS, TEST_SEQ = 2048, 512  # the perplexity protocol of tests/test_real_model.py
 ROTATIONS = ("rotate", "fuse_norms", "rotate_residual", "rotate_heads", "rotate_qk", "online_hadamard")
@@ -53,17 +53,13 @@ def logit_errors_step(exported: str, out: str) -> tuple[float, float]:
 
     from oqcompile import compile_file
     from oqcompile.data import EVALUATION_BOOK, book_tokens
-    from oqcompile.evaluate import feeds, session
     from oqcompile.models import load_torch_model
-
-    def logits(path, ids):
-        onnx_session = session(path)
-        return onnx_session.run(None, feeds(onnx_session, ids))[0]
 
     tokens = book_tokens(EVALUATION_BOOK, MODEL)
     ids = tokens[:128].reshape(1, 128)
     with torch.no_grad():
-        against_torch = relative_error(logits(exported, ids), load_torch_model(MODEL)(torch.from_numpy(ids)).logits.numpy())
+        torch_logits = load_torch_model(MODEL)(torch.from_numpy(ids)).logits.numpy()
+    against_torch = relative_error(logits(exported, ids), torch_logits)
     ids = tokens[:256].reshape(2, 128)
     expected = logits(exported, ids)
     rotations = max(relative_error(logits(compile_file(exported, f"{out}/{MODEL}.{name}.onnx", name).target, ids),
@@ -103,7 +99,8 @@ def main() -> None:
                      f"{peak:.2f}", f"{value:.4f} ({(value - reference) / reference:+.1e} vs the export)"])
     (against_torch, rotations), seconds, peak = report.measure(logit_errors_step, exported, str(out))
     rows.append(["max logit error, ORT export against PyTorch (128 tokens); worst rotation recipe against "
-                 "the export (2 x 128 tokens)", f"{seconds:.1f}", f"{peak:.2f}", f"{against_torch:.1e}; {rotations:.1e}"])
+                 "the export (2 x 128 tokens)", f"{seconds:.1f}", f"{peak:.2f}",
+                 f"{against_torch:.1e}; {rotations:.1e}"])
     table = report.markdown_table(["step", "seconds", "peak RSS GiB", "perplexity or error"], rows)
     print(table)
     report.write_section("foundation", "SmolLM2-135M fp32: export, rotate, perplexity (ORT and PyTorch)", f"""

@@ -62,6 +62,23 @@ def perplexity_step(path: str, count: int | None, seq: int) -> float:
                       progress=False).perplexity
 
 
+def logits(path, ids, optimization=None):
+    """ORT CPU logits of the model at ``path`` for token ``ids`` (oq ops registered when installed);
+    ``optimization``: an ORT graph optimization level (default: ORT's)."""
+    import onnxruntime as ort
+
+    from oqcompile.evaluate import feeds, session
+    from oqcompile.runtime import session_options
+
+    if optimization is None:
+        onnx_session = session(path)
+    else:
+        options = session_options()
+        options.graph_optimization_level = optimization
+        onnx_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx_session.run(None, feeds(onnx_session, ids))[0]
+
+
 def relative_error(actual, expected) -> float:
     """``max|actual - expected| / max|expected|``, the logit error the tests bound (tests/conftest.py)."""
     import numpy as np

@@ -24,6 +24,7 @@ time goes per op type (ORT's node profile, in a separate process). Ratios are wi
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import statistics
 import tempfile
@@ -112,8 +113,6 @@ def linear_models(k: int, n: int, folder: pathlib.Path) -> dict:
 
 def _sessions_per_isa(models: dict, isas: list[str]) -> dict:
     """``{(name, isa): session}``: ORT's own models once (isa ``-``), each oq model once per ISA."""
-    import os
-
     sessions = {}
     for name, model in models.items():
         for isa in (isas if name.startswith("oq ") else ["-"]):
@@ -145,8 +144,6 @@ def per_op_linear(tokens: list[int], isas: list[str], folder: pathlib.Path) -> s
 
 def resident_step(path: str, k: int) -> int:
     """Bytes of RSS that creating a session for ``path`` and running one token add (run in a fresh process)."""
-    import os
-
     import onnxruntime as ort
 
     from oqcompile.runtime import session_options
@@ -185,8 +182,6 @@ def resident_bytes(small: str, large: str, folder: pathlib.Path) -> str:
 
 
 def per_op_hadamard(rows_count: int, isas: list[str]) -> str:
-    import os
-
     import onnx
     from onnx import numpy_helper
 

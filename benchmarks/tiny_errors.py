@@ -28,19 +28,8 @@ IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
 
 
 def logits(path: pathlib.Path, ids: np.ndarray = IDS, optimization=None) -> np.ndarray:
-    """ORT CPU logits of ``path``; ``optimization``: an ORT graph optimization level (default: ORT's)."""
-    import onnxruntime as ort
-
-    from oqcompile.evaluate import feeds, session
-    from oqcompile.runtime import session_options
-
-    if optimization is None:
-        onnx_session = session(path)
-    else:
-        options = session_options()
-        options.graph_optimization_level = optimization
-        onnx_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return onnx_session.run(None, feeds(onnx_session, ids))[0]
+    """ORT logits of ``path`` (by default on the tests' ids)."""
+    return report.logits(path, ids, optimization)
 
 
 class Workspace:

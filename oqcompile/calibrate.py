@@ -20,6 +20,7 @@ of calibration tokens (ORT's own calibrator keeps every batch of every tensor).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import pathlib
@@ -48,20 +49,20 @@ class CalibrationData:
 
     def __init__(self, windows: np.ndarray | None, source: str, batch: int = 1,
                  reader: Callable[[], tuple[np.ndarray, str]] | None = None):
-        self._windows, self._source, self._reader = windows, source, reader
+        self._reader = reader or (lambda: (windows, source))
         self.batch = batch
+
+    @functools.cached_property
+    def _read(self) -> tuple[np.ndarray, str]:
+        return self._reader()
 
     @property
     def windows(self) -> np.ndarray:
-        if self._reader is not None:
-            self._windows, self._source = self._reader()
-            self._reader = None
-        return self._windows
+        return self._read[0]
 
     @property
     def source(self) -> str:  # e.g. "emma[:32768]"
-        self.windows  # noqa: B018  (reads the book if that has not happened yet)
-        return self._source
+        return self._read[1]
 
     @property
     def tokens(self) -> int:
@@ -74,8 +75,12 @@ class CalibrationData:
         return digest.hexdigest()[:16]
 
 
-def calibration_data(tokenizer_id: str, tokens: int, seq: int = 1024, batch: int = 1) -> CalibrationData:
-    """The first ``tokens`` tokens of the calibration book (Emma) in windows of ``seq``, read on first use."""
+def calibration_data(tokenizer: str | Callable[[], str], tokens: int, seq: int = 1024,
+                     batch: int = 1) -> CalibrationData:
+    """The first ``tokens`` tokens of the calibration book (Emma) in windows of ``seq``, read on first use.
+
+    ``tokenizer`` is a model id or HF directory, or a function giving one (then also called on first use).
+    """
     if tokens < 1:
         raise OQError(f"--calib-tokens must be positive, not {tokens}")
     if tokens < seq:
@@ -84,7 +89,7 @@ def calibration_data(tokenizer_id: str, tokens: int, seq: int = 1024, batch: int
     def read() -> tuple[np.ndarray, str]:
         from oqcompile.data import CALIBRATION_BOOK, book_tokens
 
-        ids = book_tokens(CALIBRATION_BOOK, tokenizer_id)
+        ids = book_tokens(CALIBRATION_BOOK, tokenizer() if callable(tokenizer) else tokenizer)
         windows = min(tokens, len(ids)) // seq
         return ids[: windows * seq].reshape(windows, seq), f"{CALIBRATION_BOOK}[:{windows * seq}]"
 

@@ -141,8 +141,8 @@ def _optimize(args) -> int:
     from oqcompile.calibrate import calibration_data
     from oqcompile.compiler import compile_file
 
-    # Read only if a pass of the recipe reads activation statistics.
-    calibration = calibration_data(_tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
+    # The tokenizer and the text are read only if a pass of the recipe reads activation statistics.
+    calibration = calibration_data(lambda: _tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
     summary = compile_file(args.file, args.output, args.recipe, seed=args.seed, calibration=calibration,
                            portable=args.portable, progress=sys.stderr.isatty())
     print(f"wrote {summary.target} (recipe {summary.recipe}{', portable' if summary.portable else ''}, seed "

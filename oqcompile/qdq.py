@@ -180,9 +180,7 @@ def activation_qdqs(graph: ir.Graph) -> list[ActivationQDQ]:
         tag = QDQTag.read(node)
         if node.op_type != "DequantizeLinear" or tag is None or tag.granularity not in GRANULARITIES:
             continue
-        quantize = node.inputs[0].producer()
-        if quantize.op_type == "Clip":  # 6-bit codes
-            quantize = quantize.inputs[0].producer()
+        quantize = _quantize_of(node)
         static_scale = None if tag.granularity == "per_token" else float(const_array(quantize.inputs[1]))
         found.append(ActivationQDQ(tag, quantize.inputs[0], node, static_scale))
     return found
@@ -191,12 +189,18 @@ def activation_qdqs(graph: ir.Graph) -> list[ActivationQDQ]:
 def quantized_input(dequantize: ir.Node) -> ir.Value | None:
     """``x`` when ``dequantize`` reads ``[Clip](QuantizeLinear(x, ...))`` of a non-constant ``x``
     (any activation QDQ, whoever wrote it)."""
+    quantize = _quantize_of(dequantize)
+    if quantize is None or is_const(quantize.inputs[0]):
+        return None
+    return quantize.inputs[0]
+
+
+def _quantize_of(dequantize: ir.Node) -> ir.Node | None:
+    """The ``QuantizeLinear`` whose codes ``dequantize`` reads, directly or through a (6-bit) ``Clip``."""
     codes = dequantize.inputs[0].producer()
     if codes is not None and codes.op_type == "Clip":
         codes = codes.inputs[0].producer()
-    if codes is None or codes.op_type != "QuantizeLinear" or is_const(codes.inputs[0]):
-        return None
-    return codes.inputs[0]
+    return codes if codes is not None and codes.op_type == "QuantizeLinear" else None
 
 
 def dequantizers(quantize: ir.Node) -> list[ir.Node]:
