@@ -95,8 +95,8 @@ def test_quantize_per_token_rejects_bad_attributes():
 
 def qmatmul_session(dtype, bits: int, in_features: int, bias: bool,
                     constants: dict[str, np.ndarray] = {}) -> ort.InferenceSession:
-    """A QMatMul session; weights given in ``constants`` are initializers (packed once at session
-    creation), else inputs (packed on every call)."""
+    """A QMatMul session; weights given in ``constants`` are initializers (their group sums, and
+    int6 panels, made once at session creation), else inputs (read on every call)."""
     kind = FLOAT_TYPES[dtype]
     inputs = {"codes": onnx.TensorProto.INT8, "scales": kind, "w": onnx.TensorProto.UINT8,
               "w_scales": onnx.TensorProto.FLOAT}
@@ -136,12 +136,13 @@ def test_qmatmul_matches_numpy(cpu_isa, bits, activation_bits, k, n, lead, group
 
 @pytest.mark.parametrize("bits", [8, 6, 4])
 @pytest.mark.parametrize("activation_bits", [8, 4])
-def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits):
-    """SmolLM2's down_proj with 600 tokens (several row blocks and panels), per channel and in groups of 128,
-    with weights packed at session creation."""
+@pytest.mark.parametrize("tokens", [1, 5, 600])
+def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits, tokens):
+    """SmolLM2's down_proj for decode (1 and 5 tokens: the row kernels) and 600 tokens (several
+    row blocks and panels), per channel and in groups of 128, with constant weights."""
     rng = np.random.default_rng(bits)
     for groups in (1, 12):
-        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, 600), 1536, 576, groups,
+        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, tokens), 1536, 576, groups,
                                                                          np.float32, activation_bits)
         actual = run_qmatmul(np.float32, bits, 1536, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
                              bias, constant_weights=True)
@@ -151,18 +152,20 @@ def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits):
 
 @pytest.mark.parametrize("bits", [8, 6, 4])
 @pytest.mark.parametrize("activation_bits", [8, 6, 4])
-def test_qmatmul_integer_sums_are_exact_at_the_extremes(cpu_isa, bits, activation_bits):
+@pytest.mark.parametrize("tokens", [16, 200])
+def test_qmatmul_integer_sums_are_exact_at_the_extremes(cpu_isa, bits, activation_bits, tokens):
     """Codes and weights at the ends of their ranges, the largest sums the int16 steps of the
-    kernels meet: every output is the exact integer (unit scales, fp32 represents them)."""
+    kernels meet, through the row kernels (16 tokens) and the panels (200): every output is the
+    exact integer (unit scales, fp32 represents them)."""
     k, n = 1024, 48
     a_low, a_high = qrange(activation_bits)
     w_low, w_high = qrange(bits)
     rng = np.random.default_rng(bits * 10 + activation_bits)
-    codes = rng.choice([a_low, a_high], (16, k)).astype(np.int8)
+    codes = rng.choice([a_low, a_high], (tokens, k)).astype(np.int8)
     codes[0], codes[1] = a_low, a_high  # rows whose products all share one sign
     weight = rng.choice([w_low, w_high], (k, n)).astype(np.int8)
     weight[:, 0], weight[:, 1] = w_low, w_high
-    scales, weight_scales = np.ones((16, 1), np.float32), np.ones((n, 1), np.float32)
+    scales, weight_scales = np.ones((tokens, 1), np.float32), np.ones((n, 1), np.float32)
     actual = run_qmatmul(np.float32, bits, k, codes, scales, pack_codes(weight, bits), weight_scales, None,
                          constant_weights=True)
     np.testing.assert_array_equal(actual, codes.astype(np.int64) @ weight.astype(np.int64))

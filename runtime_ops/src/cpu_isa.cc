@@ -6,9 +6,12 @@ namespace oq {
 
 namespace {
 
-const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr, TransformRowsScalar};
-const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2, TransformRowsAvx2};
-const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr, TransformRowsAvx2};
+const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr, {RowsInt4Scalar, 2, false}, {RowsInt8Scalar, 1, false},
+                     TransformRowsScalar};
+const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2, {RowsInt4Avx2, 64, false},
+                   {RowsInt8Avx2, 16, true}, TransformRowsAvx2};
+const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr, {RowsInt4Avx512Vnni, 128, false},
+                         {RowsInt8Avx512Vnni, 64, false}, TransformRowsAvx2};
 
 bool Supported(const CpuIsa& isa) {
   __builtin_cpu_init();

@@ -88,12 +88,14 @@ template <typename T>
 struct QMatMulKernel : QMatMulAttributes {
   CpuIsa isa{};
   std::string isa_error;
-  std::shared_ptr<const WeightPanels> constant_weights;  // packed at creation if W and its scales are constant
+  // At creation, when W and its scales are constant: their group sums and (int6 only) their panels.
+  std::shared_ptr<const std::vector<int32_t>> constant_sums;
+  std::shared_ptr<const WeightPanels> constant_panels;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
 // Kernel creation beyond the attributes: the CPU kernels pick their instruction set, and
-// QMatMul also packs constant weights.
+// QMatMul also sums constant weights and unpacks constant int6 ones.
 template <typename T>
 OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel);
 template <typename T>

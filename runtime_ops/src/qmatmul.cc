@@ -1,12 +1,19 @@
 // oq.QMatMul (CPU): integer matmul of activation codes with packed int8/int6/int4 weights.
 //
-// Y[t, n] = s_t · Σ_g w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k] + bias[n] (see ops.h).
-// Weights are unpacked into int8 panels of 16 channels (weight_panels.h): once at session
-// creation when they are constant initializers, else on every call. Each call finds the range
-// [lo, hi] of its activation codes and picks the panel form (qgemm_kernels.h): unsigned
-// codes a - lo when the ISA multiplies them exactly with weights up to max|w|, else int16
-// codes. Tasks are (row block, channel panel) pairs on the session's thread pool; the group
-// sums are exact int32.
+// Y[t, n] = s_t · Σ_g w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k] + bias[n] (see ops.h), the
+// group sums exact in int32, by one of two paths:
+//  - rows (at most kRowPathTokens tokens, int8 and int4 weights): the ISA's row kernel reads the
+//    packed weight rows where ORT holds them (row_kernels.h). Decode is bound by memory, and
+//    this moves each weight byte once per call. Tasks are (64 rows, 64 channels) tiles.
+//  - panels (otherwise): weights in int8 panels of 16 channels (weight_panels.h). Each task is
+//    one panel: it unpacks the panel once and runs it over every block of kRowsPerTask rows.
+//    Constant int6 weights are unpacked once when the session creates the kernel instead (their
+//    codes straddle bytes, and no row kernel reads them). Each call finds the range [lo, hi] of
+//    its activation codes and picks the panel form (qgemm_kernels.h): unsigned codes a - lo when
+//    the ISA multiplies them exactly with weights up to 2^(bits-1) in magnitude, else int16
+//    codes; the weight sums that form needs are computed once for constant weights.
+// So int8 and int4 weights are never copied: what a W4 layer holds at run time is its packed
+// initializer, half a byte per weight, its scales and its group sums.
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -18,6 +25,84 @@ namespace oq {
 namespace {
 
 constexpr size_t kRowsPerTask = 512;
+// Up to this many tokens the row kernels beat unpacking every panel for one call (LLaMA-3.2-1B
+// and LLaMA-7B shapes on AVX-512 VNNI and AVX2, benchmarks/speed.py: even at 64 and 128 tokens).
+constexpr size_t kRowPathTokens = 128;
+constexpr size_t kChannelsPerRowTask = 64;
+constexpr size_t kRowBlock = 64;
+
+// What one call multiplies, read from the kernel's inputs.
+struct QMatMulCall {
+  size_t rows, k, n, groups;
+  int64_t bits;
+  const int8_t* a;              // [rows, k] activation codes
+  std::vector<float> a_scale;   // [rows]
+  const uint8_t* w;             // [n, PackedRowBytes(bits, k)]
+  const float* w_scales;        // [n, groups]
+  const float* bias;            // [n] or null
+};
+
+template <typename T>
+void Store(T* y, size_t index, float value) {
+  y[index] = FromFloat<T>(value);
+}
+
+// Copies rows of k codes into a row kernel's activation layout (row_kernels.h) and sums each group.
+template <typename Element>
+void LayOutRowActivations(const QMatMulCall& call, size_t block, size_t blocks, Element* out, int32_t* sums) {
+  const size_t group = call.k / call.groups, stride = call.groups * blocks * block;
+  for (size_t row = 0; row < call.rows; ++row) {
+    for (size_t g = 0; g < call.groups; ++g) {
+      const int8_t* source = call.a + row * call.k + g * group;
+      Element* target = out + row * stride + g * blocks * block;
+      int32_t sum = 0;
+      for (size_t i = 0; i < group; ++i) {
+        const size_t within = i % block;  // int4: codes meeting low nibbles, then those meeting high ones
+        const size_t slot = call.bits == 4 ? i - within + within / 2 + (i % 2) * (block / 2) : i;
+        target[slot] = source[i];
+        sum += source[i];
+      }
+      sums[row * call.groups + g] = sum;
+    }
+  }
+}
+
+template <typename T>
+void MultiplyByRows(const Ort::KernelContext& context, const QMatMulCall& call, const RowKernel& kernel, T* y) {
+  const size_t group = call.k / call.groups, blocks = (group + kernel.block - 1) / kernel.block;
+  const size_t stride = call.groups * blocks * kernel.block;
+  std::vector<int8_t> a8(kernel.int16_activations ? 0 : call.rows * stride);
+  std::vector<int16_t> a16(kernel.int16_activations ? call.rows * stride : 0);
+  std::vector<int32_t> a_sums(call.rows * call.groups);
+  if (kernel.int16_activations) {
+    LayOutRowActivations(call, kernel.block, blocks, a16.data(), a_sums.data());
+  } else {
+    LayOutRowActivations(call, kernel.block, blocks, a8.data(), a_sums.data());
+  }
+  const size_t row_bytes = PackedRowBytes(call.bits, static_cast<int64_t>(call.k));
+  const size_t chunks = (call.n + kChannelsPerRowTask - 1) / kChannelsPerRowTask;
+  const size_t row_blocks = (call.rows + kRowBlock - 1) / kRowBlock;
+  const size_t element_bytes = kernel.int16_activations ? 2 : 1;
+  const char* a = kernel.int16_activations ? reinterpret_cast<const char*>(a16.data())
+                                           : reinterpret_cast<const char*>(a8.data());
+  ParallelFor(context, chunks * row_blocks, [&](size_t task) {
+    const size_t first = task % chunks * kChannelsPerRowTask, width = std::min(kChannelsPerRowTask, call.n - first);
+    const size_t first_row = task / chunks * kRowBlock, height = std::min(kRowBlock, call.rows - first_row);
+    std::vector<int32_t> dots(width * height * call.groups);
+    kernel.dots(RowArgs{a + first_row * stride * element_bytes, stride, a_sums.data() + first_row * call.groups,
+                        height, call.w + first * row_bytes, row_bytes, width, call.groups, group, blocks, dots.data()});
+    for (size_t r = 0; r < height; ++r) {
+      const int32_t* dot = dots.data() + r * width * call.groups;
+      const float a_scale = call.a_scale[first_row + r];
+      for (size_t c = 0; c < width; ++c, dot += call.groups) {
+        const float* scale = call.w_scales + (first + c) * call.groups;
+        float sum = 0.0f;
+        for (size_t g = 0; g < call.groups; ++g) sum += scale[g] * static_cast<float>(dot[g]);
+        Store(y, (first_row + r) * call.n + first + c, a_scale * sum + (call.bias == nullptr ? 0.0f : call.bias[first + c]));
+      }
+    }
+  });
+}
 
 // Copies rows of k codes into the panels' activation layout: per group, `group` values
 // (converted by `convert`) and zeros up to whole quads.
@@ -51,58 +136,17 @@ std::pair<int32_t, int32_t> CodeRange(const Ort::KernelContext& context, const i
   return range;
 }
 
-}  // namespace
-
 template <typename T>
-OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel) {
-  if (OrtStatusPtr status = ReadAttributes(info, kernel)) return status;
-  Ort::ConstKernelInfo node(info);
-  kernel.isa = SelectCpuIsa(&kernel.isa_error);
-  if (!kernel.isa_error.empty()) return InvalidArgument("QMatMul", kernel.isa_error);
-
-  int weight_is_constant = 0, scales_are_constant = 0;
-  const Ort::ConstValue weight = node.GetTensorConstantInput(2, &weight_is_constant);
-  const Ort::ConstValue scales = node.GetTensorConstantInput(3, &scales_are_constant);
-  if (weight_is_constant && scales_are_constant) {
-    const std::vector<int64_t> w_shape = weight.GetTensorTypeAndShapeInfo().GetShape();
-    const std::vector<int64_t> s_shape = scales.GetTensorTypeAndShapeInfo().GetShape();
-    if (OrtStatusPtr status = CheckWeights(kernel.bits, kernel.in_features, w_shape, s_shape)) return status;
-    auto panels = std::make_shared<WeightPanels>(static_cast<size_t>(w_shape[0]),
-                                                 static_cast<size_t>(kernel.in_features),
-                                                 static_cast<size_t>(s_shape[1]));
-    for (size_t p = 0; p < panels->panels; ++p) {
-      panels->Pack(p, weight.GetTensorData<uint8_t>(), kernel.bits, scales.GetTensorData<float>());
-    }
-    kernel.constant_weights = std::move(panels);
-  }
-  return nullptr;
-}
-
-template <typename T>
-OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
-  Ort::KernelContext context(raw_context);
-  QMatMulShape shape;
-  if (OrtStatusPtr status = ReadQMatMulShape(context, *this, shape)) return status;
-  const size_t rows = shape.rows, k = shape.k;
-  const Ort::ConstValue codes = context.GetInput(0), token_scales = context.GetInput(1);
-  const Ort::ConstValue bias = context.GetInputCount() > 4 ? context.GetInput(4) : Ort::ConstValue{nullptr};
-  std::shared_ptr<const WeightPanels> weights = constant_weights;
-  if (weights == nullptr) {
-    const Ort::ConstValue weight = context.GetInput(2), scales = context.GetInput(3);
-    auto packed = std::make_shared<WeightPanels>(shape.n, k, shape.groups);
-    ParallelFor(context, packed->panels, [&](size_t p) {
-      packed->Pack(p, weight.GetTensorData<uint8_t>(), bits, scales.GetTensorData<float>());
-    });
-    weights = std::move(packed);
-  }
-  const size_t n = weights->n, groups = weights->groups, quads = weights->quads;
-  T* y = context.GetOutput(0, shape.y_shape).GetTensorMutableData<T>();
-  if (rows == 0) return nullptr;
+void MultiplyByPanels(const Ort::KernelContext& context, const QMatMulCall& call, const CpuIsa& isa,
+                      const WeightPanels* unpacked, const int32_t* row_sums, T* y) {
+  const size_t rows = call.rows, n = call.n, groups = call.groups;
+  thread_local WeightPanels own;  // the panel a task unpacks (weight_panels.h)
+  const WeightPanels shape(n, call.k, groups, 0);
+  const size_t quads = shape.quads;
 
   // The form of the activations: unsigned a - lo if the ISA's u8 panel is exact for them.
-  const int8_t* a = codes.GetTensorData<int8_t>();
-  const auto [lo, hi] = CodeRange(context, a, rows, k);
-  const int32_t pair = 2 * (hi - lo) * weights->MaxAbs();
+  const auto [lo, hi] = CodeRange(context, call.a, rows, call.k);
+  const int32_t pair = 2 * (hi - lo) * (1 << (call.bits - 1));
   const bool unsigned8 = isa.u8_pair_limit == 0 || pair <= isa.u8_pair_limit;
   const int32_t a_offset = unsigned8 ? lo : 0;
   const size_t int16_steps =
@@ -112,44 +156,104 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   std::vector<int16_t> a16(unsigned8 ? 0 : rows * a_stride);
   ParallelForRows(context, rows, kRowsPerTask, [&](size_t begin, size_t end) {
     if (unsigned8) {
-      LayOutActivations(a, begin, end, k, groups, quads, a8.data(),
+      LayOutActivations(call.a, begin, end, call.k, groups, quads, a8.data(),
                         [&](int8_t code) { return static_cast<uint8_t>(code - a_offset); });
     } else {
-      LayOutActivations(a, begin, end, k, groups, quads, a16.data(), [](int8_t code) { return int16_t{code}; });
+      LayOutActivations(call.a, begin, end, call.k, groups, quads, a16.data(),
+                        [](int8_t code) { return int16_t{code}; });
     }
   });
-  std::vector<float> a_scale(rows);
-  const T* token_scale = token_scales.GetTensorData<T>();
-  std::transform(token_scale, token_scale + rows, a_scale.begin(), [](T s) { return ToFloat(s); });
 
-  const float* b = bias == nullptr ? nullptr : bias.GetTensorData<float>();
-  const size_t row_blocks = (rows + kRowsPerTask - 1) / kRowsPerTask;
   const PanelFunction panel = unsigned8 ? isa.panel_u8 : isa.panel_s16;
-  ParallelFor(context, weights->panels * row_blocks, [&](size_t task) {
-    const size_t p = task % weights->panels, row = task / weights->panels * kRowsPerTask;
+  ParallelFor(context, shape.panels, [&](size_t p) {  // each task unpacks its panel once, for every row
     const size_t col = p * kPanelChannels, width = std::min(kPanelChannels, n - col);
-    const size_t height = std::min(kRowsPerTask, rows - row);
+    if (unpacked == nullptr) {
+      own.Reset(n, call.k, groups, 1);
+      own.Pack(p, call.w, call.bits, call.w_scales, row_sums, 0);
+    }
+    const WeightPanels& weights = unpacked == nullptr ? own : *unpacked;
+    const size_t slot = unpacked == nullptr ? 0 : p;
     float panel_bias[kPanelChannels] = {};
-    if (b != nullptr) std::copy(b + col, b + col + width, panel_bias);
-    PanelArgs args{unsigned8 ? static_cast<const void*>(a8.data() + row * a_stride)
-                             : static_cast<const void*>(a16.data() + row * a_stride),
-                   a_stride, a_offset, int16_steps, height, groups, quads, a_scale.data() + row,
-                   weights->codes.data() + p * weights->PanelBytes(),
-                   weights->sums.data() + p * groups * kPanelChannels,
-                   weights->scales.data() + p * groups * kPanelChannels, panel_bias, nullptr, 0, width};
-    if constexpr (std::is_same_v<T, float>) {
-      args.y = y + row * n + col;
-      args.ldy = n;
-      panel(args);
-    } else {
-      std::vector<float> out(height * width);
-      args.y = out.data();
-      args.ldy = width;
-      panel(args);
-      for (size_t r = 0; r < height; ++r)
-        for (size_t c = 0; c < width; ++c) y[(row + r) * n + col + c] = FromFloat<T>(out[r * width + c]);
+    if (call.bias != nullptr) std::copy(call.bias + col, call.bias + col + width, panel_bias);
+    std::vector<float> out(std::is_same_v<T, float> ? 0 : kRowsPerTask * width);
+    for (size_t row = 0; row < rows; row += kRowsPerTask) {
+      const size_t height = std::min(kRowsPerTask, rows - row);
+      PanelArgs args{unsigned8 ? static_cast<const void*>(a8.data() + row * a_stride)
+                               : static_cast<const void*>(a16.data() + row * a_stride),
+                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row,
+                     weights.Codes(slot), weights.Sums(slot), weights.Scales(slot), panel_bias, nullptr, 0, width};
+      if constexpr (std::is_same_v<T, float>) {
+        args.y = y + row * n + col;
+        args.ldy = n;
+        panel(args);
+      } else {
+        args.y = out.data();
+        args.ldy = width;
+        panel(args);
+        for (size_t r = 0; r < height; ++r)
+          for (size_t c = 0; c < width; ++c) Store(y, (row + r) * n + col + c, out[r * width + c]);
+      }
     }
   });
+}
+
+}  // namespace
+
+template <typename T>
+OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kernel) {
+  if (OrtStatusPtr status = ReadAttributes(info, kernel)) return status;
+  Ort::ConstKernelInfo node(info);
+  kernel.isa = SelectCpuIsa(&kernel.isa_error);
+  if (!kernel.isa_error.empty()) return InvalidArgument("QMatMul", kernel.isa_error);
+  int weight_is_constant = 0, scales_are_constant = 0;
+  const Ort::ConstValue weight = node.GetTensorConstantInput(2, &weight_is_constant);
+  const Ort::ConstValue scales = node.GetTensorConstantInput(3, &scales_are_constant);
+  if (weight_is_constant && scales_are_constant) {
+    const std::vector<int64_t> w_shape = weight.GetTensorTypeAndShapeInfo().GetShape();
+    const std::vector<int64_t> s_shape = scales.GetTensorTypeAndShapeInfo().GetShape();
+    if (OrtStatusPtr status = CheckWeights(kernel.bits, kernel.in_features, w_shape, s_shape)) return status;
+    const size_t n = static_cast<size_t>(w_shape[0]), k = static_cast<size_t>(kernel.in_features);
+    const size_t groups = static_cast<size_t>(s_shape[1]), panel_count = (n + kPanelChannels - 1) / kPanelChannels;
+    kernel.constant_sums = std::make_shared<const std::vector<int32_t>>(
+        GroupSums(weight.GetTensorData<uint8_t>(), kernel.bits, n, k, groups));
+    if (kernel.bits == 6) {  // the only width no row kernel reads where it lies
+      auto panels = std::make_shared<WeightPanels>(n, k, groups, panel_count);
+      for (size_t p = 0; p < panel_count; ++p) {
+        panels->Pack(p, weight.GetTensorData<uint8_t>(), kernel.bits, scales.GetTensorData<float>(),
+                     kernel.constant_sums->data(), p);
+      }
+      kernel.constant_panels = std::move(panels);
+    }
+  }
+  return nullptr;
+}
+
+template <typename T>
+OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
+  Ort::KernelContext context(raw_context);
+  QMatMulShape shape;
+  if (OrtStatusPtr status = ReadQMatMulShape(context, *this, shape)) return status;
+  const Ort::ConstValue codes = context.GetInput(0), token_scales = context.GetInput(1);
+  const Ort::ConstValue weight = context.GetInput(2), weight_scales = context.GetInput(3);
+  const Ort::ConstValue bias = context.GetInputCount() > 4 ? context.GetInput(4) : Ort::ConstValue{nullptr};
+  T* y = context.GetOutput(0, shape.y_shape).GetTensorMutableData<T>();
+  if (shape.rows == 0) return nullptr;
+
+  QMatMulCall call{shape.rows, shape.k, shape.n, shape.groups, bits, codes.GetTensorData<int8_t>(),
+                   std::vector<float>(shape.rows), weight.GetTensorData<uint8_t>(), weight_scales.GetTensorData<float>(),
+                   bias == nullptr ? nullptr : bias.GetTensorData<float>()};
+  const T* token_scale = token_scales.GetTensorData<T>();
+  std::transform(token_scale, token_scale + shape.rows, call.a_scale.begin(), [](T s) { return ToFloat(s); });
+
+  const RowKernel& rows = bits == 4 ? isa.rows4 : isa.rows8;
+  const bool groups_start_at_bytes = shape.groups == 1 || shape.k / shape.groups * bits % 8 == 0;
+  if (bits != 6 && shape.rows <= kRowPathTokens && groups_start_at_bytes) {
+    MultiplyByRows(context, call, rows, y);
+  } else {
+    std::shared_ptr<const std::vector<int32_t>> sums = constant_sums;
+    if (sums == nullptr) sums = std::make_shared<std::vector<int32_t>>(GroupSums(call.w, bits, call.n, call.k, call.groups));
+    MultiplyByPanels(context, call, isa, constant_panels.get(), sums->data(), y);
+  }
   return nullptr;
 }
 

@@ -1,56 +1,87 @@
 #include "weight_panels.h"
 
 #include <algorithm>
-#include <cstdlib>
+#include <cstring>
 
 namespace oq {
 
 namespace {
 
-// Decodes one packed weight row of k codes into int8.
-void DecodeRow(const uint8_t* row, int64_t bits, size_t k, int8_t* out) {
-  if (bits == 8) {
-    std::copy(row, row + k, reinterpret_cast<uint8_t*>(out));
-  } else {
-    for (size_t i = 0; i < k; ++i) out[i] = static_cast<int8_t>(PackedCode(row, static_cast<int>(bits), i));
+// The two int4 codes of each byte value, low nibble first, as the int8 pair of a little-endian word.
+struct NibblePairs {
+  uint16_t pair[256] = {};
+  constexpr NibblePairs() {
+    for (int byte = 0; byte < 256; ++byte) {
+      const int low = ((byte & 15) ^ 8) - 8, high = ((byte >> 4) ^ 8) - 8;
+      pair[byte] = static_cast<uint16_t>((low & 255) | (high & 255) << 8);
+    }
   }
+};
+constexpr NibblePairs kNibblePairs;
+
+// Codes first, ..., first + 3 of a packed row as four int8 in a little-endian word.
+inline uint32_t PackedQuad(const uint8_t* row, int64_t bits, size_t first) {
+  if (bits == 8) {
+    uint32_t quad;
+    std::memcpy(&quad, row + first, sizeof quad);
+    return quad;
+  }
+  if (bits == 4 && first % 2 == 0) {
+    return kNibblePairs.pair[row[first / 2]] | static_cast<uint32_t>(kNibblePairs.pair[row[first / 2 + 1]]) << 16;
+  }
+  uint32_t quad = 0;
+  for (size_t j = 0; j < kQuad; ++j) {
+    quad |= static_cast<uint32_t>(PackedCode(row, static_cast<int>(bits), first + j) & 255) << (8 * j);
+  }
+  return quad;
 }
 
 }  // namespace
 
-WeightPanels::WeightPanels(size_t n, size_t k, size_t groups)
-    : n(n), k(k), groups(groups), quads((k / groups + kQuad - 1) / kQuad),
-      panels((n + kPanelChannels - 1) / kPanelChannels),
-      codes(panels * groups * quads * kPanelChannels * kQuad),
-      sums(panels * groups * kPanelChannels),
-      scales(panels * groups * kPanelChannels),
-      max_abs(panels) {}
-
-void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const float* row_scales) {
+std::vector<int32_t> GroupSums(const uint8_t* packed, int64_t bits, size_t n, size_t k, size_t groups) {
   const size_t group = k / groups, row_bytes = PackedRowBytes(bits, static_cast<int64_t>(k));
-  int8_t* target = codes.data() + panel * PanelBytes();
-  std::vector<int8_t> row(k);
-  int32_t largest = 0;
-  for (size_t c = 0; c < kPanelChannels && panel * kPanelChannels + c < n; ++c) {
-    const size_t channel = panel * kPanelChannels + c;
-    DecodeRow(packed + channel * row_bytes, bits, k, row.data());
-    for (size_t g = 0; g < groups; ++g) {
-      int32_t sum = 0;
-      for (size_t i = 0; i < group; ++i) {
-        const int8_t code = row[g * group + i];
-        target[((g * quads + i / kQuad) * kPanelChannels + c) * kQuad + i % kQuad] = code;
-        sum += code;
-        largest = std::max(largest, std::abs(static_cast<int32_t>(code)));
-      }
-      sums[(panel * groups + g) * kPanelChannels + c] = sum;
-      scales[(panel * groups + g) * kPanelChannels + c] = row_scales[channel * groups + g];
-    }
+  std::vector<int32_t> sums(n * groups);
+  for (size_t c = 0; c < n; ++c) {
+    for (size_t i = 0; i < k; ++i) sums[c * groups + i / group] += PackedCode(packed + c * row_bytes, static_cast<int>(bits), i);
   }
-  max_abs[panel] = largest;
+  return sums;
 }
 
-int32_t WeightPanels::MaxAbs() const {
-  return max_abs.empty() ? 0 : *std::max_element(max_abs.begin(), max_abs.end());
+void WeightPanels::Reset(size_t n_, size_t k_, size_t groups_, size_t slots) {
+  n = n_, k = k_, groups = groups_, quads = (k / groups + kQuad - 1) / kQuad;
+  panels = (n + kPanelChannels - 1) / kPanelChannels;
+  codes.resize(std::max(codes.size(), slots * PanelBytes()));
+  sums.resize(std::max(sums.size(), slots * groups * kPanelChannels));
+  scales.resize(std::max(scales.size(), slots * groups * kPanelChannels));
+}
+
+void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const float* row_scales,
+                        const int32_t* row_sums, size_t slot) {
+  const size_t group = k / groups, row_bytes = PackedRowBytes(bits, static_cast<int64_t>(k));
+  const size_t whole_quads = group / kQuad, width = std::min(kPanelChannels, n - panel * kPanelChannels);
+  int8_t* target = codes.data() + slot * PanelBytes();
+  int32_t* slot_sums = sums.data() + slot * groups * kPanelChannels;
+  float* slot_scales = scales.data() + slot * groups * kPanelChannels;
+  std::fill(target, target + PanelBytes(), 0);
+  std::fill(slot_sums, slot_sums + groups * kPanelChannels, 0);
+  std::fill(slot_scales, slot_scales + groups * kPanelChannels, 0.0f);
+  for (size_t c = 0; c < width; ++c) {
+    const size_t channel = panel * kPanelChannels + c;
+    const uint8_t* row = packed + channel * row_bytes;
+    for (size_t g = 0; g < groups; ++g) {
+      int8_t* out = target + (g * quads * kPanelChannels + c) * kQuad;
+      for (size_t q = 0; q < whole_quads; ++q) {
+        const uint32_t quad = PackedQuad(row, bits, g * group + q * kQuad);
+        std::memcpy(out + q * kPanelChannels * kQuad, &quad, sizeof quad);
+      }
+      for (size_t i = whole_quads * kQuad; i < group; ++i) {
+        out[whole_quads * kPanelChannels * kQuad + i % kQuad] =
+            static_cast<int8_t>(PackedCode(row, static_cast<int>(bits), g * group + i));
+      }
+      slot_sums[g * kPanelChannels + c] = row_sums[channel * groups + g];
+      slot_scales[g * kPanelChannels + c] = row_scales[channel * groups + g];
+    }
+  }
 }
 
 }  // namespace oq

@@ -1,7 +1,9 @@
 // oq.QMatMul's weights in the panel layout of qgemm_kernels.h, unpacked from the op's packed
 // rows (int8 one per byte, int4 two per byte low nibble first, int6 four per three bytes as
 // little-endian 24-bit words) together with the per-group weight sums the unsigned-activation
-// panels need. Constant weights are packed once when the session creates the kernel.
+// panels need (computed once per session for constant weights: GroupSums). The storage holds `slots` panels: every panel of the matrix when it is unpacked
+// once (int6 weights of a session), or one panel a task unpacks for itself (storage a thread
+// keeps from call to call: fresh pages for every panel cost more than unpacking it).
 #pragma once
 
 #include <cstdint>
@@ -14,16 +16,25 @@ namespace oq {
 
 struct WeightPanels {
   size_t n = 0, k = 0, groups = 0, quads = 0, panels = 0;  // quads per group
-  std::vector<int8_t> codes;     // [panels, groups, quads, 16, 4]
-  std::vector<int32_t> sums;     // [panels, groups, 16]
-  std::vector<float> scales;     // [panels, groups, 16]
-  std::vector<int32_t> max_abs;  // [panels]  largest |w| of each panel
+  std::vector<int8_t> codes;     // [slots, groups, quads, 16, 4]
+  std::vector<int32_t> sums;     // [slots, groups, 16]
+  std::vector<float> scales;     // [slots, groups, 16]
 
-  WeightPanels(size_t n, size_t k, size_t groups);
-  // Fills panel `panel` from packed rows [n, PackedRowBytes(bits, k)] and scales [n, groups].
-  void Pack(size_t panel, const uint8_t* packed, int64_t bits, const float* row_scales);
-  int32_t MaxAbs() const;
+  WeightPanels() = default;
+  WeightPanels(size_t n, size_t k, size_t groups, size_t slots) { Reset(n, k, groups, slots); }
+  // The geometry of an n x k matrix in `groups` groups, storage for `slots` panels (kept if larger).
+  void Reset(size_t n, size_t k, size_t groups, size_t slots);
+  // Fills slot `slot` with panel `panel` of packed rows [n, PackedRowBytes(bits, k)], their scales and
+  // group sums (both [n, groups]), padding included.
+  void Pack(size_t panel, const uint8_t* packed, int64_t bits, const float* row_scales, const int32_t* row_sums,
+            size_t slot);
   size_t PanelBytes() const { return groups * quads * kPanelChannels * kQuad; }
+  const int8_t* Codes(size_t slot) const { return codes.data() + slot * PanelBytes(); }
+  const int32_t* Sums(size_t slot) const { return sums.data() + slot * groups * kPanelChannels; }
+  const float* Scales(size_t slot) const { return scales.data() + slot * groups * kPanelChannels; }
 };
+
+// Σ_k w over each group of packed rows [n, PackedRowBytes(bits, k)]: [n, groups].
+std::vector<int32_t> GroupSums(const uint8_t* packed, int64_t bits, size_t n, size_t k, size_t groups);
 
 }  // namespace oq

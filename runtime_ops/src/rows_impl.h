@@ -1,0 +1,79 @@
+// The ISA-independent loops of a row kernel (see row_kernels.h), included by each ISA's
+// translation unit: Tile::Run<R, C>(args, row, channel) computes the group sums of R activation
+// rows with C channels; RunRows walks the channels in tiles of Tile::kChannels and, within one,
+// the rows in tiles of Tile::kRows (the weights of a channel tile stay in cache while every row
+// meets them), the last tiles of exactly the height and width left. No library code.
+#pragma once
+
+#include "row_kernels.h"
+
+namespace oq {
+
+namespace {  // internal linkage: each instruction set's unit keeps its own copy
+
+// Group g of laid-out activation row `row` (element type A).
+template <typename A>
+inline const A* RowGroupActivations(const RowArgs& p, size_t row, size_t g, size_t block) {
+  return static_cast<const A*>(p.a) + row * p.a_stride + g * p.blocks * block;
+}
+
+// Where group g of channel c starts in the packed rows; how many bytes a group has.
+inline const uint8_t* RowGroupWeights(const RowArgs& p, size_t c, size_t g, int bits) {
+  return p.w + c * p.row_bytes + g * p.group * bits / 8;
+}
+inline size_t GroupBytes(const RowArgs& p, int bits) { return (p.group * bits + 7) / 8; }
+
+inline int32_t& RowDot(const RowArgs& p, size_t c, size_t row, size_t g) {
+  return p.dots[(row * p.channels + c) * p.groups + g];
+}
+
+template <class Tile, int R, int C>
+inline void RowsOfHeight(const RowArgs& p, size_t row, size_t channel, size_t height) {
+  if constexpr (R > 0) {
+    if (height == R) {
+      Tile::template Run<R, C>(p, row, channel);
+    } else {
+      RowsOfHeight<Tile, R - 1, C>(p, row, channel, height);
+    }
+  }
+}
+
+template <class Tile, int C>
+inline void ChannelTile(const RowArgs& p, size_t channel) {
+  size_t row = 0;
+  for (; row + Tile::kRows <= p.m; row += Tile::kRows) Tile::template Run<Tile::kRows, C>(p, row, channel);
+  if (row < p.m) RowsOfHeight<Tile, Tile::kRows - 1, C>(p, row, channel, p.m - row);
+}
+
+template <class Tile, int C>
+inline void ChannelsOfWidth(const RowArgs& p, size_t channel, size_t width) {
+  if constexpr (C > 0) {
+    if (width == C) {
+      ChannelTile<Tile, C>(p, channel);
+    } else {
+      ChannelsOfWidth<Tile, C - 1>(p, channel, width);
+    }
+  }
+}
+
+}  // namespace
+
+template <class Tile, int C>
+inline void RunChannelTiles(const RowArgs& p) {
+  size_t channel = 0;
+  for (; channel + C <= p.channels; channel += C) ChannelTile<Tile, C>(p, channel);
+  if (channel < p.channels) ChannelsOfWidth<Tile, C - 1>(p, channel, p.channels - channel);
+}
+
+// One row (decode) takes wider channel tiles: its tiles have fewer sums to keep in registers,
+// and more independent ones hide the latency of each.
+template <class Tile>
+inline void RunRows(const RowArgs& p) {
+  if (p.m == 1) {
+    RunChannelTiles<Tile, Tile::kChannelsOfOneRow>(p);
+  } else {
+    RunChannelTiles<Tile, Tile::kChannels>(p);
+  }
+}
+
+}  // namespace oq

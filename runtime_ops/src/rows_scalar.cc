@@ -1,0 +1,31 @@
+// Portable row kernels: plain loops over the packed weights (exact in int32). Blocks of 2 codes
+// for int4 and 1 for int8 make the activation layout the codes' own order.
+#include "codes.h"
+#include "rows_impl.h"
+
+namespace oq {
+
+namespace {
+
+template <int kBits>
+struct TileScalar {
+  static constexpr int kRows = 1, kChannels = 1, kChannelsOfOneRow = 1;
+  static constexpr size_t kBlock = kBits == 4 ? 2 : 1;
+  template <int R, int C>
+  static void Run(const RowArgs& p, size_t row, size_t channel) {
+    for (size_t g = 0; g < p.groups; ++g) {
+      const int8_t* a = RowGroupActivations<int8_t>(p, row, g, kBlock);
+      const uint8_t* w = RowGroupWeights(p, channel, g, kBits);
+      int32_t sum = 0;
+      for (size_t i = 0; i < p.group; ++i) sum += a[i] * PackedCode(w, kBits, i);
+      RowDot(p, channel, row, g) = sum;
+    }
+  }
+};
+
+}  // namespace
+
+void RowsInt4Scalar(const RowArgs& args) { RunRows<TileScalar<4>>(args); }
+void RowsInt8Scalar(const RowArgs& args) { RunRows<TileScalar<8>>(args); }
+
+}  // namespace oq
