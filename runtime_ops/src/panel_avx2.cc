@@ -29,8 +29,8 @@ inline __m256i BroadcastQuadS16(const int16_t* a) {
 }
 
 struct DotsU8Avx2 {
-  static constexpr int kRows = 4;
-  template <int R>
+  static constexpr int kRows = 4, kPanels = 1;
+  template <int R, int P>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
     const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
     const int8_t* w = GroupWeights(p, g);
@@ -63,8 +63,8 @@ struct DotsU8Avx2 {
 };
 
 struct DotsS16Avx2 {
-  static constexpr int kRows = 3;
-  template <int R>
+  static constexpr int kRows = 3, kPanels = 1;
+  template <int R, int P>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
     const int16_t* a = GroupActivations<int16_t>(p, row, g);
     const int8_t* w = GroupWeights(p, g);

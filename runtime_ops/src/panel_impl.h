@@ -1,8 +1,10 @@
-// The ISA-independent part of a QMatMul panel (see qgemm_kernels.h), included by each ISA's
-// translation unit: Dots::Run<R>(args, row, group, dots) sums the exact int32 dot products of
-// R activation rows with the panel's 16 channels over one group; this file loops over row
-// tiles and groups and applies scales, offset correction and bias (plain loops that the
-// compiler vectorizes with the unit's own -m flags). No library code.
+// The ISA-independent part of a QMatMul panel call (see qgemm_kernels.h), included by each
+// ISA's translation unit: Dots::Run<R, P>(args, row, group, dots) sums the exact int32 dot
+// products of R activation rows with the 16 · P channels of P consecutive panels over one
+// group; this file loops over row tiles and groups and applies scales, offset correction and
+// bias (plain loops that the compiler vectorizes with the unit's own -m flags). An ISA whose
+// tile spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice the
+// rows' broadcasts); others take the panels one at a time. No library code.
 #pragma once
 
 #include "qgemm_kernels.h"
@@ -11,27 +13,32 @@ namespace oq {
 
 namespace {  // internal linkage: each instruction set's unit keeps its own copy
 
-// Group g of activation row `row` (element type A: uint8_t or int16_t) and of the panel's weights.
+// Group g of activation row `row` (element type A: uint8_t or int16_t) and of panel j's weights.
 template <typename A>
 inline const A* GroupActivations(const PanelArgs& p, size_t row, size_t g) {
   return static_cast<const A*>(p.a) + row * p.a_stride + g * p.quads * kQuad;
 }
 
-inline const int8_t* GroupWeights(const PanelArgs& p, size_t g) { return p.w + g * p.quads * kQuad * kPanelChannels; }
+inline const int8_t* GroupWeights(const PanelArgs& p, size_t g, size_t j = 0) {
+  return p.w + (j * p.groups + g) * p.quads * kQuad * kPanelChannels;
+}
 
-}  // namespace
-
-template <class Dots, int R>
+template <class Dots, int R, int P>
 inline void PanelTile(const PanelArgs& p, size_t row) {
-  constexpr int C = static_cast<int>(kPanelChannels);
+  constexpr int C = static_cast<int>(kPanelChannels) * P;
   float sum[R][C] = {};
   for (size_t g = 0; g < p.groups; ++g) {
     int32_t dots[R][C];
-    Dots::template Run<R>(p, row, g, dots);
-    const float* scale = p.w_scales + g * C;
-    const int32_t* w_sum = p.w_sums + g * C;
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < C; ++c) sum[r][c] += scale[c] * static_cast<float>(dots[r][c] + p.a_offset * w_sum[c]);
+    Dots::template Run<R, P>(p, row, g, dots);
+    for (int j = 0; j < P; ++j) {
+      const float* scale = p.w_scales + (j * p.groups + g) * kPanelChannels;
+      const int32_t* w_sum = p.w_sums + (j * p.groups + g) * kPanelChannels;
+      for (int r = 0; r < R; ++r)
+        for (size_t c = 0; c < kPanelChannels; ++c) {
+          sum[r][j * kPanelChannels + c] += scale[c] * static_cast<float>(dots[r][j * kPanelChannels + c] +
+                                                                          p.a_offset * w_sum[c]);
+        }
+    }
   }
   for (int r = 0; r < R; ++r) {
     float* y = p.y + (row + r) * p.ldy;
@@ -41,22 +48,43 @@ inline void PanelTile(const PanelArgs& p, size_t row) {
 }
 
 // The last p.m % Dots::kRows rows, one tile of exactly that height.
-template <class Dots, int R>
+template <class Dots, int R, int P>
 inline void PanelRemainder(const PanelArgs& p, size_t row) {
   if constexpr (R > 0) {
     if (p.m - row == R) {
-      PanelTile<Dots, R>(p, row);
+      PanelTile<Dots, R, P>(p, row);
     } else {
-      PanelRemainder<Dots, R - 1>(p, row);
+      PanelRemainder<Dots, R - 1, P>(p, row);
     }
   }
 }
 
+template <class Dots, int P>
+inline void RunTiles(const PanelArgs& p) {
+  size_t row = 0;
+  for (; row + Dots::kRows <= p.m; row += Dots::kRows) PanelTile<Dots, Dots::kRows, P>(p, row);
+  PanelRemainder<Dots, Dots::kRows - 1, P>(p, row);
+}
+
+}  // namespace
+
 template <class Dots>
 inline void RunPanel(const PanelArgs& p) {
-  size_t row = 0;
-  for (; row + Dots::kRows <= p.m; row += Dots::kRows) PanelTile<Dots, Dots::kRows>(p, row);
-  PanelRemainder<Dots, Dots::kRows - 1>(p, row);
+  if constexpr (Dots::kPanels == 2) {
+    if (p.panels == 2) return RunTiles<Dots, 2>(p);
+  }
+  for (size_t j = 0; j < p.panels; ++j) {  // one panel at a time
+    PanelArgs one = p;
+    one.panels = 1;
+    one.w = GroupWeights(p, 0, j);
+    one.w_sums = p.w_sums + j * p.groups * kPanelChannels;
+    one.w_scales = p.w_scales + j * p.groups * kPanelChannels;
+    one.bias = p.bias + j * kPanelChannels;
+    one.y = p.y + j * kPanelChannels;
+    if (p.n <= j * kPanelChannels) break;
+    one.n = p.n - j * kPanelChannels < kPanelChannels ? p.n - j * kPanelChannels : kPanelChannels;
+    RunTiles<Dots, 1>(one);
+  }
 }
 
 }  // namespace oq

@@ -6,8 +6,8 @@ namespace oq {
 namespace {
 
 struct DotsScalar {
-  static constexpr int kRows = 4;
-  template <int R>
+  static constexpr int kRows = 4, kPanels = 1;
+  template <int R, int P>
   static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
     const int8_t* w = GroupWeights(p, g);
     for (int r = 0; r < R; ++r) {

@@ -1,6 +1,7 @@
 // Integer GEMM panels of oq.QMatMul, one implementation per instruction set.
 //
-// A panel computes, for m rows of activation codes a and one panel of 16 output channels,
+// A panel call computes, for m rows of activation codes a and one or two panels of 16 output
+// channels each,
 //   y[r, c] = a_scale[r] · Σ_g w_scale[g, c] · Σ_{k ∈ group g} a[r, k] · w[k, c]  (+ bias[c])
 // with exact int32 group sums. Weights are int8 codes in the panel layout of
 // weight_panels.h: per group, per quad of 4 input channels, 16 channels × 4 codes (64 bytes),
@@ -36,15 +37,25 @@ struct PanelArgs {
   size_t int16_steps;        // kUnsigned8 on AVX2: quads summed in int16 before widening
   size_t m, groups, quads;   // quads per group
   const float* a_scale;      // [m]
-  const int8_t* w;           // this panel: [groups, quads, 16, 4]
-  const int32_t* w_sums;     // [groups, 16]  Σ_k w per group and channel
-  const float* w_scales;     // [groups, 16]
-  const float* bias;         // [16], zero-padded
+  size_t panels;             // consecutive panels: 1 or kMaxPanels
+  const int8_t* w;           // [panels, groups, quads, 16, 4]
+  const int32_t* w_sums;     // [panels, groups, 16]  Σ_k w per group and channel
+  const float* w_scales;     // [panels, groups, 16]
+  const float* bias;         // [panels · 16], zero-padded
   float* y;                  // [m, ldy]; channels [0, n) are written
   size_t ldy, n;
 };
 
+constexpr size_t kMaxPanels = 2;  // panels one call may take (an ISA's tile may span both)
+
 using PanelFunction = void (*)(const PanelArgs&);
+
+// Codes [first, first + kTransposeCodes) of 16 packed weight rows (int8, or int4 with `first`
+// even) as 16 lines of the panel layout: line q holds codes first + 4q, ..., first + 4q + 3 of
+// each row in turn (64 bytes). Unpacking a panel for one call is this transpose.
+constexpr size_t kTransposeCodes = 64;
+using TransposeQuadsFunction = void (*)(const uint8_t* const* rows, int64_t bits, size_t first, int8_t* lines);
+void TransposeQuadsAvx512(const uint8_t* const* rows, int64_t bits, size_t first, int8_t* lines);  // AVX-512F/BW
 
 void PanelU8Scalar(const PanelArgs& args);
 void PanelU8Avx2(const PanelArgs& args);        // needs AVX2

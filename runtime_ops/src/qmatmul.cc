@@ -2,11 +2,12 @@
 //
 // Y[t, n] = s_t · Σ_g w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k] + bias[n] (see ops.h), the
 // group sums exact in int32, by one of two paths:
-//  - rows (at most kRowPathTokens tokens, int8 and int4 weights): the ISA's row kernel reads the
+//  - rows (at most CpuIsa::row_path_tokens tokens, int8 and int4 weights): the ISA's row kernel reads the
 //    packed weight rows where ORT holds them (row_kernels.h). Decode is bound by memory, and
 //    this moves each weight byte once per call. Tasks are (64 rows, 64 channels) tiles.
 //  - panels (otherwise): weights in int8 panels of 16 channels (weight_panels.h). Each task is
-//    one panel: it unpacks the panel once and runs it over every block of kRowsPerTask rows.
+//    two panels: it unpacks them once (a vector transpose where the ISA has one) and runs them
+//    over every block of kRowsPerTask rows.
 //    Constant int6 weights are unpacked once when the session creates the kernel instead (their
 //    codes straddle bytes, and no row kernel reads them). Each call finds the range [lo, hi] of
 //    its activation codes and picks the panel form (qgemm_kernels.h): unsigned codes a - lo when
@@ -25,9 +26,6 @@ namespace oq {
 namespace {
 
 constexpr size_t kRowsPerTask = 512;
-// Up to this many tokens the row kernels beat unpacking every panel for one call (LLaMA-3.2-1B
-// and LLaMA-7B shapes on AVX-512 VNNI and AVX2, benchmarks/speed.py: even at 64 and 128 tokens).
-constexpr size_t kRowPathTokens = 128;
 constexpr size_t kChannelsPerRowTask = 64;
 constexpr size_t kRowBlock = 64;
 
@@ -98,7 +96,8 @@ void MultiplyByRows(const Ort::KernelContext& context, const QMatMulCall& call, 
         const float* scale = call.w_scales + (first + c) * call.groups;
         float sum = 0.0f;
         for (size_t g = 0; g < call.groups; ++g) sum += scale[g] * static_cast<float>(dot[g]);
-        Store(y, (first_row + r) * call.n + first + c, a_scale * sum + (call.bias == nullptr ? 0.0f : call.bias[first + c]));
+        const float bias = call.bias == nullptr ? 0.0f : call.bias[first + c];
+        Store(y, (first_row + r) * call.n + first + c, a_scale * sum + bias);
       }
     }
   });
@@ -165,22 +164,26 @@ void MultiplyByPanels(const Ort::KernelContext& context, const QMatMulCall& call
   });
 
   const PanelFunction panel = unsigned8 ? isa.panel_u8 : isa.panel_s16;
-  ParallelFor(context, shape.panels, [&](size_t p) {  // each task unpacks its panel once, for every row
-    const size_t col = p * kPanelChannels, width = std::min(kPanelChannels, n - col);
+  const size_t tasks = (shape.panels + kMaxPanels - 1) / kMaxPanels;
+  ParallelFor(context, tasks, [&](size_t task) {  // each task unpacks its panels once, for every row
+    const size_t first = task * kMaxPanels, count = std::min(kMaxPanels, shape.panels - first);
+    const size_t col = first * kPanelChannels, width = std::min(count * kPanelChannels, n - col);
     if (unpacked == nullptr) {
-      own.Reset(n, call.k, groups, 1);
-      own.Pack(p, call.w, call.bits, call.w_scales, row_sums, 0);
+      own.Reset(n, call.k, groups, kMaxPanels);
+      for (size_t j = 0; j < count; ++j) {
+        own.Pack(first + j, call.w, call.bits, call.w_scales, row_sums, j, isa.transpose_quads);
+      }
     }
     const WeightPanels& weights = unpacked == nullptr ? own : *unpacked;
-    const size_t slot = unpacked == nullptr ? 0 : p;
-    float panel_bias[kPanelChannels] = {};
+    const size_t slot = unpacked == nullptr ? 0 : first;
+    float panel_bias[kMaxPanels * kPanelChannels] = {};
     if (call.bias != nullptr) std::copy(call.bias + col, call.bias + col + width, panel_bias);
     std::vector<float> out(std::is_same_v<T, float> ? 0 : kRowsPerTask * width);
     for (size_t row = 0; row < rows; row += kRowsPerTask) {
       const size_t height = std::min(kRowsPerTask, rows - row);
       PanelArgs args{unsigned8 ? static_cast<const void*>(a8.data() + row * a_stride)
                                : static_cast<const void*>(a16.data() + row * a_stride),
-                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row,
+                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row, count,
                      weights.Codes(slot), weights.Sums(slot), weights.Scales(slot), panel_bias, nullptr, 0, width};
       if constexpr (std::is_same_v<T, float>) {
         args.y = y + row * n + col;
@@ -240,18 +243,21 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   if (shape.rows == 0) return nullptr;
 
   QMatMulCall call{shape.rows, shape.k, shape.n, shape.groups, bits, codes.GetTensorData<int8_t>(),
-                   std::vector<float>(shape.rows), weight.GetTensorData<uint8_t>(), weight_scales.GetTensorData<float>(),
+                   std::vector<float>(shape.rows), weight.GetTensorData<uint8_t>(),
+                   weight_scales.GetTensorData<float>(),
                    bias == nullptr ? nullptr : bias.GetTensorData<float>()};
   const T* token_scale = token_scales.GetTensorData<T>();
   std::transform(token_scale, token_scale + shape.rows, call.a_scale.begin(), [](T s) { return ToFloat(s); });
 
   const RowKernel& rows = bits == 4 ? isa.rows4 : isa.rows8;
   const bool groups_start_at_bytes = shape.groups == 1 || shape.k / shape.groups * bits % 8 == 0;
-  if (bits != 6 && shape.rows <= kRowPathTokens && groups_start_at_bytes) {
+  if (bits != 6 && shape.rows <= isa.row_path_tokens && groups_start_at_bytes) {
     MultiplyByRows(context, call, rows, y);
   } else {
     std::shared_ptr<const std::vector<int32_t>> sums = constant_sums;
-    if (sums == nullptr) sums = std::make_shared<std::vector<int32_t>>(GroupSums(call.w, bits, call.n, call.k, call.groups));
+    if (sums == nullptr) {
+      sums = std::make_shared<std::vector<int32_t>>(GroupSums(call.w, bits, call.n, call.k, call.groups));
+    }
     MultiplyByPanels(context, call, isa, constant_panels.get(), sums->data(), y);
   }
   return nullptr;

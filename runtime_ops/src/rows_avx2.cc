@@ -58,11 +58,13 @@ struct TileInt4Avx2 {
           a[r][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32));
         }
         for (int c = 0; c < C; ++c) {
-          const __m256i u = _mm256_xor_si256(LoadWeights32(RowGroupWeights(p, channel + c, g, 4), b * 32, group_bytes), flip);
+          const __m256i packed = LoadWeights32(RowGroupWeights(p, channel + c, g, 4), b * 32, group_bytes);
+          const __m256i u = _mm256_xor_si256(packed, flip);
           const __m256i low = _mm256_and_si256(u, low_nibbles);
           const __m256i high = _mm256_and_si256(_mm256_srli_epi16(u, 4), low_nibbles);
           for (int r = 0; r < R; ++r) {
-            const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(low, a[r][0]), _mm256_maddubs_epi16(high, a[r][1]));
+            const __m256i pairs =
+                _mm256_add_epi16(_mm256_maddubs_epi16(low, a[r][0]), _mm256_maddubs_epi16(high, a[r][1]));
             acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(pairs, ones));
           }
         }
@@ -93,7 +95,8 @@ struct TileInt8Avx2 {
           a[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
         }
         for (int c = 0; c < C; ++c) {
-          const __m256i w = _mm256_cvtepi8_epi16(LoadWeights16(RowGroupWeights(p, channel + c, g, 8), b * 16, group_bytes));
+          const __m128i packed = LoadWeights16(RowGroupWeights(p, channel + c, g, 8), b * 16, group_bytes);
+          const __m256i w = _mm256_cvtepi8_epi16(packed);
           for (int r = 0; r < R; ++r) acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(w, a[r]));
         }
       }

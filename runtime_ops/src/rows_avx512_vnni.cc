@@ -64,7 +64,9 @@ struct TileAvx512Vnni {
       for (int r = 0; r < R; ++r) {
         const int32_t correction = kBias * p.a_sums[(row + r) * p.groups + g];
 #pragma GCC unroll 8
-        for (int c = 0; c < C; ++c) RowDot(p, channel + c, row + r, g) = _mm512_reduce_add_epi32(acc[r][c]) - correction;
+        for (int c = 0; c < C; ++c) {
+          RowDot(p, channel + c, row + r, g) = _mm512_reduce_add_epi32(acc[r][c]) - correction;
+        }
       }
     }
   }

@@ -42,7 +42,8 @@ std::vector<int32_t> GroupSums(const uint8_t* packed, int64_t bits, size_t n, si
   const size_t group = k / groups, row_bytes = PackedRowBytes(bits, static_cast<int64_t>(k));
   std::vector<int32_t> sums(n * groups);
   for (size_t c = 0; c < n; ++c) {
-    for (size_t i = 0; i < k; ++i) sums[c * groups + i / group] += PackedCode(packed + c * row_bytes, static_cast<int>(bits), i);
+    const uint8_t* row = packed + c * row_bytes;
+    for (size_t i = 0; i < k; ++i) sums[c * groups + i / group] += PackedCode(row, static_cast<int>(bits), i);
   }
   return sums;
 }
@@ -56,7 +57,7 @@ void WeightPanels::Reset(size_t n_, size_t k_, size_t groups_, size_t slots) {
 }
 
 void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const float* row_scales,
-                        const int32_t* row_sums, size_t slot) {
+                        const int32_t* row_sums, size_t slot, TransposeQuadsFunction transpose) {
   const size_t group = k / groups, row_bytes = PackedRowBytes(bits, static_cast<int64_t>(k));
   const size_t whole_quads = group / kQuad, width = std::min(kPanelChannels, n - panel * kPanelChannels);
   int8_t* target = codes.data() + slot * PanelBytes();
@@ -65,19 +66,27 @@ void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const
   std::fill(target, target + PanelBytes(), 0);
   std::fill(slot_sums, slot_sums + groups * kPanelChannels, 0);
   std::fill(slot_scales, slot_scales + groups * kPanelChannels, 0.0f);
-  for (size_t c = 0; c < width; ++c) {
-    const size_t channel = panel * kPanelChannels + c;
-    const uint8_t* row = packed + channel * row_bytes;
-    for (size_t g = 0; g < groups; ++g) {
-      int8_t* out = target + (g * quads * kPanelChannels + c) * kQuad;
-      for (size_t q = 0; q < whole_quads; ++q) {
-        const uint32_t quad = PackedQuad(row, bits, g * group + q * kQuad);
-        std::memcpy(out + q * kPanelChannels * kQuad, &quad, sizeof quad);
+  const uint8_t* rows[kPanelChannels];
+  for (size_t c = 0; c < width; ++c) rows[c] = packed + (panel * kPanelChannels + c) * row_bytes;
+  for (size_t g = 0; g < groups; ++g) {
+    int8_t* out = target + g * quads * kPanelChannels * kQuad;
+    // Whole runs of kTransposeCodes codes by the ISA's transpose where it can, the rest quad by quad.
+    const bool vector =
+        transpose != nullptr && width == kPanelChannels && (bits == 8 || (bits == 4 && g * group % 2 == 0));
+    const size_t vector_quads = vector ? group / kTransposeCodes * (kTransposeCodes / kQuad) : 0;
+    for (size_t q = 0; q < vector_quads; q += kTransposeCodes / kQuad) {
+      transpose(rows, bits, g * group + q * kQuad, out + q * kPanelChannels * kQuad);
+    }
+    for (size_t c = 0; c < width; ++c) {
+      for (size_t q = vector_quads; q < whole_quads; ++q) {
+        const uint32_t quad = PackedQuad(rows[c], bits, g * group + q * kQuad);
+        std::memcpy(out + (q * kPanelChannels + c) * kQuad, &quad, sizeof quad);
       }
       for (size_t i = whole_quads * kQuad; i < group; ++i) {
-        out[whole_quads * kPanelChannels * kQuad + i % kQuad] =
-            static_cast<int8_t>(PackedCode(row, static_cast<int>(bits), g * group + i));
+        out[(whole_quads * kPanelChannels + c) * kQuad + i % kQuad] =
+            static_cast<int8_t>(PackedCode(rows[c], static_cast<int>(bits), g * group + i));
       }
+      const size_t channel = panel * kPanelChannels + c;
       slot_sums[g * kPanelChannels + c] = row_sums[channel * groups + g];
       slot_scales[g * kPanelChannels + c] = row_scales[channel * groups + g];
     }

@@ -1,9 +1,10 @@
 // oq.QMatMul's weights in the panel layout of qgemm_kernels.h, unpacked from the op's packed
 // rows (int8 one per byte, int4 two per byte low nibble first, int6 four per three bytes as
 // little-endian 24-bit words) together with the per-group weight sums the unsigned-activation
-// panels need (computed once per session for constant weights: GroupSums). The storage holds `slots` panels: every panel of the matrix when it is unpacked
-// once (int6 weights of a session), or one panel a task unpacks for itself (storage a thread
-// keeps from call to call: fresh pages for every panel cost more than unpacking it).
+// panels need (computed once per session for constant weights: GroupSums). The storage holds
+// `slots` panels: every panel of the matrix when it is unpacked once (int6 weights of a
+// session), or the panels a task unpacks for itself (storage a thread keeps from call to call:
+// fresh pages for every panel cost more than unpacking it).
 #pragma once
 
 #include <cstdint>
@@ -26,8 +27,9 @@ struct WeightPanels {
   void Reset(size_t n, size_t k, size_t groups, size_t slots);
   // Fills slot `slot` with panel `panel` of packed rows [n, PackedRowBytes(bits, k)], their scales and
   // group sums (both [n, groups]), padding included.
+  // `transpose` (or null) is the ISA's vector form of the int8 and int4 unpacking.
   void Pack(size_t panel, const uint8_t* packed, int64_t bits, const float* row_scales, const int32_t* row_sums,
-            size_t slot);
+            size_t slot, TransposeQuadsFunction transpose = nullptr);
   size_t PanelBytes() const { return groups * quads * kPanelChannels * kQuad; }
   const int8_t* Codes(size_t slot) const { return codes.data() + slot * PanelBytes(); }
   const int32_t* Sums(size_t slot) const { return sums.data() + slot * groups * kPanelChannels; }
