@@ -38,14 +38,13 @@ OrtStatusPtr HadamardKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   const float* scaled = factor == nullptr ? nullptr : scaled_factor.data();
   ParallelForRows(context, static_cast<size_t>(rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(n));
-    if constexpr (std::is_same_v<T, float>) {  // transform the output rows in place
-      std::copy(x + begin * n, x + end * n, y + begin * n);
-      isa.hadamard_rows(y + begin * n, end - begin, k, m, scaled, scale, scratch.data());
+    if constexpr (std::is_same_v<T, float>) {
+      isa.hadamard_rows(x + begin * n, y + begin * n, end - begin, k, m, scaled, scale, scratch.data());
     } else {  // one row at a time through float
       std::vector<float> row(static_cast<size_t>(n));
       for (int64_t r = begin; r < end; ++r) {
         std::transform(x + r * n, x + (r + 1) * n, row.begin(), [](T value) { return ToFloat(value); });
-        isa.hadamard_rows(row.data(), 1, k, m, scaled, scale, scratch.data());
+        isa.hadamard_rows(row.data(), row.data(), 1, k, m, scaled, scale, scratch.data());
         std::transform(row.begin(), row.end(), y + r * n, [](float value) { return FromFloat<T>(value); });
       }
     }

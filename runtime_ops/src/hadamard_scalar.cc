@@ -3,9 +3,9 @@
 
 namespace oq {
 
-void TransformRowsScalar(float* rows, int64_t count, int64_t k, int64_t m, const float* factor, float scale,
-                         float* scratch) {
-  TransformRowsImpl<PlainKernels>(rows, count, k, m, factor, scale, scratch);
+void TransformRowsScalar(const float* in, float* out, int64_t count, int64_t k, int64_t m, const float* factor,
+                         float scale, float* scratch) {
+  TransformRowsImpl<PlainKernels>(in, out, count, k, m, factor, scale, scratch);
 }
 
 }  // namespace oq

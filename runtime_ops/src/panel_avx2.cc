@@ -6,6 +6,7 @@
 //    sign-extended to int16 on the fly and vpmaddwd multiplies them with a broadcast quad of
 //    int16 activations into lanes of two int32 partial sums per channel, added pairwise
 //    (vphaddd) at the end of the group.
+// And the unpacking into the panel layout: 8 x 8 transposes of int32 quads.
 #include <immintrin.h>
 
 #include <cstring>
@@ -90,7 +91,51 @@ struct DotsS16Avx2 {
   }
 };
 
+// 8 quads of 8 rows (r[c]: 8 int32 lanes) into quad-major order: out[q] = quad q of rows 0..7.
+inline void Transpose8x8(const __m256i (&r)[8], __m256i (&out)[8]) {
+  __m256i u[8];
+  for (int half = 0; half < 2; ++half) {  // rows 0-3, rows 4-7: 4 x 4 blocks within each 128-bit lane
+    const __m256i* v = r + 4 * half;
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    u[4 * half + 0] = _mm256_unpacklo_epi64(t0, t2);
+    u[4 * half + 1] = _mm256_unpackhi_epi64(t0, t2);
+    u[4 * half + 2] = _mm256_unpacklo_epi64(t1, t3);
+    u[4 * half + 3] = _mm256_unpackhi_epi64(t1, t3);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[i] lane L holds quad 4L + i of rows 0-3, u[4 + i] of rows 4-7
+    out[i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x20);
+    out[4 + i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x31);
+  }
+}
+
 }  // namespace
+
+void TransposeQuadsAvx2(const uint8_t* const* rows, int64_t bits, size_t first, int8_t* lines) {
+  const __m256i nibble_flip = _mm256_set1_epi8(8);
+  for (size_t chunk = 0; chunk < kTransposeCodes; chunk += 32) {  // 8 quads at a time
+    for (int half = 0; half < 2; ++half) {  // channels 0-7, then 8-15
+      __m256i r[8], out[8];
+      for (int c = 0; c < 8; ++c) {
+        const uint8_t* row = rows[8 * half + c];
+        if (bits == 8) {
+          r[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + first + chunk));
+        } else {  // 16 bytes -> 16-bit words holding (low nibble, high nibble) -> sign-extended bytes
+          const __m256i words =
+              _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + (first + chunk) / 2)));
+          const __m256i low = _mm256_and_si256(words, _mm256_set1_epi16(0x000F));
+          const __m256i high = _mm256_slli_epi16(_mm256_and_si256(words, _mm256_set1_epi16(0x00F0)), 4);
+          const __m256i nibbles = _mm256_or_si256(low, high);
+          r[c] = _mm256_sub_epi8(_mm256_xor_si256(nibbles, nibble_flip), nibble_flip);
+        }
+      }
+      Transpose8x8(r, out);
+      for (int q = 0; q < 8; ++q) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lines + (chunk / kQuad + q) * 64 + 32 * half), out[q]);
+      }
+    }
+  }
+}
 
 void PanelU8Avx2(const PanelArgs& args) { RunPanel<DotsU8Avx2>(args); }
 void PanelS16Avx2(const PanelArgs& args) { RunPanel<DotsS16Avx2>(args); }

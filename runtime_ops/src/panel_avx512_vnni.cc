@@ -2,7 +2,8 @@
 // multiplies a broadcast quad of unsigned activations with 16 channels x 4 signed weights and
 // adds the four products into 16 int32 lanes without intermediate saturation, so every
 // activation range is exact in one instruction per quad. A tile is 8 rows by two panels
-// (32 channels): per quad, two weight loads and 8 broadcasts feed 16 vpdpbusd.
+// (32 channels): per quad, two weight loads and 8 broadcasts feed 16 vpdpbusd. And the
+// unpacking into the panel layout: a 16 x 16 transpose of int32 quads.
 #include <immintrin.h>
 
 #include <cstring>

@@ -55,6 +55,7 @@ using PanelFunction = void (*)(const PanelArgs&);
 // each row in turn (64 bytes). Unpacking a panel for one call is this transpose.
 constexpr size_t kTransposeCodes = 64;
 using TransposeQuadsFunction = void (*)(const uint8_t* const* rows, int64_t bits, size_t first, int8_t* lines);
+void TransposeQuadsAvx2(const uint8_t* const* rows, int64_t bits, size_t first, int8_t* lines);    // needs AVX2
 void TransposeQuadsAvx512(const uint8_t* const* rows, int64_t bits, size_t first, int8_t* lines);  // AVX-512F/BW
 
 void PanelU8Scalar(const PanelArgs& args);
