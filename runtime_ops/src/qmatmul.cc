@@ -29,7 +29,7 @@ constexpr size_t kRowsPerTask = 512;
 // AVX2's u8 panel widens its int16 sums at least this often: runs of over a hundred quads (4-bit
 // activations) measured 1.3x slower than runs of 8 (benchmarks/speed.py, 1B up_proj, M = 512).
 constexpr size_t kMaxInt16Steps = 8;
-constexpr size_t kChannelsPerRowTask = 64;
+constexpr size_t kChannelsPerRowTask = 64;  // row-kernel tasks: kRowBlock tokens x 64 channels
 constexpr size_t kRowBlock = 64;
 
 // What one call multiplies, read from the kernel's inputs.
