@@ -73,7 +73,7 @@ inline void RunPanel(const PanelArgs& p) {
   if constexpr (Dots::kPanels == 2) {
     if (p.panels == 2) return RunTiles<Dots, 2>(p);
   }
-  for (size_t j = 0; j < p.panels; ++j) {  // one panel at a time
+  for (size_t j = 0; j < p.panels && j * kPanelChannels < p.n; ++j) {  // one panel at a time
     PanelArgs one = p;
     one.panels = 1;
     one.w = GroupWeights(p, 0, j);
@@ -81,7 +81,6 @@ inline void RunPanel(const PanelArgs& p) {
     one.w_scales = p.w_scales + j * p.groups * kPanelChannels;
     one.bias = p.bias + j * kPanelChannels;
     one.y = p.y + j * kPanelChannels;
-    if (p.n <= j * kPanelChannels) break;
     one.n = p.n - j * kPanelChannels < kPanelChannels ? p.n - j * kPanelChannels : kPanelChannels;
     RunTiles<Dots, 1>(one);
   }
