@@ -14,7 +14,7 @@ const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr, nullptr, {RowsInt4Scal
 const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2, TransposeQuadsAvx2, {RowsInt4Avx2, 64, false},
                    {RowsInt8Avx2, 16, true}, 96, TransformRowsAvx2};
 const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr, TransposeQuadsAvx512,
-                         {RowsInt4Avx512Vnni, 128, false}, {RowsInt8Avx512Vnni, 64, false}, 8, TransformRowsAvx2};
+                         {RowsInt4Avx512Vnni, 128, false}, {RowsInt8Avx512Vnni, 64, false}, 8, TransformRowsAvx512};
 
 bool Supported(const CpuIsa& isa) {
   __builtin_cpu_init();

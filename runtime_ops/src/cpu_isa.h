@@ -1,8 +1,7 @@
 // Runtime choice of the QMatMul kernels (panels, their unpacking, row kernels) and of the
 // Hadamard row transform: the best instruction set this CPU has, or the one named by the
 // environment variable OQ_CPU_ISA (scalar | avx2 | avx512_vnni), read when a session creates
-// its kernels (tests use it to check every path the CPU supports). The AVX-512 VNNI level uses
-// the AVX2 + FMA Hadamard.
+// its kernels (tests use it to check every path the CPU supports).
 #pragma once
 
 #include <cstddef>

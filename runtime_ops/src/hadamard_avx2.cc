@@ -1,109 +1,11 @@
-// oq.Hadamard's row transform compiled with -mavx2 -mfma (see hadamard_kernels.h). The first
-// three butterfly stages run inside each 8-float vector, the wider ones three at a time on 8
-// vectors held in registers (one pass over the block per three stages, not per stage); the
-// dense K x K factor runs in register tiles of 4 output rows x 16 columns (8 accumulators, one
-// FMA chain each) for m ≥ 16, 4 x 8 for m = 8 (4 x 32 tiles spill, 2 x 32 measured slower).
-// Blocks below 8 floats take the portable loops.
-#include <immintrin.h>
-
-#include "hadamard_impl.h"
+// oq.Hadamard's row transform compiled with -mavx2 -mfma (see hadamard_x86.h).
+#include "hadamard_x86.h"
 
 namespace oq {
 
-namespace {
-
-// Y[a0 + a, j0 + 8v] for a < A, v < V, summed over all b.
-template <int A, int V>
-inline void FactorTile(const float* x, int64_t k, int64_t m, const float* factor, int64_t a0, int64_t j0, float* y) {
-  __m256 acc[A][V];
-  for (int a = 0; a < A; ++a)
-    for (int v = 0; v < V; ++v) acc[a][v] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < k; ++b) {
-    __m256 source[V];
-    for (int v = 0; v < V; ++v) source[v] = _mm256_loadu_ps(x + b * m + j0 + 8 * v);
-    for (int a = 0; a < A; ++a) {
-      const __m256 weight = _mm256_broadcast_ss(factor + b * k + a0 + a);
-      for (int v = 0; v < V; ++v) acc[a][v] = _mm256_fmadd_ps(weight, source[v], acc[a][v]);
-    }
-  }
-  for (int a = 0; a < A; ++a)
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(y + (a0 + a) * m + j0 + 8 * v, acc[a][v]);
-}
-
-template <int V>
-inline void FactorColumns(const float* x, int64_t k, int64_t m, const float* factor, float* y) {
-  for (int64_t j0 = 0; j0 < m; j0 += 8 * V) {
-    int64_t a0 = 0;
-    for (; a0 + 4 <= k; a0 += 4) FactorTile<4, V>(x, k, m, factor, a0, j0, y);
-    for (; a0 < k; ++a0) FactorTile<1, V>(x, k, m, factor, a0, j0, y);
-  }
-}
-
-// The first three butterfly stages (distances 1, 2, 4) inside each 8-float vector: lane
-// permutes, then a + b in the lower and b - a in the upper lane of each pair.
-inline __m256 EightPointHadamard(__m256 v) {
-  const __m256 negated = _mm256_xor_ps(v, _mm256_set1_ps(-0.0f));
-  v = _mm256_addsub_ps(_mm256_permute_ps(v, 0xB1), negated);  // [v0+v1, v0-v1, v2+v3, v2-v3, ...]
-  __m256 swapped = _mm256_permute_ps(v, 0x4E);
-  v = _mm256_blend_ps(_mm256_add_ps(v, swapped), _mm256_sub_ps(swapped, v), 0xCC);
-  swapped = _mm256_permute2f128_ps(v, v, 1);
-  return _mm256_blend_ps(_mm256_add_ps(v, swapped), _mm256_sub_ps(swapped, v), 0xF0);
-}
-
-// The butterfly stages of distances d, 2d, ..., 2^(S-1) d (d a multiple of 8) in one pass:
-// 2^S vectors at distance d stay in registers through all S stages. The stages act on
-// different bits of the index, so they commute and can be grouped in any order.
-template <int S>
-inline void ButterflyPass(float* data, int64_t m, int64_t d) {
-  constexpr int P = 1 << S;
-  for (int64_t start = 0; start < m; start += P * d) {
-    for (int64_t i = start; i < start + d; i += 8) {
-      __m256 v[P];
-      for (int j = 0; j < P; ++j) v[j] = _mm256_loadu_ps(data + i + j * d);
-      for (int h = 1; h < P; h *= 2) {
-        for (int j = 0; j < P; ++j) {
-          if (j & h) continue;
-          const __m256 a = v[j], b = v[j + h];
-          v[j] = _mm256_add_ps(a, b);
-          v[j + h] = _mm256_sub_ps(a, b);
-        }
-      }
-      for (int j = 0; j < P; ++j) _mm256_storeu_ps(data + i + j * d, v[j]);
-    }
-  }
-}
-
-struct Avx2Kernels {
-  static void Butterflies(const float* source, float* target, int64_t m, float scale) {
-    if (m < 8) return PlainKernels::Butterflies(source, target, m, scale);
-    const __m256 scales = _mm256_set1_ps(scale);  // the first pass also copies and scales
-    for (int64_t i = 0; i < m; i += 8) {
-      _mm256_storeu_ps(target + i, EightPointHadamard(_mm256_mul_ps(scales, _mm256_loadu_ps(source + i))));
-    }
-    int64_t d = 8;  // then the distances 8 ... m/2, three stages per pass over the block
-    for (; d * 8 <= m; d *= 8) ButterflyPass<3>(target, m, d);
-    if (d * 4 <= m) {
-      ButterflyPass<2>(target, m, d);
-    } else if (d * 2 <= m) {
-      ButterflyPass<1>(target, m, d);
-    }
-  }
-  static void FactorProduct(const float* x, int64_t k, int64_t m, const float* factor, float* y) {
-    if (m >= 16) {
-      FactorColumns<2>(x, k, m, factor, y);
-    } else if (m == 8) {
-      FactorColumns<1>(x, k, m, factor, y);
-    } else {
-      PlainKernels::FactorProduct(x, k, m, factor, y);
-    }
-  }
-};
-
-}  // namespace
-
 void TransformRowsAvx2(const float* in, float* out, int64_t count, int64_t k, int64_t m, const float* factor,
                        float scale, float* scratch) {
-  TransformRowsImpl<Avx2Kernels>(in, out, count, k, m, factor, scale, scratch);
+  TransformRowsImpl<X86Kernels<Ymm>>(in, out, count, k, m, factor, scale, scratch);
 }
 
 }  // namespace oq

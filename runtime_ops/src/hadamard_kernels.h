@@ -14,5 +14,7 @@ void TransformRowsScalar(const float* in, float* out, int64_t count, int64_t k, 
                          float scale, float* scratch);
 void TransformRowsAvx2(const float* in, float* out, int64_t count, int64_t k, int64_t m, const float* factor,
                        float scale, float* scratch);  // needs AVX2 and FMA
+void TransformRowsAvx512(const float* in, float* out, int64_t count, int64_t k, int64_t m, const float* factor,
+                         float scale, float* scratch);  // needs AVX-512F, AVX2 and FMA
 
 }  // namespace oq
