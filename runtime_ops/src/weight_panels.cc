@@ -39,11 +39,22 @@ inline uint32_t PackedQuad(const uint8_t* row, int64_t bits, size_t first) {
 }  // namespace
 
 std::vector<int32_t> GroupSums(const uint8_t* packed, int64_t bits, size_t n, size_t k, size_t groups) {
-  const size_t group = k / groups, row_bytes = PackedRowBytes(bits, static_cast<int64_t>(k));
+  const size_t group = k / groups, whole_quads = group / kQuad;
+  const size_t row_bytes = PackedRowBytes(bits, static_cast<int64_t>(k));
   std::vector<int32_t> sums(n * groups);
   for (size_t c = 0; c < n; ++c) {
     const uint8_t* row = packed + c * row_bytes;
-    for (size_t i = 0; i < k; ++i) sums[c * groups + i / group] += PackedCode(row, static_cast<int>(bits), i);
+    for (size_t g = 0; g < groups; ++g) {
+      int32_t sum = 0;  // quad by quad, as Pack reads them, then the group's last codes
+      for (size_t q = 0; q < whole_quads; ++q) {
+        const uint32_t quad = PackedQuad(row, bits, g * group + q * kQuad);
+        for (size_t j = 0; j < kQuad; ++j) sum += static_cast<int8_t>(quad >> (8 * j));
+      }
+      for (size_t i = whole_quads * kQuad; i < group; ++i) {
+        sum += PackedCode(row, static_cast<int>(bits), g * group + i);
+      }
+      sums[c * groups + g] = sum;
+    }
   }
   return sums;
 }
