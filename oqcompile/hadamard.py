@@ -1,11 +1,14 @@
 """Orthonormal Hadamard matrices of sizes ``2^k`` and ``K * 2^k``.
 
 ``H_n`` with entries ``±1/sqrt(n)`` satisfies ``H Hᵀ = I``. Sizes that are not powers of two
-use a Kronecker product ``H_K ⊗ H_{2^k}``, where ``H_K`` comes from Paley's constructions
+use a Kronecker product ``H_K ⊗ H_{2^k}`` with the smallest ``K`` that has a construction
 (Paley I for ``K = q + 1``, ``q ≡ 3 mod 4`` prime; Paley II for ``K = 2(q + 1)``,
-``q ≡ 1 mod 4`` prime); this covers K in {12, 20, 28, 36, 40 (= 2·20), 44, 52, 60, …}
-and ``H_{2^k}`` is Sylvester's. A *random* Hadamard matrix is ``H · diag(s)`` with signs
-``s`` drawn from a seeded generator.
+``q ≡ 1 mod 4`` prime: K in {12, 20, 28, 36, 44, 52, 60, …}), and ``H_{2^k}`` is Sylvester's.
+Keeping ``K`` minimal keeps the fast transform cheap: ``K`` multiply-adds per element for the
+dense factor against ``k`` additions for the butterflies (n = 14336 = 28 · 512, not 112 · 128).
+Because Sylvester's ``H_{2^k} = H_{2^j} ⊗ H_{2^(k-j)}``, the same matrix also splits into two
+balanced factors ``(H_K ⊗ H_{2^j}) ⊗ H_{2^(k-j)}`` for graphs that apply it as two MatMuls.
+A *random* Hadamard matrix is ``H · diag(s)`` with signs ``s`` drawn from a seeded generator.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["hadamard", "kronecker_factors", "kronecker_pair", "random_hadamard"]
+__all__ = ["dense_factor", "hadamard", "kronecker_factors", "kronecker_pair", "random_hadamard"]
 
 
 def hadamard(n: int) -> np.ndarray:
@@ -25,7 +28,16 @@ def hadamard(n: int) -> np.ndarray:
 def kronecker_pair(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal ``(H_a, H_b)`` with ``hadamard(n) == kron(H_a, H_b)``, sizes from :func:`kronecker_factors`."""
     a, b = kronecker_factors(n)
-    return _unnormalized(a) / np.sqrt(a), _unnormalized(b) / np.sqrt(b)
+    core, _ = _minimal_split(n)
+    left = np.kron(_unnormalized(core), _unnormalized(a // core))
+    return left / np.sqrt(a), _unnormalized(b) / np.sqrt(b)
+
+
+def dense_factor(n: int) -> np.ndarray | None:
+    """The orthonormal ``K x K`` factor of ``hadamard(n) = H_K ⊗ H_{n/K}`` (``K`` minimal), or None
+    when ``n`` is a power of two: what ``oq.Hadamard`` multiplies besides its butterflies."""
+    core, _ = _minimal_split(n)
+    return None if core == 1 else _unnormalized(core) / np.sqrt(core)
 
 
 def random_hadamard(n: int, seed: int) -> np.ndarray:
@@ -35,22 +47,27 @@ def random_hadamard(n: int, seed: int) -> np.ndarray:
 
 
 def kronecker_factors(n: int) -> tuple[int, int]:
-    """Split ``n = a * b`` with both Hadamard orders and ``b`` a power of two, balanced for speed.
+    """Split ``n = a * b``, ``b`` a power of two and ``a = K * 2^j``, balanced for two MatMuls.
 
-    ``hadamard(n) == kron(hadamard(a), hadamard(b))``; applying it to ``x`` reshaped to
+    ``hadamard(n) == kron(H_a, H_b)`` (:func:`kronecker_pair`); applying it to ``x`` reshaped to
     ``[..., a, b]`` is ``H_aᵀ X H_b``, costing ``O(n (a + b))`` instead of ``O(n^2)``.
     """
+    a, b = _minimal_split(n)
+    while b > 1 and a * 2 <= b:  # move powers of two into the first factor until balanced
+        a, b = a * 2, b // 2
+    return a, b
+
+
+def _minimal_split(n: int) -> tuple[int, int]:
+    """``(K, 2^k)`` with ``n = K * 2^k`` and ``K`` the smallest order with a construction (1 for 2^k)."""
     power = n & -n
-    base = n // power
-    while not _constructible(base):
+    core = n // power
+    while not _constructible(core):
         if power == 1:
             raise ValueError(f"no Hadamard matrix of size {n} (need 2^k or K*2^k with K in "
-                             f"{{12, 20, 28, 36, 40, ...}})")
-        base, power = base * 2, power // 2  # the odd part 3 of 12 * 2^k grows to 12
-    # Move powers of two into the first factor until the two factors are balanced.
-    while power > 1 and base * 2 <= power:
-        base, power = base * 2, power // 2
-    return base, power
+                             f"{{12, 20, 28, 36, 44, ...}})")
+        core, power = core * 2, power // 2  # the odd part 3 of 12 * 2^k grows to 12
+    return core, power
 
 
 def _constructible(order: int) -> bool:
@@ -63,7 +80,7 @@ def _constructible(order: int) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _unnormalized(order: int) -> np.ndarray:
-    """A ±1 Hadamard matrix of ``order`` (Sylvester, Paley I/II, or a doubling of those)."""
+    """A ±1 Hadamard matrix of ``order`` (Sylvester or Paley I/II)."""
     if order == 1:
         return np.ones((1, 1))
     if order & (order - 1) == 0:
@@ -75,9 +92,6 @@ def _unnormalized(order: int) -> np.ndarray:
     q = order // 2 - 1
     if order % 2 == 0 and q % 4 == 1 and _is_prime(q):
         return _paley_two(q)
-    if order % 2 == 0 and order // 2 > 2:
-        half = _unnormalized(order // 2)  # raises if the half is not constructible
-        return np.block([[half, half], [half, -half]])
     raise ValueError(f"no Hadamard construction for order {order}")
 
 

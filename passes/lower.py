@@ -31,7 +31,7 @@ import onnx_ir as ir
 
 from oqcompile import qdq
 from oqcompile.graph import add_initializer
-from oqcompile.hadamard import kronecker_factors, kronecker_pair
+from oqcompile.hadamard import dense_factor
 from oqcompile.passes.base import TransformerPass
 from oqcompile.quant import QuantizedWeight, pack_codes, qrange
 from oqcompile.rotation import Rotation, find_rotations
@@ -65,12 +65,11 @@ class Lower(TransformerPass):
 def _lower_rotation(graph: ir.Graph, rotation: Rotation) -> bool:
     if rotation.input.dtype not in _FLOAT_TYPES:
         return False
-    a, _ = kronecker_factors(rotation.size)
     inputs = [rotation.input]
-    if a & (a - 1):  # a = K · 2^j: the dense K x K factor goes along
-        h_a, _ = kronecker_pair(rotation.size)
-        factor = h_a.T if rotation.inverse else h_a
-        inputs.append(add_initializer(graph, f"hadamard.factor.{a}{'.T' if rotation.inverse else ''}",
+    h_k = dense_factor(rotation.size)
+    if h_k is not None:  # n = K · 2^k: the dense K x K factor goes along
+        factor = h_k.T if rotation.inverse else h_k
+        inputs.append(add_initializer(graph, f"hadamard.factor.{len(h_k)}{'.T' if rotation.inverse else ''}",
                                       factor.astype(np.float32)))
     node = ir.node("Hadamard", inputs, domain=DOMAIN, name=rotation.name)
     node.doc_string = (f"{'Inverse ' if rotation.inverse else ''}Hadamard rotation of size {rotation.size} "

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from oq_ops import FLOAT_TYPES, hadamard_reference, op_session, qmatmul_reference, quantize_reference, random_qmatmul_case
 from oqcompile import cuda_kernels
 from oqcompile.errors import OQError
-from oqcompile.hadamard import kronecker_pair
+from oqcompile.hadamard import dense_factor
 from oqcompile.quant import pack_codes, qrange
 
 TORCH_TYPES = {np.float32: torch.float32, np.float16: torch.float16}
@@ -76,8 +76,8 @@ def test_torch_wrappers_reject_host_tensors():
 def test_cuda_hadamard_matches_numpy(base, power, lead, dtype):
     size = base * 2 ** power
     x = np.random.default_rng(size).standard_normal((*lead, size)).astype(dtype)
-    h_a, _ = kronecker_pair(size)
-    factor = None if h_a.shape[0] == 1 else on_gpu(h_a.astype(np.float32))
+    h_k = dense_factor(size)
+    factor = None if h_k is None else on_gpu(h_k.astype(np.float32))
     # Rows of up to 40 * 1024 values fit a block's shared memory on sm_90 (about 56000 floats);
     # an sm_80 GPU (about 40000) refuses the longest, and this test then fails.
     actual = cuda_kernels.hadamard(on_gpu(x), factor).cpu().numpy()
@@ -90,8 +90,8 @@ def test_cuda_hadamard_matches_numpy(base, power, lead, dtype):
 @pytest.mark.parametrize("size", [4096, 8192, 16384, 32768, 28 * 512])
 def test_cuda_hadamard_at_model_sizes(size):
     x = np.random.default_rng(size).standard_normal((3, size)).astype(np.float32)
-    h_a, _ = kronecker_pair(size)
-    factor = None if h_a.shape[0] == 1 else on_gpu(h_a.astype(np.float32))
+    h_k = dense_factor(size)
+    factor = None if h_k is None else on_gpu(h_k.astype(np.float32))
     np.testing.assert_allclose(cuda_kernels.hadamard(on_gpu(x), factor).cpu().numpy(), hadamard_reference(x),
                                rtol=1e-4, atol=1e-4)
 
@@ -190,9 +190,9 @@ def test_ort_cuda_provider_runs_the_oq_ops_like_the_cpu(dtype):
     kind = FLOAT_TYPES[dtype]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 1536)).astype(dtype)
-    h_a, _ = kronecker_pair(1536)
+    h_k = dense_factor(1536)
     codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, 4, (2, 5), 1536, 576, 12, dtype)
-    cases = [("Hadamard", {"x": kind, "h": onnx.TensorProto.FLOAT}, {"y": kind}, {}, {"x": x, "h": h_a.astype(np.float32)}),
+    cases = [("Hadamard", {"x": kind, "h": onnx.TensorProto.FLOAT}, {"y": kind}, {}, {"x": x, "h": h_k.astype(np.float32)}),
              ("QuantizePerToken", {"x": kind}, {"codes": onnx.TensorProto.INT8, "scales": kind}, {"bits": 4}, {"x": x}),
              ("QMatMul", {"codes": onnx.TensorProto.INT8, "scales": kind, "w": onnx.TensorProto.UINT8,
                           "w_scales": onnx.TensorProto.FLOAT, "bias": onnx.TensorProto.FLOAT}, {"y": kind},

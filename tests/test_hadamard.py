@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from oqcompile.hadamard import hadamard, kronecker_factors, kronecker_pair, random_hadamard
+from oqcompile.hadamard import dense_factor, hadamard, kronecker_factors, kronecker_pair, random_hadamard
 
 
 @pytest.mark.parametrize("n", [1, 2, 16, 12, 20, 28, 36, 40, 64, 96, 576, 1536, 4096, 14336])
@@ -18,6 +18,16 @@ def test_kronecker_factors_reproduce_the_matrix(n, factors):
     assert (h_a.shape[0], h_b.shape[0]) == factors
     np.testing.assert_allclose(h_a @ h_a.T, np.eye(factors[0]), atol=1e-12)
     np.testing.assert_allclose(np.kron(h_a, h_b), hadamard(n), atol=1e-12)
+
+
+@pytest.mark.parametrize("n,k", [(576, 36), (1536, 12), (14336, 28), (40, 20), (4096, None)])
+def test_dense_factor_is_the_smallest_and_reproduces_the_matrix(n, k):
+    h_k = dense_factor(n)
+    if k is None:
+        assert h_k is None
+        return
+    assert h_k.shape == (k, k)
+    np.testing.assert_allclose(np.kron(h_k, hadamard(n // k)), hadamard(n), atol=1e-12)
 
 
 def test_random_hadamard_is_seeded_and_orthonormal():

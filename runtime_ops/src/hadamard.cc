@@ -1,7 +1,8 @@
 // oq.Hadamard (CPU): the normalized Walsh-Hadamard transform on the last axis.
 //
 // Y = X · H_n with H_n = H_K ⊗ H_m, m = n / K a power of two (K = 1 without the optional
-// H_K input; oqcompile passes the same K x K factor its portable graph uses). For one row x,
+// H_K input; oqcompile passes the smallest K, which its portable graph folds into a larger
+// left factor H_K ⊗ H_{2^j} of the same matrix). For one row x,
 // viewed row-major as X [K, m]:  x (H_K ⊗ H_m) = vec(H_Kᵀ X H_m), where X H_m is the fast
 // butterfly transform of every row (m log m additions, then a 1/sqrt(m) scale) and the
 // K x K factor is a small dense product (hadamard_kernels.h, vectorized per instruction set).

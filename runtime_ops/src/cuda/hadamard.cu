@@ -7,8 +7,8 @@
 // Pencils never cross the K sub-rows of m values. Then, as in hadamard.cc,
 //   Y[a, j] = Σ_b (H_K[b, a] / √m) · (Z H_m)[b, j],
 // one column j per thread: for K ≤ 64 with the column in registers and H_K / √m staged in
-// shared memory, for larger K (oqcompile's balanced factors reach 96..256 at 6144..32768)
-// straight from shared Z and the global H_K. K = 1: Y = Z H_m / √m.
+// shared memory, for larger K (oqcompile passes the smallest K, 12..36 at LLM widths, but
+// other producers may not) straight from shared Z and the global H_K. K = 1: Y = Z H_m / √m.
 // Shared-memory rows are padded by one word per 32, which spreads each pass's pencils over
 // the banks. A row must fit the block's shared memory (about 56000 floats on sm_90, 40000 on
 // sm_80); longer rows return an error that says so.
