@@ -64,10 +64,11 @@ ROTATE: list[Step] = [(FuseNorms, {}), (RotateResidual, {}), (RotateHeads, {}), 
                       (OnlineHadamard, {}), (CancelRotations, {})]
 
 
-def _quantize(bits: int, *, clip: float = 1.0, method: str = "rtn", clip_search: bool = False,
-              act_order: bool = False, act_clip_search: bool = False) -> list[Step]:
+def _quantize(bits: int, *, act_bits: int | None = None, clip: float = 1.0, method: str = "rtn",
+              clip_search: bool = False, act_order: bool = False, act_clip_search: bool = False) -> list[Step]:
+    """Weights at ``bits``, activations at ``act_bits`` (default: the same)."""
     return [(QuantizeWeights, {"bits": bits, "method": method, "clip_search": clip_search, "act_order": act_order}),
-            (InsertQDQ, {"bits": bits, "clip": clip, "clip_search": act_clip_search})]
+            (InsertQDQ, {"bits": act_bits or bits, "clip": clip, "clip_search": act_clip_search})]
 
 
 RECIPES: dict[str, tuple[str, list[Step]]] = {
@@ -95,6 +96,8 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
     "quarot-w4a4kv4-gptq": ("quarot-w4a4-gptq plus a 4-bit KV cache (asymmetric, per head)",
                             [*ROTATE, *_quantize(4, clip=0.9, method="gptq", clip_search=True),
                              (QuantizeKV, {"bits": 4})]),
+    "quarot-w4a8": ("rotate, GPTQ int4 weights, per-token int8 activations (int8 hardware runs them as fast "
+                    "as int4 ones on CPUs)", [*ROTATE, *_quantize(4, act_bits=8, method="gptq", clip_search=True)]),
     "quarot-w4a16-gptq": ("rotate, GPTQ int4 weights (groups of 32) as ORT MatMulNBits, float activations",
                           [*ROTATE, (QuantizeWeights, {"bits": 4, "method": "gptq", "group": 32, "clip_search": True,
                                                        "format": "matmulnbits"})]),
