@@ -43,6 +43,7 @@ MEASURED = {
     ("tiny-llama", "quarot-w4a4-rtn"): 0.3271, ("tiny-opt", "quarot-w4a4-rtn"): 0.5395,
     ("tiny-llama", "quarot-w4a4-gptq"): 0.2657, ("tiny-opt", "quarot-w4a4-gptq"): 0.4990,
     ("tiny-llama", "quarot-w4a4kv4-gptq"): 0.3167, ("tiny-opt", "quarot-w4a4kv4-gptq"): 0.4863,
+    ("tiny-llama", "quarot-w4a8"): 0.2190, ("tiny-opt", "quarot-w4a8"): 0.1697,
     ("tiny-llama", "quarot-w4a16-gptq"): 0.1815, ("tiny-opt", "quarot-w4a16-gptq"): 0.1417,
     ("tiny-llama", "ot-quarot-w8a8"): 0.0467, ("tiny-opt", "ot-quarot-w8a8"): 0.0381,
     ("tiny-llama", "ot-quarot-w6a6"): 0.0963, ("tiny-opt", "ot-quarot-w6a6"): 0.1328,
