@@ -28,7 +28,7 @@ import pathlib
 import re
 
 import report
-from report import MODEL, compile_step, export_step, file_mib, ort_dynamic_step, perplexity_step
+from report import MODEL, compile_step, export_step, file_mib, ort_dynamic_step, ort_nbits_step, perplexity_step
 
 
 def ort_static_step(source: str, target: str, calib_tokens: int) -> None:
@@ -55,15 +55,6 @@ def ort_static_step(source: str, target: str, calib_tokens: int) -> None:
 
     quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ,
                     calibrate_method=CalibrationMethod.MinMax)
-
-
-def ort_nbits_step(source: str, target: str, block: int) -> None:
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=block, is_symmetric=True)
-    quantizer.process()
-    quantizer.model.save_model_to_file(target, use_external_data_format=False)
 
 
 def bits_of(recipe: str) -> str:

@@ -61,7 +61,7 @@ def measure_layers(source: str, recipe: str, calib_tokens: int, sample_tokens: i
 
     calibration = calibration_data(MODEL, calib_tokens)
     quantized = modelio.load(source)
-    optimize(quantized, recipe, calibration=calibration)
+    optimize(quantized, recipe, calibration=calibration, portable=True)
     reference = modelio.load(source)
     run_passes(reference, float_part(recipe, calibration))
     float_linears = {lin.name: lin for lin in analyze(reference).linears()}

@@ -46,6 +46,18 @@ def ort_dynamic_step(source: str, target: str) -> None:
     quantize_dynamic(source, target, weight_type=QuantType.QInt8)
 
 
+def ort_nbits_step(source: str, target: str, block: int, accuracy_level: int | None = None) -> None:
+    """ONNX Runtime's own 4-bit weight-only quantization (``MatMulNBitsQuantizer``, symmetric RTN in
+    blocks of ``block``); ``accuracy_level`` 4 runs the kernels on int8 activations."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=block, is_symmetric=True,
+                                     accuracy_level=accuracy_level)
+    quantizer.process()
+    quantizer.model.save_model_to_file(target, use_external_data_format=False)
+
+
 def file_mib(path: pathlib.Path) -> float:
     """Size of an ONNX file with its external data, in MiB."""
     data = path.with_name(path.name + ".data")

@@ -15,8 +15,9 @@ section ``speed-per-op``:
 
 End to end (section ``speed``), SmolLM2 exported with a KV cache, each model in its own
 process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill, weight
-file size and the process's peak RSS, for fp32, ORT ``quantize_dynamic`` and the lowered
-``quarot-w8a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill
+file size and the process's peak RSS, for fp32, ORT ``quantize_dynamic``, ORT ``MatMulNBits``
+(its ``MatMulNBitsQuantizer``, 4-bit blocks of 32, ``accuracy_level`` 4) and the lowered (and
+``fuse_ort``-fused) ``quarot-w8a8``, ``quarot-w4a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill
 time goes per op type (ORT's node profile, in a separate process). Ratios are within one run
 (shared, noisy machines: compare within a run, not across runs).
 """
@@ -42,8 +43,9 @@ HADAMARD_SIZES = (576, 1536, 2048, 4096, 8192, 14336)
 OQ_FORMATS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A4": (4, 4)}  # (weight bits, activation bits)
 FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
 SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call
-END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic", "quarot-w8a8": "quarot-w8a8",
-              "ot-quarot-w6a6": "ot-quarot-w6a6", "ot-quarot-w4a4": "ot-quarot-w4a4"}
+END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
+              "ORT MatMulNBits (W4, block 32, acc. level 4)": "ort-nbits", "quarot-w8a8": "quarot-w8a8",
+              "quarot-w4a8": "quarot-w4a8", "ot-quarot-w6a6": "ot-quarot-w6a6", "ot-quarot-w4a4": "ot-quarot-w4a4"}
 
 
 def median_seconds(run, budget: float = 1.0, least: int = 3) -> float:
@@ -283,6 +285,9 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
         if recipe == "ort-dynamic":
             path = folder / "ort-dynamic.onnx"
             report.measure(ort_dynamic_step, str(source), str(path))
+        elif recipe == "ort-nbits":
+            path = folder / "ort-nbits.onnx"
+            report.measure(report.ort_nbits_step, str(source), str(path), 32, 4)
         elif recipe is not None:
             path = folder / f"{recipe}.onnx"
             report.measure(compile_step, str(source), recipe, str(path), calib_tokens)

@@ -23,6 +23,7 @@ from oqcompile import __version__, modelio
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
+from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.lower import Lower
 from oqcompile.recipes import build_recipe
 
@@ -73,8 +74,9 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
              progress: bool = False, portable: bool = False) -> ir.Model:
     """Apply ``recipe`` to ``model`` in place and return it.
 
-    Unless ``portable``, the ``lower`` pass runs last: the recipe's QDQ and Hadamard
-    patterns become ``oq`` custom ops (the file then needs :mod:`oqcompile.runtime`).
+    Unless ``portable``, ``lower`` and ``fuse_ort`` run last: the recipe's QDQ and Hadamard
+    patterns become ``oq`` custom ops (the file then needs :mod:`oqcompile.runtime`), and
+    attention, norms and rotary embeddings become ORT's contrib ops.
 
     Passes that need activation statistics collect them from ``calibration`` on the graph
     as it is when they run. ``metadata_props`` records ``oq.recipe``, ``oq.seed``,
@@ -88,9 +90,9 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
 
 def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],
            portable: bool) -> list[TransformerPass]:
-    """Run ``passes`` (plus ``lower`` unless ``portable``), record them; return what ran."""
-    if not portable and not any(isinstance(p, Lower) for p in passes):
-        passes = [*passes, Lower()]
+    """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``), record them; return what ran."""
+    if not portable:
+        passes = [*passes, *(step() for step in (Lower, FuseOrt) if not any(isinstance(p, step) for p in passes))]
     run_passes(model, passes)
     ir.passes.common.DeduplicateInitializersPass()(model)
     model.metadata_props.update({

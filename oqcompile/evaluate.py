@@ -22,7 +22,7 @@ from oqcompile.errors import OQError
 from oqcompile.modelio import metadata
 from oqcompile.runtime import LIBRARY_METADATA, session_options
 
-__all__ = ["PerplexityResult", "feeds", "perplexity", "session"]
+__all__ = ["PerplexityResult", "feeds", "perplexity", "prefill_and_decode", "session"]
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32}
@@ -137,3 +137,20 @@ def feeds(sess: ort.InferenceSession, input_ids: np.ndarray) -> dict[str, np.nda
             raise OQError(f"model input {spec.name!r} ({spec.type}) is not one oqcompile knows how to "
                           "feed: expected input_ids, attention_mask and past_key_values.*")
     return result
+
+
+def prefill_and_decode(sess: ort.InferenceSession, input_ids: np.ndarray,
+                       attention_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A KV-cache model's logits for ``input_ids[:, :-1]`` from an empty cache, then for the last
+    token fed with the cache that run returned: ``(prefill logits, last-token logits)``.
+
+    ``attention_mask`` ([batch, length], default all ones) covers every token, the last included.
+    """
+    mask = np.ones(input_ids.shape, np.int64) if attention_mask is None else attention_mask
+    inputs = feeds(sess, input_ids[:, :-1])
+    inputs["attention_mask"] = mask[:, :-1].astype(inputs["attention_mask"].dtype)
+    prefill = sess.run(None, inputs)
+    past_names = [spec.name for spec in sess.get_inputs()][2:]
+    step = {"input_ids": input_ids[:, -1:], "attention_mask": mask.astype(inputs["attention_mask"].dtype),
+            **dict(zip(past_names, prefill[1:]))}
+    return prefill[0], sess.run(None, step)[0][:, -1]

@@ -39,6 +39,7 @@ from oqcompile.errors import OQError
 from oqcompile.passes.base import CalibratedPass, TransformerPass
 from oqcompile.passes.cancel_rotations import CancelRotations
 from oqcompile.passes.fuse_norms import FuseNorms
+from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.insert_qdq import InsertQDQ
 from oqcompile.passes.lower import Lower
 from oqcompile.passes.online_hadamard import OnlineHadamard
@@ -54,7 +55,7 @@ __all__ = ["PASSES", "RECIPES", "build_recipe", "recipe_toml"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
-    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, Lower)}
+    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, Lower, FuseOrt)}
 
 # A recipe is data: its passes with their parameters, as a TOML recipe lists them. The seed and
 # the calibration data are given to the passes by build_recipe.

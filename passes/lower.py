@@ -3,9 +3,9 @@
 Rules (every other node stays as it is, so a partly lowerable graph still runs):
 
 - An online rotation emitted by :func:`oqcompile.rotation.insert_hadamard`, ``y = x · H_n``
-  with ``H_n = H_a ⊗ H_b`` (``b`` a power of two, ``H_b`` Sylvester and symmetric), becomes
-  ``oq.Hadamard(x, F)`` with ``F = H_a`` (``H_aᵀ`` for an inverse), or no ``F`` when ``a`` is
-  a power of two too (then ``H_n`` is Sylvester of order ``n``).
+  with ``H_n = H_K ⊗ H_m`` (``K`` the smallest order with a construction, ``m`` a power of
+  two, ``H_m`` Sylvester and symmetric), becomes ``oq.Hadamard(x, F)`` with ``F = H_K``
+  (``H_Kᵀ`` for an inverse), or no ``F`` when ``n`` is a power of two.
 - A symmetric activation QDQ (per-token, per-tensor or prescaled, :mod:`oqcompile.qdq`) of
   ``x`` that feeds linears ``y = x̂ Ŵ (+ b)`` (:func:`oqcompile.structure.match_linear`) with
   ``Ŵ = DequantizeLinear(q_W, s_W)`` of constant symmetric codes, becomes one

@@ -31,19 +31,13 @@ def test_fp16_export_matches_pytorch(tiny_export):
 
 
 def prefill_then_decode(path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``ids[:, :-1]`` with an empty cache, then the last token with the returned cache."""
-    from oqcompile.evaluate import feeds
-
+    """:func:`evaluate.prefill_and_decode`, checking the cache's names and length on the way."""
     session = evaluate.session(path)
-    prefill = session.run(None, feeds(session, ids[:, :-1]))
     past_names = [i.name for i in session.get_inputs()][2:]
-    step = {"input_ids": ids[:, -1:], "attention_mask": np.ones_like(ids),
-            **dict(zip(past_names, prefill[1:]))}
-    decode = session.run(None, step)
     assert [o.name for o in session.get_outputs()][1:] == [n.replace("past_key_values", "present")
                                                             for n in past_names]
-    assert decode[1].shape[2] == ids.shape[1]
-    return prefill[0], decode[0][:, -1]
+    assert session.run(None, evaluate.feeds(session, ids))[1].shape[2] == ids.shape[1]  # one cache entry per token
+    return evaluate.prefill_and_decode(session, ids)
 
 
 @pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])

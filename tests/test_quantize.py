@@ -161,7 +161,8 @@ def test_outliertune_makes_norm_outputs_symmetric_code_units(tiny_export, tmp_pa
     from oqcompile.structure import analyze
 
     model = modelio.load(tiny_export("tiny-llama"))
-    optimize(model, write_recipe(tmp_path / "r.toml", ("outliertune", {"bits": 6})), calibration=CALIBRATION)
+    optimize(model, write_recipe(tmp_path / "r.toml", ("outliertune", {"bits": 6})), calibration=CALIBRATION,
+             portable=True)
     t = analyze(model)
     value = t.blocks[1].attention.q.input
     stats = collect_statistics(model, [value], CALIBRATION, progress=False)[value.name]
