@@ -93,6 +93,9 @@ def recipe_errors(work: Workspace) -> list[list]:
     return rows
 
 
+LM_HEAD_INT8 = [("quantize_weights", {"bits": 8, "lm_head_bits": 8}), ("insert_qdq", {"bits": 8, "lm_head_bits": 8})]
+
+
 def single_errors(work: Workspace) -> list[list]:
     """The other quantized checks of tests/test_quantize.py, one number each."""
     import onnxruntime as ort
@@ -105,11 +108,15 @@ def single_errors(work: Workspace) -> list[list]:
     dequantize_linear = work.compile(llama, w4a16_as_dequantize_linear())
     unfused = logits(dequantize_linear, optimization=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     per_tensor = work.compile(llama, [("insert_qdq", {"bits": 8, "granularity": "per_tensor"})])
+    tied = work.export("tiny-mistral")
+    lm_head8 = work.compile(tied, LM_HEAD_INT8)
     return [
         ["`test_kv4_quantizes_the_cache`", "tiny-llama (KV cache), quarot-w4a4kv4-gptq, prefill against fp",
          f"{kv4:.4f}"],
         ["`test_static_per_tensor_activations`", "tiny-llama, static per-tensor int8 activations against fp",
          f"{relative_error(logits(per_tensor), logits(llama)):.4f}"],
+        ["`test_lm_head_bits_quantize_a_tied_lm_head`", "tiny-mistral (tied lm_head), W8A8 with an int8 lm_head "
+         "(lowered) against fp", f"{relative_error(logits(lm_head8), logits(tied)):.4f}"],
         ["`test_w4a16_uses_native_matmulnbits`", "tiny-llama, quarot-w4a16-gptq (MatMulNBits) against the same "
          "recipe written as DequantizeLinear, run with ORT graph optimizations off", f"{relative_error(nbits, unfused):.1e}"],
         ["", "the same, DequantizeLinear run with ORT's default optimizations (ORT fuses DequantizeLinear + MatMul "

@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="tokens of Emma for calibration, in windows of 1024 (default 131072)")
     _add_tokenizer_option(optimize, "for calibration")
     optimize.add_argument("--portable", action="store_true",
-                          help="stop before the `lower` pass: standard ONNX only (QDQ, MatMul Hadamards) that "
-                               "runs in any ONNX Runtime without the oq op library")
+                          help="stop before the `lower` and `fuse_ort` passes: standard ONNX only (QDQ, MatMul "
+                               "Hadamards) that runs in any ONNX Runtime without the oq op library")
     optimize.set_defaults(handler=_optimize)
 
     evaluate = commands.add_parser("eval", help="perplexity on Pride and Prejudice through ORT")

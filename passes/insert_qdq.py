@@ -16,7 +16,7 @@ weights ``Ŵ`` of the linears it feeds (:func:`oqcompile.quant.search_activation
 
 Inputs of linears matching ``high_precision_layers`` (``fnmatch`` patterns on names like
 ``layers.29.mlp.down_proj``) are quantized to ``high_precision_bits`` instead. The lm_head
-input stays in float, as in QuaRot.
+input stays in float, as in QuaRot, unless ``lm_head_bits`` is set.
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ class InsertQDQ(CalibratedPass):
     clip_search: bool = False
     high_precision_layers: tuple[str, ...] = ()
     high_precision_bits: int = 8
+    lm_head_bits: int | None = None
     name = "insert_qdq"
 
     SAMPLE_TOKENS = 1024  # calibration token rows per input for the clip search
 
     def __post_init__(self):
-        check_bits("activation", self.bits, self.high_precision_bits)
+        check_bits("activation", self.bits, self.high_precision_bits,
+                   *([] if self.lm_head_bits is None else [self.lm_head_bits]))
         if self.granularity not in ("per_token", "per_tensor"):
             raise ValueError(f"granularity must be per_token or per_tensor, not {self.granularity!r}")
 
@@ -67,7 +69,7 @@ class InsertQDQ(CalibratedPass):
         require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         groups: dict[str, list[Linear]] = {}
         for linear in transformer.linears():
-            if linear is not transformer.lm_head:
+            if linear is not transformer.lm_head or self.lm_head_bits is not None:
                 groups.setdefault(linear.input.name, []).append(linear)
         stats = {}
         if self.needs_calibration:
@@ -79,7 +81,8 @@ class InsertQDQ(CalibratedPass):
                 raise ir.passes.PreconditionError(
                     f"{value_name} feeds linears of which only some are OutlierTune-prescaled")
             granularity = "prescaled" if all(prescaled) else self.granularity
-            bits = (self.high_precision_bits if any(matches(lin.name, self.high_precision_layers) for lin in linears)
+            bits = (self.lm_head_bits if linears[0] is transformer.lm_head
+                    else self.high_precision_bits if any(matches(lin.name, self.high_precision_layers) for lin in linears)
                     else self.bits)
             clip, scale = self.clip, None
             if self.clip_search and granularity == "per_token":

@@ -15,7 +15,8 @@ that any stock ORT runs with its own 4-bit kernels (``accuracy_level=0``: float 
 
 Linears whose name matches a pattern of ``high_precision_layers`` (``fnmatch``, e.g.
 ``layers.29.mlp.down_proj``) are quantized to ``high_precision_bits`` instead. The lm_head
-and the embeddings stay in float, as in QuaRot.
+stays in float, as in QuaRot, unless ``lm_head_bits`` is set (a tied lm_head then gets its
+own quantized copy; the embedding keeps the float table).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class QuantizeWeights(CalibratedPass):
     format: str = "qdq"  # or "matmulnbits"
     high_precision_layers: tuple[str, ...] = ()
     high_precision_bits: int = 8
+    lm_head_bits: int | None = None
     name = "quantize_weights"
 
     def __post_init__(self):
@@ -56,7 +58,8 @@ class QuantizeWeights(CalibratedPass):
             raise ValueError(f"weight format must be qdq or matmulnbits, not {self.format!r}")
         if self.format == "matmulnbits" and (self.bits != 4 or self.group not in (16, 32, 64, 128, 256)):
             raise ValueError("matmulnbits needs bits = 4 and a group of 16, 32, 64, 128 or 256")
-        quant.check_bits("weight", self.bits, self.high_precision_bits)
+        quant.check_bits("weight", self.bits, self.high_precision_bits,
+                         *([] if self.lm_head_bits is None else [self.lm_head_bits]))
         if self.method not in ("rtn", "gptq"):
             raise ValueError(f"weight quantization method must be rtn or gptq, not {self.method!r}")
 
@@ -67,7 +70,8 @@ class QuantizeWeights(CalibratedPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
         require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
-        linears = [lin for lin in transformer.linears() if lin is not transformer.lm_head]
+        linears = [lin for lin in transformer.linears()
+                   if lin is not transformer.lm_head or self.lm_head_bits is not None]
         if self.group is not None:
             for linear in linears:
                 if linear.in_features % self.group:
@@ -76,7 +80,8 @@ class QuantizeWeights(CalibratedPass):
         stats = self.statistics(model, [lin.input for lin in linears], gram=True) if self.method == "gptq" else {}
         for linear in tqdm(linears, desc=f"{self.method} w{self.bits}", disable=not self.progress):
             weight = linear.weight()
-            bits = self.high_precision_bits if matches(linear.name, self.high_precision_layers) else self.bits
+            bits = (self.lm_head_bits if linear is transformer.lm_head
+                    else self.high_precision_bits if matches(linear.name, self.high_precision_layers) else self.bits)
             if self.method == "gptq":
                 quantized = quant.gptq(weight, stats[linear.input.name].gram, bits, self.group,
                                        self.damp, self.act_order, self.clip_search)

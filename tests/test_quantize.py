@@ -51,6 +51,7 @@ MEASURED = {
     # single checks on tiny-llama
     "kv4 prefill": 0.3167,  # KV-cache export, quarot-w4a4kv4-gptq (lowered), prefill logits
     "per-tensor a8": 0.0482,  # insert_qdq alone: static per-tensor int8 activations
+    "lm_head int8": 0.0371,  # tiny-mistral (tied), W8A8 with lm_head_bits 8, lowered
 }
 # Scale folding without quantization is exact in float: measured at most 1.2e-6 ("tiny-errors").
 FLOAT_ROUNDING = 1e-4
@@ -283,3 +284,18 @@ def test_static_per_tensor_activations(tiny_export, tmp_path):
     assert granularities == {"per_tensor"}
     assert "ReduceMax" not in {n.op_type for n in proto.graph.node}  # no run-time scale
     assert_measured(relative_error(run_logits(path, IDS), run_logits(source, IDS)), "per-tensor a8")
+
+
+def test_lm_head_bits_quantize_a_tied_lm_head(tiny_export, tmp_path):
+    """lm_head_bits: the lm_head becomes one more QMatMul; the embedding keeps its float table."""
+    source = tiny_export("tiny-mistral")  # ties its lm_head to the embedding
+    both = {"bits": 8, "lm_head_bits": 8}
+    path = compiled(source, write_recipe(tmp_path / "r.toml", ("quantize_weights", both), ("insert_qdq", both)),
+                    tmp_path / "q.onnx")
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QMatMul") == 2 * 7 + 1 and "MatMul" not in ops
+    gather = next(n for n in model.graph.node if n.op_type == "Gather")
+    table = next(t for t in model.graph.initializer if t.name == gather.input[0])
+    assert table.data_type == onnx.TensorProto.FLOAT
+    assert_measured(relative_error(run_logits(path, IDS), run_logits(source, IDS)), "lm_head int8")
