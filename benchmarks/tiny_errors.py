@@ -110,6 +110,7 @@ def single_errors(work: Workspace) -> list[list]:
     per_tensor = work.compile(llama, [("insert_qdq", {"bits": 8, "granularity": "per_tensor"})])
     tied = work.export("tiny-mistral")
     lm_head8 = work.compile(tied, LM_HEAD_INT8)
+    embedding8 = work.compile(llama, [("quantize_embedding", {"group": 32})])
     return [
         ["`test_kv4_quantizes_the_cache`", "tiny-llama (KV cache), quarot-w4a4kv4-gptq, prefill against fp",
          f"{kv4:.4f}"],
@@ -117,6 +118,8 @@ def single_errors(work: Workspace) -> list[list]:
          f"{relative_error(logits(per_tensor), logits(llama)):.4f}"],
         ["`test_lm_head_bits_quantize_a_tied_lm_head`", "tiny-mistral (tied lm_head), W8A8 with an int8 lm_head "
          "(lowered) against fp", f"{relative_error(logits(lm_head8), logits(tied)):.4f}"],
+        ["`test_quantize_embedding_stores_int8_rows`", "tiny-llama, int8 token embedding (blocks of 32) against fp",
+         f"{relative_error(logits(embedding8), logits(llama)):.4f}"],
         ["`test_w4a16_uses_native_matmulnbits`", "tiny-llama, quarot-w4a16-gptq (MatMulNBits) against the same "
          "recipe written as DequantizeLinear, run with ORT graph optimizations off", f"{relative_error(nbits, unfused):.1e}"],
         ["", "the same, DequantizeLinear run with ORT's default optimizations (ORT fuses DequantizeLinear + MatMul "

@@ -44,6 +44,7 @@ from oqcompile.passes.insert_qdq import InsertQDQ
 from oqcompile.passes.lower import Lower
 from oqcompile.passes.online_hadamard import OnlineHadamard
 from oqcompile.passes.outliertune import OutlierTune
+from oqcompile.passes.quantize_embedding import QuantizeEmbedding
 from oqcompile.passes.quantize_kv import QuantizeKV
 from oqcompile.passes.quantize_weights import QuantizeWeights
 from oqcompile.passes.rotate_heads import RotateHeads
@@ -55,7 +56,7 @@ __all__ = ["PASSES", "RECIPES", "build_recipe", "recipe_toml"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
-    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, Lower, FuseOrt)}
+    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt)}
 
 # A recipe is data: its passes with their parameters, as a TOML recipe lists them. The seed and
 # the calibration data are given to the passes by build_recipe.

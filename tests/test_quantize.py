@@ -52,6 +52,7 @@ MEASURED = {
     "kv4 prefill": 0.3167,  # KV-cache export, quarot-w4a4kv4-gptq (lowered), prefill logits
     "per-tensor a8": 0.0482,  # insert_qdq alone: static per-tensor int8 activations
     "lm_head int8": 0.0371,  # tiny-mistral (tied), W8A8 with lm_head_bits 8, lowered
+    "embedding int8": 0.0071,  # quantize_embedding alone, blocks of 32
 }
 # Scale folding without quantization is exact in float: measured at most 1.2e-6 ("tiny-errors").
 FLOAT_ROUNDING = 1e-4
@@ -299,3 +300,18 @@ def test_lm_head_bits_quantize_a_tied_lm_head(tiny_export, tmp_path):
     table = next(t for t in model.graph.initializer if t.name == gather.input[0])
     assert table.data_type == onnx.TensorProto.FLOAT
     assert_measured(relative_error(run_logits(path, IDS), run_logits(source, IDS)), "lm_head int8")
+
+
+def test_quantize_embedding_stores_int8_rows(tiny_export, tmp_path):
+    source = tiny_export("tiny-llama")
+    recipe = write_recipe(tmp_path / "r.toml", ("quantize_embedding", {"group": 32}))
+    path = compiled(source, recipe, tmp_path / "q.onnx")
+    model = onnx.load(str(path))
+    gather = next(n for n in model.graph.node if n.name == "embed_tokens/gather_scales")
+    codes = next(t for t in model.graph.initializer if t.name == "embed_tokens.weight_int8")
+    assert codes.data_type == onnx.TensorProto.INT8 and list(codes.dims) == [256, 64]
+    assert gather.input[1] == "input_ids"
+    assert_measured(relative_error(run_logits(path, IDS), run_logits(source, IDS)), "embedding int8")
+    once = compiled(source, recipe, tmp_path / "once.onnx", portable=True)
+    with pytest.raises(OQError, match="not float: already quantized"):
+        compiled(once, recipe, tmp_path / "twice.onnx")

@@ -99,7 +99,7 @@ class _Analyzer:
                     raise StructureError(f"{node.name} adds something other than a positional "
                                          "embedding to the token embedding")
                 positional.append(Embedding("embed_positions", gather))
-            elif not (node.op_type in ("Cast", "Identity")
+            elif not (node.op_type in ("Cast", "Identity", "DequantizeLinear")  # quantize_embedding's rows
                       or (node.op_type == "Mul" and any(is_scalar_const(i) for i in node.inputs))):
                 raise StructureError(f"unexpected {node.op_type} node {node.name} between the token "
                                      "embedding and the first norm")
