@@ -59,3 +59,12 @@ def test_fused_kv_cache_model_keeps_left_padded_batches(tiny_export, tmp_path):
     real = mask[:, :-1].astype(bool)
     assert relative_error(prefill[real], expected_prefill[real]) <= TOLERANCE
     assert relative_error(last, expected_last) <= TOLERANCE
+
+
+def test_structure_analysis_refuses_fused_graphs_with_a_reason(tiny_export, tmp_path):
+    from oqcompile import modelio
+    from oqcompile.structure import StructureError, analyze
+
+    target = compile_file(tiny_export("tiny-llama"), tmp_path / "out.onnx", "rotate").target
+    with pytest.raises(StructureError, match="fused MultiHeadAttention, SkipSimplifiedLayerNormalization"):
+        analyze(modelio.load(target))

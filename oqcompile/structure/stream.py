@@ -19,6 +19,9 @@ from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, 
 
 __all__ = ["analyze"]
 
+_ORT_FUSED_OPS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization", "MultiHeadAttention",
+                  "GroupQueryAttention", "Attention"}
+
 
 def analyze(model: ir.Model) -> Transformer:
     """Map the transformer in ``model`` (raises :class:`StructureError` naming what is missing)."""
@@ -42,6 +45,11 @@ class _Analyzer:
                 self.norms_by_input[id(norm.input)] = norm
 
     def run(self) -> Transformer:
+        fused = sorted({node.op_type for node in self.graph if node.domain == "com.microsoft"} & _ORT_FUSED_OPS)
+        if fused:
+            raise StructureError(f"the graph holds ONNX Runtime's fused {', '.join(fused)} (as oqcompile's "
+                                 "fuse_ort or ORT's transformer optimizer write them), which the structure "
+                                 "analysis does not read: give it the unfused graph (optimize --portable)")
         if not self.linears_by_output:
             raise StructureError("no linear layer (MatMul/Gemm with a constant weight) in the graph: "
                                  "not a transformer language model")
