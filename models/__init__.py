@@ -1,8 +1,9 @@
 """Model sources: the registered model ids, how each is obtained offline, and ONNX export.
 
-Registered ids: ``smollm2-135m`` (the default real model) and the tiny seeded random
-models ``tiny-llama``, ``tiny-mistral``, ``tiny-qwen2`` and ``tiny-opt``. Any local
-Hugging Face model directory is accepted wherever an id is.
+Registered ids: ``smollm2-135m`` (the default real model), the tiny seeded random
+models ``tiny-llama``, ``tiny-mistral``, ``tiny-qwen2`` and ``tiny-opt``, and
+``llama-1b-shaped`` (LLaMA-3.2-1B's shape, seeded random weights, for speed benchmarks). Any
+local Hugging Face model directory is accepted wherever an id is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from oqcompile.errors import OQError
 __all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "load_torch_model", "load_tokenizer"]
 
 DEFAULT_MODEL = "smollm2-135m"
-MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt")
+MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt", "llama-1b-shaped")
 EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
 
 
@@ -22,12 +23,14 @@ def load_torch_model(model: str):
     """Return the float32 ``transformers`` causal LM for a registered id or a local HF directory."""
     import transformers
 
-    from oqcompile.models import smollm2, tiny
+    from oqcompile.models import shaped, smollm2, tiny
 
     if model == DEFAULT_MODEL:
         return smollm2.load_model()
     if model in tiny.TINY_CONFIGS:
         return tiny.build_tiny(model)
+    if model in shaped.SHAPED_CONFIGS:
+        return shaped.build_shaped(model)
     if pathlib.Path(model).is_dir():
         transformers.logging.set_verbosity_error()
         return transformers.AutoModelForCausalLM.from_pretrained(model).eval()

@@ -64,3 +64,14 @@ def test_rotate_on_fp16_export(tiny_export, tmp_path):
     rotated = run_logits(compile_file(source, tmp_path / "rotated.onnx", "rotate", seed=1).target,
                          IDS).astype(np.float32)
     assert relative_error(rotated, run_logits(source, IDS).astype(np.float32)) <= 5e-3
+
+
+def test_llama_1b_shaped_has_the_shape_of_llama_3_2_1b():
+    import transformers
+
+    from oqcompile.models.shaped import SHAPED_CONFIGS
+
+    with torch.device("meta"):  # shapes only, no 5 GB of weights
+        model = transformers.AutoModelForCausalLM.from_config(SHAPED_CONFIGS["llama-1b-shaped"])
+    assert sum(p.numel() for p in model.parameters()) == 1_235_814_400  # LLaMA-3.2-1B, tied embeddings
+    assert model.config.num_key_value_heads == 8 and model.config.intermediate_size == 8192
