@@ -15,9 +15,10 @@ section ``speed-per-op``:
 
 End to end (section ``speed``), SmolLM2 exported with a KV cache, each model in its own
 process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill, weight
-file size and the process's peak RSS, for fp32, ORT ``quantize_dynamic``, ORT ``MatMulNBits``
-(its ``MatMulNBitsQuantizer``, 4-bit blocks of 32, ``accuracy_level`` 4) and the lowered (and
-``fuse_ort``-fused) ``quarot-w8a8``, ``quarot-w4a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill
+file size, the process's resident memory after creating the session and its peak RSS, for
+fp32, ORT ``quantize_dynamic``, ORT ``MatMulNBits`` (its ``MatMulNBitsQuantizer``, 4-bit
+blocks of 32, ``accuracy_level`` 4) and the lowered (and ``fuse_ort``-fused) ``quarot-w8a8``,
+``quarot-w4a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill
 time goes per op type (ORT's node profile, in a separate process). Ratios are within one run
 (shared, noisy machines: compare within a run, not across runs).
 """
@@ -150,14 +151,16 @@ def resident_step(path: str, k: int) -> int:
 
     from oqcompile.runtime import session_options
 
-    def rss() -> int:
-        return int(pathlib.Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
     options = session_options()
-    before = rss()
+    before = rss_bytes()
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     session.run(None, {"x": np.zeros((1, k), np.float32)})
-    return rss() - before
+    return rss_bytes() - before
+
+
+def rss_bytes() -> int:
+    """This process's resident set now."""
+    return int(pathlib.Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def resident_bytes(small: str, large: str, folder: pathlib.Path) -> str:
@@ -218,13 +221,14 @@ def per_op_hadamard(rows_count: int, isas: list[str]) -> str:
 # --- end to end --------------------------------------------------------------------------
 
 def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: int) -> dict:
-    """Latencies of one model in this (fresh) process: prefills and per-token decode."""
+    """One model in this (fresh) process: its RSS right after creating the session (Python and ORT
+    included), then the latencies of prefills and per-token decode."""
     from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.evaluate import feeds, session
 
     tokens = book_tokens(EVALUATION_BOOK, MODEL)
     model = session(path)
-    result = {}
+    result = {"resident after load": rss_bytes()}
     for length in prefill_lengths:
         ids = tokens[None, :length].astype(np.int64)
         result[f"prefill {length}"] = median_seconds(lambda: model.run(None, feeds(model, ids)), budget=3.0)
@@ -299,11 +303,13 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
         cells = [label]
         for key in [f"prefill {n}" for n in prefill_lengths] + ["decode"]:
             cells.append(f"{times[key] * 1e3:.0f} ms ({base[key] / times[key]:.2f}x)")
-        cells += [f"{size:.0f} MiB ({size / base_size:.2f}x)", f"{peak:.2f} GiB"]
+        resident = times["resident after load"] / 2**30
+        cells += [f"{size:.0f} MiB ({size / base_size:.2f}x)",
+                  f"{resident:.2f} GiB ({resident / (base['resident after load'] / 2**30):.2f}x)", f"{peak:.2f} GiB"]
         rows.append(cells)
         print(" | ".join(cells), flush=True)
     header = (["model"] + [f"prefill {n} tokens" for n in prefill_lengths]
-              + ["decode / token (after 512)", "file size", "peak RSS"])
+              + ["decode / token (after 512)", "file size", "resident after load", "peak RSS"])
     return (report.markdown_table(header, rows) + "\n\nWhere the prefill time goes (ORT's node profile):\n\n"
             + profile_table(profiles, prefill_lengths[0]))
 
