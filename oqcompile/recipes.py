@@ -68,12 +68,13 @@ ROTATE: list[Step] = [(FuseNorms, {}), (RotateResidual, {}), (RotateHeads, {}), 
 
 def _quantize(bits: int, *, act_bits: int | None = None, clip: float = 1.0, method: str = "rtn",
               clip_search: bool = False, act_order: bool = False, act_clip_search: bool = False,
-              lm_head_bits: int | None = None) -> list[Step]:
-    """Weights at ``bits``, activations at ``act_bits`` (default: the same); the lm_head (weights
-    and input) at ``lm_head_bits`` or float."""
+              group: int | None = None, lm_head_bits: int | None = None) -> list[Step]:
+    """Weights at ``bits`` (per channel, or per ``group`` input rows), activations at ``act_bits``
+    (default: the same); the lm_head (weights and input) at ``lm_head_bits`` or float."""
     lm_head = {} if lm_head_bits is None else {"lm_head_bits": lm_head_bits}
+    grouped = {} if group is None else {"group": group}
     return [(QuantizeWeights, {"bits": bits, "method": method, "clip_search": clip_search, "act_order": act_order,
-                               **lm_head}),
+                               **grouped, **lm_head}),
             (InsertQDQ, {"bits": act_bits or bits, "clip": clip, "clip_search": act_clip_search, **lm_head})]
 
 
@@ -102,9 +103,9 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
     "quarot-w4a4kv4-gptq": ("quarot-w4a4-gptq plus a 4-bit KV cache (asymmetric, per head)",
                             [*ROTATE, *_quantize(4, clip=0.9, method="gptq", clip_search=True),
                              (QuantizeKV, {"bits": 4})]),
-    "quarot-w4a8": ("rotate, GPTQ int4 weights, per-token int8 activations (int8 hardware runs them as fast "
-                    "as int4 ones on CPUs); int8 lm_head and token embedding",
-                    [*ROTATE, *_quantize(4, act_bits=8, method="gptq", clip_search=True, lm_head_bits=8),
+    "quarot-w4a8": ("rotate, GPTQ int4 weights in groups of 32, per-token int8 activations (int8 hardware "
+                    "runs them as fast as int4 ones on CPUs); int8 lm_head and token embedding",
+                    [*ROTATE, *_quantize(4, act_bits=8, method="gptq", clip_search=True, group=32, lm_head_bits=8),
                      (QuantizeEmbedding, {})]),
     "quarot-w4a16-gptq": ("rotate, GPTQ int4 weights (groups of 32) as ORT MatMulNBits, float activations",
                           [*ROTATE, (QuantizeWeights, {"bits": 4, "method": "gptq", "group": 32, "clip_search": True,
