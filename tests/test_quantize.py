@@ -43,7 +43,7 @@ MEASURED = {
     ("tiny-llama", "quarot-w4a4-rtn"): 0.3271, ("tiny-opt", "quarot-w4a4-rtn"): 0.5395,
     ("tiny-llama", "quarot-w4a4-gptq"): 0.2657, ("tiny-opt", "quarot-w4a4-gptq"): 0.4990,
     ("tiny-llama", "quarot-w4a4kv4-gptq"): 0.3167, ("tiny-opt", "quarot-w4a4kv4-gptq"): 0.4863,
-    ("tiny-llama", "quarot-w4a8"): 0.2190, ("tiny-opt", "quarot-w4a8"): 0.1697,
+    ("tiny-llama", "quarot-w4a8"): 0.1750, ("tiny-opt", "quarot-w4a8"): 0.1646,
     ("tiny-llama", "quarot-w4a16-gptq"): 0.1815, ("tiny-opt", "quarot-w4a16-gptq"): 0.1417,
     ("tiny-llama", "ot-quarot-w8a8"): 0.0467, ("tiny-opt", "ot-quarot-w8a8"): 0.0381,
     ("tiny-llama", "ot-quarot-w6a6"): 0.0963, ("tiny-opt", "ot-quarot-w6a6"): 0.1328,
@@ -103,8 +103,9 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
     The integer sums are exact where the portable graph rounds in float; the float difference
     can flip an activation code downstream, which moves the logits of the tokens it reaches.
     Measured (benchmarks/tiny_errors.py, section "tiny-errors" of docs/RESULTS.md): the median
-    |Δ| / max|logits| is at most 9.0e-8 on every recipe and model, the largest 4.3e-7 where no
-    code flips and 4.1e-3 where one does (tiny-llama, naive-w8a8). So: the typical logit agrees
+    |Δ| / max|logits| is at most 9.0e-8 on every recipe and model, the largest 5.4e-7 where no
+    code flips and 4.1e-3 where one does (tiny-llama, naive-w8a8, in an earlier run; in the latest
+    no code flipped). So: the typical logit agrees
     to float rounding (median below 1e-5; a wrong packing or scale layout moves every logit, by
     ~1e-1), and no logit moves by more than a flip can (5e-2: where codes flip depends on the CPU's
     float rounding, and a flip of a coarser code moves more).
@@ -119,7 +120,8 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
     assert granularities <= {"asymmetric_group"}  # only the KV-cache QDQ stays portable
     if "w4a16" not in recipe:
         linears_per_block = {"tiny-llama": 7, "tiny-opt": 6}[model_id]
-        assert ops.count(("oq", "QMatMul")) == 2 * linears_per_block and ("oq", "QuantizePerToken") in ops
+        lm_head = any(getattr(p, "lm_head_bits", None) for p in build_recipe(recipe))
+        assert ops.count(("oq", "QMatMul")) == 2 * linears_per_block + lm_head and ("oq", "QuantizePerToken") in ops
     assert ("oq", "Hadamard") in ops if "quarot" in recipe else ("oq", "Hadamard") not in ops
     assert modelio.metadata(lowered)[LIBRARY_METADATA].startswith("liboq_ops.so")
     lowered_logits, portable_logits = run_logits(lowered, IDS), run_logits(portable, IDS)
