@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 __all__ = [
+    "FLOAT_TYPES",
     "LAYOUT_OPS",
     "NodeMetadata",
     "add_initializer",
@@ -28,6 +29,8 @@ __all__ = [
     "require_opset",
     "unique_name",
 ]
+
+FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)  # the float types the passes rewrite
 
 # Ops that move or copy elements without mixing channels of the last axis's content.
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze", "Identity", "Cast"})

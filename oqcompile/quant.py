@@ -47,10 +47,11 @@ def qmax(bits: int) -> int:
 BITS = (4, 6, 8)  # the code widths oqcompile writes and the oq ops run
 
 
-def check_bits(what: str, *widths: int) -> None:
-    """Raise ``ValueError`` unless every one of ``widths`` is in :data:`BITS`."""
-    if any(bits not in BITS for bits in widths):
-        raise ValueError(f"{what} bits must be 4, 6 or 8, not {'/'.join(map(str, widths))}")
+def check_bits(what: str, *widths: int | None) -> None:
+    """Raise ``ValueError`` unless every one of ``widths`` that is set (not None) is in :data:`BITS`."""
+    given = [bits for bits in widths if bits is not None]
+    if any(bits not in BITS for bits in given):
+        raise ValueError(f"{what} bits must be 4, 6 or 8, not {'/'.join(map(str, given))}")
 
 
 @dataclasses.dataclass

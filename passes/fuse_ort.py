@@ -30,14 +30,12 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import ort_fusions, pattern
 
+from oqcompile.graph import FLOAT_TYPES
 from oqcompile.passes.base import TransformerPass
 
 __all__ = ["FuseOrt"]
 
 logger = logging.getLogger(__name__)
-
-_FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
-
 
 @dataclasses.dataclass
 class FuseOrt(TransformerPass):
@@ -71,7 +69,7 @@ class _GainFreeRmsNorm(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, epsilon, **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
-        if x.dtype not in _FLOAT_TYPES or x.shape is None or not isinstance(x.shape[-1], int):
+        if x.dtype not in FLOAT_TYPES or x.shape is None or not isinstance(x.shape[-1], int):
             return result.fail("input is not float with a static last dimension", x)
         if epsilon.const_value is None or epsilon.const_value.numpy().size != 1:
             return result.fail("epsilon is not a constant scalar", epsilon)

@@ -55,8 +55,7 @@ class InsertQDQ(CalibratedPass):
     SAMPLE_TOKENS = 1024  # calibration token rows per input for the clip search
 
     def __post_init__(self):
-        check_bits("activation", self.bits, self.high_precision_bits,
-                   *([] if self.lm_head_bits is None else [self.lm_head_bits]))
+        check_bits("activation", self.bits, self.high_precision_bits, self.lm_head_bits)
         if self.granularity not in ("per_token", "per_tensor"):
             raise ValueError(f"granularity must be per_token or per_tensor, not {self.granularity!r}")
 

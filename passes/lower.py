@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile import qdq
-from oqcompile.graph import add_initializer
+from oqcompile.graph import FLOAT_TYPES, add_initializer
 from oqcompile.hadamard import dense_factor
 from oqcompile.passes.base import TransformerPass
 from oqcompile.quant import QuantizedWeight, pack_codes, qrange
@@ -41,8 +41,6 @@ from oqcompile.structure import Linear, match_linear
 __all__ = ["Lower"]
 
 logger = logging.getLogger(__name__)
-
-_FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
 
 
 @dataclasses.dataclass
@@ -63,7 +61,7 @@ class Lower(TransformerPass):
 
 
 def _lower_rotation(graph: ir.Graph, rotation: Rotation) -> bool:
-    if rotation.input.dtype not in _FLOAT_TYPES:
+    if rotation.input.dtype not in FLOAT_TYPES:
         return False
     inputs = [rotation.input]
     h_k = dense_factor(rotation.size)
@@ -91,7 +89,7 @@ def _lower_qdq(graph: ir.Graph, activation: qdq.ActivationQDQ) -> int:
                and (linear := match_linear(node)) is not None and not linear.transposed
                and (weight := qdq.read_quantized_weight(linear.weight_value())) is not None]
     source, tag = activation.source, activation.tag
-    if not linears or source.dtype not in _FLOAT_TYPES:
+    if not linears or source.dtype not in FLOAT_TYPES:
         return 0
     attributes = {"bits": tag.bits, "clip": tag.clip}
     if activation.static_scale is not None:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile import quant
-from oqcompile.graph import add_initializer, require_opset
+from oqcompile.graph import FLOAT_TYPES, add_initializer, require_opset
 from oqcompile.passes.base import TransformerPass
 from oqcompile.structure import analyze
 
@@ -42,7 +42,7 @@ class QuantizeEmbedding(TransformerPass):
         embedding = analyze(model).embedding
         require_opset(model, 21)  # blocked DequantizeLinear
         table_value = embedding.node.inputs[0]
-        if table_value.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
+        if table_value.dtype not in FLOAT_TYPES:
             raise ir.passes.PreconditionError(f"the token embedding table {table_value.name} is "
                                               f"{table_value.dtype}, not float: already quantized?")
         table = embedding.table()

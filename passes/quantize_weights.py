@@ -58,8 +58,7 @@ class QuantizeWeights(CalibratedPass):
             raise ValueError(f"weight format must be qdq or matmulnbits, not {self.format!r}")
         if self.format == "matmulnbits" and (self.bits != 4 or self.group not in (16, 32, 64, 128, 256)):
             raise ValueError("matmulnbits needs bits = 4 and a group of 16, 32, 64, 128 or 256")
-        quant.check_bits("weight", self.bits, self.high_precision_bits,
-                         *([] if self.lm_head_bits is None else [self.lm_head_bits]))
+        quant.check_bits("weight", self.bits, self.high_precision_bits, self.lm_head_bits)
         if self.method not in ("rtn", "gptq"):
             raise ValueError(f"weight quantization method must be rtn or gptq, not {self.method!r}")
 
