@@ -138,13 +138,15 @@ def test_qmatmul_matches_numpy(cpu_isa, bits, activation_bits, k, n, lead, group
 @pytest.mark.parametrize("activation_bits", [8, 4])
 @pytest.mark.parametrize("tokens", [1, 5, 600])
 def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits, tokens):
-    """SmolLM2's down_proj for decode (1 and 5 tokens: the row kernels) and 600 tokens (several
-    row blocks and panels), per channel and in groups of 128, with constant weights."""
+    """SmolLM2's down_proj and up_proj for decode (1 and 5 tokens: the row kernels) and 600 tokens
+    (several row blocks and panels), with constant weights: per channel, in groups of 128, and in
+    groups of 32 and 64, which the row kernels pack several to a block (up_proj's 576 codes end in
+    half a block)."""
     rng = np.random.default_rng(bits)
-    for groups in (1, 12):
-        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, tokens), 1536, 576, groups,
+    for k, n, groups in ((1536, 576, 1), (1536, 576, 12), (1536, 576, 48), (576, 1536, 18), (576, 1536, 9)):
+        codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, tokens), k, n, groups,
                                                                          np.float32, activation_bits)
-        actual = run_qmatmul(np.float32, bits, 1536, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
+        actual = run_qmatmul(np.float32, bits, k, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
                              bias, constant_weights=True)
         expected = qmatmul_reference(codes, scales, weight, weight_scales, bias)
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -153,10 +155,11 @@ def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits, tokens):
 @pytest.mark.parametrize("bits", [8, 6, 4])
 @pytest.mark.parametrize("activation_bits", [8, 6, 4])
 @pytest.mark.parametrize("tokens", [5, 200])
-def test_qmatmul_integer_sums_are_exact_at_the_extremes(cpu_isa, bits, activation_bits, tokens):
+@pytest.mark.parametrize("groups", [1, 32])
+def test_qmatmul_integer_sums_are_exact_at_the_extremes(cpu_isa, bits, activation_bits, tokens, groups):
     """Codes and weights at the ends of their ranges, the largest sums the int16 steps of the
-    kernels meet, through the row kernels (5 tokens) and the panels (200): every output is the
-    exact integer (unit scales, fp32 represents them)."""
+    kernels meet, through the row kernels (5 tokens) and the panels (200), per channel and in
+    groups of 32: every output is the exact integer (unit scales, fp32 represents them)."""
     k, n = 1024, 48
     a_low, a_high = qrange(activation_bits)
     w_low, w_high = qrange(bits)
@@ -165,7 +168,7 @@ def test_qmatmul_integer_sums_are_exact_at_the_extremes(cpu_isa, bits, activatio
     codes[0], codes[1] = a_low, a_high  # rows whose products all share one sign
     weight = rng.choice([w_low, w_high], (k, n)).astype(np.int8)
     weight[:, 0], weight[:, 1] = w_low, w_high
-    scales, weight_scales = np.ones((tokens, 1), np.float32), np.ones((n, 1), np.float32)
+    scales, weight_scales = np.ones((tokens, 1), np.float32), np.ones((n, groups), np.float32)
     actual = run_qmatmul(np.float32, bits, k, codes, scales, pack_codes(weight, bits), weight_scales, None,
                          constant_weights=True)
     np.testing.assert_array_equal(actual, codes.astype(np.int64) @ weight.astype(np.int64))

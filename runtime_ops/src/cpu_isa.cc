@@ -11,12 +11,12 @@ namespace {
 // tokens with AVX-512, about 100 with AVX2 (measured before AVX2 unpacked by transposes, which
 // changed its M = 512 times by less than the noise). The scalar path, there for correctness,
 // takes the AVX-512 limit.
-const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr, nullptr, {RowsInt4Scalar, 2, false},
-                     {RowsInt8Scalar, 1, false}, 8, TransformRowsScalar};
+const CpuIsa kScalar{"scalar", PanelU8Scalar, 0, nullptr, nullptr, {RowsInt4Scalar, 2, false, false},
+                     {RowsInt8Scalar, 1, false, false}, 8, TransformRowsScalar};
 const CpuIsa kAvx2{"avx2", PanelU8Avx2, kInt16PairLimit, PanelS16Avx2, TransposeQuadsAvx2,
-                   {RowsInt4Avx2, 64, false}, {RowsInt8Avx2, 16, true}, 96, TransformRowsAvx2};
+                   {RowsInt4Avx2, 64, false, true}, {RowsInt8Avx2, 16, true, false}, 96, TransformRowsAvx2};
 const CpuIsa kAvx512Vnni{"avx512_vnni", PanelU8Avx512Vnni, 0, nullptr, TransposeQuadsAvx512,
-                         {RowsInt4Avx512Vnni, 128, false}, {RowsInt8Avx512Vnni, 64, false}, 8, TransformRowsAvx512};
+                         {RowsInt4Avx512Vnni, 128, false, true}, {RowsInt8Avx512Vnni, 64, false, true}, 8, TransformRowsAvx512};
 
 bool Supported(const CpuIsa& isa) {
   __builtin_cpu_init();

@@ -49,21 +49,26 @@ void Store(T* y, size_t index, float value) {
   y[index] = FromFloat<T>(value);
 }
 
-// Copies rows of k codes into a row kernel's activation layout (row_kernels.h) and sums each group.
+// Copies rows of k codes into a row kernel's activation layout (row_kernels.h): segments of
+// `segment` codes (a group, or the whole row where blocks hold several groups), each in `blocks`
+// blocks; and sums each group.
 template <typename Element>
-void LayOutRowActivations(const QMatMulCall& call, size_t block, size_t blocks, Element* out, int32_t* sums) {
-  const size_t group = call.k / call.groups, stride = call.groups * blocks * block;
+void LayOutRowActivations(const QMatMulCall& call, size_t block, size_t segment, size_t blocks, Element* out,
+                          int32_t* sums) {
+  const size_t group = call.k / call.groups, stride = call.k / segment * blocks * block;
   for (size_t row = 0; row < call.rows; ++row) {
-    for (size_t g = 0; g < call.groups; ++g) {
-      const int8_t* source = call.a + row * call.k + g * group;
-      Element* target = out + row * stride + g * blocks * block;
-      int32_t sum = 0;
-      for (size_t i = 0; i < group; ++i) {
+    const int8_t* source = call.a + row * call.k;
+    for (size_t s = 0; s < call.k / segment; ++s) {
+      Element* target = out + row * stride + s * blocks * block;
+      for (size_t i = 0; i < segment; ++i) {
         const size_t within = i % block;  // int4: codes meeting low nibbles, then those meeting high ones
         const size_t slot = call.bits == 4 ? i - within + within / 2 + (i % 2) * (block / 2) : i;
-        target[slot] = source[i];
-        sum += source[i];
+        target[slot] = source[s * segment + i];
       }
+    }
+    for (size_t g = 0; g < call.groups; ++g) {
+      int32_t sum = 0;
+      for (size_t i = 0; i < group; ++i) sum += source[g * group + i];
       sums[row * call.groups + g] = sum;
     }
   }
@@ -71,15 +76,16 @@ void LayOutRowActivations(const QMatMulCall& call, size_t block, size_t blocks, 
 
 template <typename T>
 void MultiplyByRows(const Ort::KernelContext& context, const QMatMulCall& call, const RowKernel& kernel, T* y) {
-  const size_t group = call.k / call.groups, blocks = (group + kernel.block - 1) / kernel.block;
-  const size_t stride = call.groups * blocks * kernel.block;
+  const size_t group = call.k / call.groups, groups_per_block = GroupsPerBlock(kernel, group, call.bits);
+  const size_t segment = groups_per_block > 1 ? call.k : group;
+  const size_t blocks = (segment + kernel.block - 1) / kernel.block, stride = call.k / segment * blocks * kernel.block;
   std::vector<int8_t> a8(kernel.int16_activations ? 0 : call.rows * stride);
   std::vector<int16_t> a16(kernel.int16_activations ? call.rows * stride : 0);
   std::vector<int32_t> a_sums(call.rows * call.groups);
   if (kernel.int16_activations) {
-    LayOutRowActivations(call, kernel.block, blocks, a16.data(), a_sums.data());
+    LayOutRowActivations(call, kernel.block, segment, blocks, a16.data(), a_sums.data());
   } else {
-    LayOutRowActivations(call, kernel.block, blocks, a8.data(), a_sums.data());
+    LayOutRowActivations(call, kernel.block, segment, blocks, a8.data(), a_sums.data());
   }
   const size_t row_bytes = PackedRowBytes(call.bits, static_cast<int64_t>(call.k));
   const size_t chunks = (call.n + kChannelsPerRowTask - 1) / kChannelsPerRowTask;
@@ -90,18 +96,15 @@ void MultiplyByRows(const Ort::KernelContext& context, const QMatMulCall& call, 
   ParallelFor(context, chunks * row_blocks, [&](size_t task) {
     const size_t first = task % chunks * kChannelsPerRowTask, width = std::min(kChannelsPerRowTask, call.n - first);
     const size_t first_row = task / chunks * kRowBlock, height = std::min(kRowBlock, call.rows - first_row);
-    std::vector<int32_t> dots(width * height * call.groups);
-    kernel.dots(RowArgs{a + first_row * stride * element_bytes, stride, a_sums.data() + first_row * call.groups,
-                        height, call.w + first * row_bytes, row_bytes, width, call.groups, group, blocks, dots.data()});
+    float sums[kRowBlock * kChannelsPerRowTask];
+    kernel.sums(RowArgs{a + first_row * stride * element_bytes, stride, a_sums.data() + first_row * call.groups,
+                        height, call.w + first * row_bytes, row_bytes, width, call.w_scales + first * call.groups,
+                        call.groups, group, groups_per_block, blocks, sums});
     for (size_t r = 0; r < height; ++r) {
-      const int32_t* dot = dots.data() + r * width * call.groups;
       const float a_scale = call.a_scale[first_row + r];
-      for (size_t c = 0; c < width; ++c, dot += call.groups) {
-        const float* scale = call.w_scales + (first + c) * call.groups;
-        float sum = 0.0f;
-        for (size_t g = 0; g < call.groups; ++g) sum += scale[g] * static_cast<float>(dot[g]);
+      for (size_t c = 0; c < width; ++c) {
         const float bias = call.bias == nullptr ? 0.0f : call.bias[first + c];
-        Store(y, (first_row + r) * call.n + first + c, a_scale * sum + bias);
+        Store(y, (first_row + r) * call.n + first + c, a_scale * sums[r * width + c] + bias);
       }
     }
   });

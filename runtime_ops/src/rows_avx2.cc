@@ -1,8 +1,11 @@
-// AVX2 row kernels (compiled with -mavx2). The last load of a group that would run past it
-// reads a zero-padded copy, so no byte past the row is read.
+// AVX2 row kernels (compiled with -mavx2 -mfma). The last load of a group (or row) that would
+// run past it reads a zero-padded copy, so no byte past it is read.
 //  - int4: one 32-byte load is 64 codes, made unsigned (row_kernels.h) and split into nibbles;
 //    vpmaddubsw multiplies them with signed activation codes into int16 pairs (at most
-//    2 · 15 · 128, exact), vpmaddwd by ones widens them into int32.
+//    2 · 15 · 128, exact), vpmaddwd by ones widens them into int32 lanes of 8 codes each. Groups
+//    smaller than a block share it: lane i belongs to group i / (8 / groups per block), the
+//    correction −8 · Σ a starts each group's first lane, and the lanes are scaled by their
+//    group's scale into float lanes summed once at the end.
 //  - int8: 16 codes sign-extended to int16 and vpmaddwd with int16 activations (exact; unsigned
 //    int8 products of pairs would saturate int16).
 #include <immintrin.h>
@@ -21,59 +24,127 @@ inline int32_t SumLanes(__m256i v) {
   return _mm_cvtsi128_si32(_mm_add_epi32(quarter, _mm_shuffle_epi32(quarter, 0xB1)));
 }
 
-// 32 or 16 bytes of a weight group from `offset`, read from a zero-padded copy where the group
-// ends sooner (only there: a load that spans the stores of a copy stalls).
-inline __m256i LoadWeights32(const uint8_t* group, size_t offset, size_t group_bytes) {
-  if (group_bytes - offset >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + offset));
-  alignas(32) uint8_t bytes[32] = {};
-  std::memcpy(bytes, group + offset, group_bytes - offset);
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes));
+inline float SumLanes(__m256 v) {
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)));
 }
 
-inline __m128i LoadWeights16(const uint8_t* group, size_t offset, size_t group_bytes) {
-  if (group_bytes - offset >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + offset));
-  alignas(16) uint8_t bytes[16] = {};
-  std::memcpy(bytes, group + offset, group_bytes - offset);
-  return _mm_load_si128(reinterpret_cast<const __m128i*>(bytes));
+// 32 or 16 bytes from `offset` of `bytes` packed bytes, read from a zero-padded copy where they
+// end sooner (only there: a load that spans the stores of a copy stalls).
+inline __m256i LoadWeights32(const uint8_t* w, size_t offset, size_t bytes) {
+  if (bytes - offset >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + offset));
+  alignas(32) uint8_t copy[32] = {};
+  std::memcpy(copy, w + offset, bytes - offset);
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(copy));
+}
+
+inline __m128i LoadWeights16(const uint8_t* w, size_t offset, size_t bytes) {
+  if (bytes - offset >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + offset));
+  alignas(16) uint8_t copy[16] = {};
+  std::memcpy(copy, w + offset, bytes - offset);
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(copy));
+}
+
+// Decode streams the weights from memory: ask for the bytes the next tile of `channels` rows
+// reads at this position (a tile's rows are consecutive, so that is channels rows ahead).
+inline void PrefetchNextTile(const uint8_t* w, int channels, const RowArgs& p) {
+  _mm_prefetch(reinterpret_cast<const char*>(w + channels * p.row_bytes), _MM_HINT_T0);
 }
 
 struct TileInt4Avx2 {
   static constexpr int kRows = 2, kChannels = 4, kChannelsOfOneRow = 8;
   static constexpr size_t kBlock = 64;
 
+  // The 64 codes of 32 packed bytes times one activation block, in 8 int32 lanes.
+  static __m256i Multiply(__m256i packed, const __m256i (&a)[2]) {
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x88)), low_nibbles = _mm256_set1_epi8(0x0F);
+    const __m256i u = _mm256_xor_si256(packed, flip);
+    const __m256i low = _mm256_and_si256(u, low_nibbles);
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(u, 4), low_nibbles);
+    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(low, a[0]), _mm256_maddubs_epi16(high, a[1]));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  }
+
+  static void LoadBlock(const int8_t* block, __m256i (&a)[2]) {
+    a[0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
+    a[1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32));
+  }
+
   template <int R, int C>
   static void Run(const RowArgs& p, size_t row, size_t channel) {
+    if (p.groups_per_block > 1) {
+      RunPackedGroups<R, C>(p, row, channel);
+    } else {
+      RunGroups<R, C>(p, row, channel);
+    }
+  }
+
+  template <int R, int C>
+  static void RunGroups(const RowArgs& p, size_t row, size_t channel) {
     const size_t group_bytes = GroupBytes(p, 4);
-    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x88)), low_nibbles = _mm256_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
+    float total[R][C] = {};
     for (size_t g = 0; g < p.groups; ++g) {
       __m256i acc[R][C];
       for (int r = 0; r < R; ++r)
         for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_si256();
       for (size_t b = 0; b < p.blocks; ++b) {
         __m256i a[R][2];
-        for (int r = 0; r < R; ++r) {
-          const int8_t* block = RowGroupActivations<int8_t>(p, row + r, g, kBlock) + b * kBlock;
-          a[r][0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
-          a[r][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32));
-        }
+        for (int r = 0; r < R; ++r) LoadBlock(RowGroupActivations<int8_t>(p, row + r, g, kBlock) + b * kBlock, a[r]);
         for (int c = 0; c < C; ++c) {
-          const __m256i packed = LoadWeights32(RowGroupWeights(p, channel + c, g, 4), b * 32, group_bytes);
-          const __m256i u = _mm256_xor_si256(packed, flip);
-          const __m256i low = _mm256_and_si256(u, low_nibbles);
-          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(u, 4), low_nibbles);
-          for (int r = 0; r < R; ++r) {
-            const __m256i pairs =
-                _mm256_add_epi16(_mm256_maddubs_epi16(low, a[r][0]), _mm256_maddubs_epi16(high, a[r][1]));
-            acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(pairs, ones));
-          }
+          const uint8_t* w = RowGroupWeights(p, channel + c, g, 4);
+          const __m256i packed = LoadWeights32(w, b * 32, group_bytes);
+          PrefetchNextTile(w + b * 32, C, p);
+          for (int r = 0; r < R; ++r) acc[r][c] = _mm256_add_epi32(acc[r][c], Multiply(packed, a[r]));
         }
       }
       for (int r = 0; r < R; ++r) {
         const int32_t correction = 8 * p.a_sums[(row + r) * p.groups + g];
-        for (int c = 0; c < C; ++c) RowDot(p, channel + c, row + r, g) = SumLanes(acc[r][c]) - correction;
+        for (int c = 0; c < C; ++c) {
+          total[r][c] += GroupScale(p, channel + c, g) * static_cast<float>(SumLanes(acc[r][c]) - correction);
+        }
       }
     }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) RowSum(p, channel + c, row + r) = total[r][c];
+  }
+
+  template <int R, int C>
+  static void RunPackedGroups(const RowArgs& p, size_t row, size_t channel) {
+    const LaneGroups<8> lanes(p.groups_per_block);
+    const __m256i lane_group = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes.group));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i first_lanes = _mm256_cmpgt_epi32(
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(lanes.first)), lane), _mm256_set1_epi32(1)),
+        _mm256_setzero_si256());
+    __m256 total[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) total[r][c] = _mm256_setzero_ps();
+    for (size_t b = 0; b < p.blocks; ++b) {
+      const size_t g = b * p.groups_per_block, count = p.groups - g < p.groups_per_block ? p.groups - g : p.groups_per_block;
+      const __m256i present = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lane);
+      __m256i a[R][2], start[R];  // start: -8 · Σ a in the first lane of each group
+      for (int r = 0; r < R; ++r) {
+        LoadBlock(RowBlockActivations<int8_t>(p, row + r, b, kBlock), a[r]);
+        const __m256i sums = _mm256_maskload_epi32(p.a_sums + (row + r) * p.groups + g, present);
+        const __m256i spread = _mm256_and_si256(_mm256_permutevar8x32_epi32(sums, lane_group), first_lanes);
+        start[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(spread, 3));
+      }
+      for (int c = 0; c < C; ++c) {
+        const uint8_t* w = p.w + (channel + c) * p.row_bytes;
+        const __m256i packed = LoadWeights32(w, b * 32, p.row_bytes);
+        PrefetchNextTile(w + b * 32, C, p);
+        const float* scales = p.w_scales + (channel + c) * p.groups + g;
+        const __m256 scale = _mm256_permutevar8x32_ps(_mm256_maskload_ps(scales, present), lane_group);
+        _mm_prefetch(reinterpret_cast<const char*>(scales + C * p.groups), _MM_HINT_T0);
+        for (int r = 0; r < R; ++r) {
+          const __m256i dots = _mm256_add_epi32(start[r], Multiply(packed, a[r]));
+          total[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) RowSum(p, channel + c, row + r) = SumLanes(total[r][c]);
   }
 };
 
@@ -84,6 +155,7 @@ struct TileInt8Avx2 {
   template <int R, int C>
   static void Run(const RowArgs& p, size_t row, size_t channel) {
     const size_t group_bytes = GroupBytes(p, 8);
+    float total[R][C] = {};
     for (size_t g = 0; g < p.groups; ++g) {
       __m256i acc[R][C];
       for (int r = 0; r < R; ++r)
@@ -95,14 +167,17 @@ struct TileInt8Avx2 {
           a[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
         }
         for (int c = 0; c < C; ++c) {
-          const __m128i packed = LoadWeights16(RowGroupWeights(p, channel + c, g, 8), b * 16, group_bytes);
-          const __m256i w = _mm256_cvtepi8_epi16(packed);
+          const uint8_t* packed = RowGroupWeights(p, channel + c, g, 8);
+          const __m256i w = _mm256_cvtepi8_epi16(LoadWeights16(packed, b * 16, group_bytes));
+          PrefetchNextTile(packed + b * 16, C, p);
           for (int r = 0; r < R; ++r) acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(w, a[r]));
         }
       }
       for (int r = 0; r < R; ++r)
-        for (int c = 0; c < C; ++c) RowDot(p, channel + c, row + r, g) = SumLanes(acc[r][c]);
+        for (int c = 0; c < C; ++c) total[r][c] += GroupScale(p, channel + c, g) * static_cast<float>(SumLanes(acc[r][c]));
     }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) RowSum(p, channel + c, row + r) = total[r][c];
   }
 };
 

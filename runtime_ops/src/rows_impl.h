@@ -11,10 +11,15 @@ namespace oq {
 
 namespace {  // internal linkage: each instruction set's unit keeps its own copy
 
-// Group g of laid-out activation row `row` (element type A).
+// Block b of laid-out activation row `row` (element type A); with one group per block, group g's
+// blocks start at block g · p.blocks.
+template <typename A>
+inline const A* RowBlockActivations(const RowArgs& p, size_t row, size_t b, size_t block) {
+  return static_cast<const A*>(p.a) + row * p.a_stride + b * block;
+}
 template <typename A>
 inline const A* RowGroupActivations(const RowArgs& p, size_t row, size_t g, size_t block) {
-  return static_cast<const A*>(p.a) + row * p.a_stride + g * p.blocks * block;
+  return RowBlockActivations<A>(p, row, g * p.blocks, block);
 }
 
 // Where group g of channel c starts in the packed rows; how many bytes a group has.
@@ -23,9 +28,23 @@ inline const uint8_t* RowGroupWeights(const RowArgs& p, size_t c, size_t g, int 
 }
 inline size_t GroupBytes(const RowArgs& p, int bits) { return (p.group * bits + 7) / 8; }
 
-inline int32_t& RowDot(const RowArgs& p, size_t c, size_t row, size_t g) {
-  return p.dots[(row * p.channels + c) * p.groups + g];
-}
+inline float GroupScale(const RowArgs& p, size_t c, size_t g) { return p.w_scales[c * p.groups + g]; }
+inline float& RowSum(const RowArgs& p, size_t c, size_t row) { return p.sums[row * p.channels + c]; }
+
+// The group of each 32-bit lane of a block's products, when a block holds `groups_per_block`
+// groups of lanes / groups_per_block lanes each; and which lanes start a group.
+template <int kLanes>
+struct LaneGroups {
+  int32_t group[kLanes];
+  uint32_t first;  // bit i: lane i starts a group
+  explicit LaneGroups(size_t groups_per_block) : first(0) {
+    const size_t lanes_per_group = kLanes / groups_per_block;
+    for (int i = 0; i < kLanes; ++i) {
+      group[i] = static_cast<int32_t>(i / lanes_per_group);
+      if (i % lanes_per_group == 0) first |= 1u << i;
+    }
+  }
+};
 
 template <class Tile, int R, int C>
 inline void RowsOfHeight(const RowArgs& p, size_t row, size_t channel, size_t height) {

@@ -13,13 +13,15 @@ struct TileScalar {
   static constexpr size_t kBlock = kBits == 4 ? 2 : 1;
   template <int R, int C>
   static void Run(const RowArgs& p, size_t row, size_t channel) {
+    float total = 0.0f;
     for (size_t g = 0; g < p.groups; ++g) {
       const int8_t* a = RowGroupActivations<int8_t>(p, row, g, kBlock);
       const uint8_t* w = RowGroupWeights(p, channel, g, kBits);
-      int32_t sum = 0;
-      for (size_t i = 0; i < p.group; ++i) sum += a[i] * PackedCode(w, kBits, i);
-      RowDot(p, channel, row, g) = sum;
+      int32_t dot = 0;
+      for (size_t i = 0; i < p.group; ++i) dot += a[i] * PackedCode(w, kBits, i);
+      total += GroupScale(p, channel, g) * static_cast<float>(dot);
     }
+    RowSum(p, channel, row) = total;
   }
 };
 
