@@ -12,6 +12,13 @@ the graph to :func:`onnxscript.rewriter.ort_fusions.optimize_for_ort`, which mat
   (the kernel gives such rows zero weights itself, so padded batches keep their logits);
 - ``x ⊙ cos + rotate_half(x) ⊙ sin`` with a cos/sin cache → ``RotaryEmbedding``.
 
+The library's attention rewrite hands ``MultiHeadAttention`` its keys and values as
+``[batch, sequence, heads · head_size]``: ``Reshape(Transpose(k, perm=[0, 2, 1, 3]))`` of the
+``[batch, heads, sequence, head_size]`` tensors the exporter has (the KV cache, with GQA's
+repeated heads). The kernel takes that layout too, and transposes back itself, so this pass
+then feeds it ``k`` and ``v`` as they are: the same numbers, two fewer copies of the whole
+cache per layer and token.
+
 ``fuse_norms`` leaves norms without a gain, ``y = x / sqrt(mean(x²) + ε)``, which the
 library's rule does not match: those get ``SimplifiedLayerNormalization(x, 1)`` first (the
 unit gain changes nothing), so that the skip form and everything after apply to them too.
@@ -46,9 +53,47 @@ class FuseOrt(TransformerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         unit_gains = _UNIT_GAIN_NORMS.apply_to_model(model)
         _, counts = ort_fusions.optimize_for_ort(model)
+        heads_first = sum(_feed_heads_first(node) for node in model.graph if _is_mha(node))
         fused = {name: count for name, count in counts.items() if count}
-        logger.info("ORT fusions: %s (%d gain-free norms given a unit gain)", fused, unit_gains)
-        return ir.passes.PassResult(model, modified=bool(unit_gains or fused))
+        logger.info("ORT fusions: %s (%d gain-free norms given a unit gain, %d attentions fed keys and values "
+                    "heads first)", fused, unit_gains, heads_first)
+        return ir.passes.PassResult(model, modified=bool(unit_gains or fused or heads_first))
+
+
+def _is_mha(node: ir.Node) -> bool:
+    return node.op_type == "MultiHeadAttention" and node.domain == "com.microsoft"
+
+
+def _heads_first_source(value: ir.Value | None, num_heads: int) -> ir.Value | None:
+    """``x`` if ``value = Reshape(Transpose(x, perm=[0, 2, 1, 3]), [0, 0, -1])`` with ``x`` of
+    shape ``[batch, num_heads, sequence, head_size]``, else None."""
+    reshape = value.producer() if value is not None else None
+    if reshape is None or reshape.op_type != "Reshape" or reshape.domain != "":
+        return None
+    shape = reshape.inputs[1].const_value if len(reshape.inputs) > 1 and reshape.inputs[1] is not None else None
+    if shape is None or shape.numpy().tolist() != [0, 0, -1]:
+        return None
+    transpose = reshape.inputs[0].producer()
+    if transpose is None or transpose.op_type != "Transpose" or transpose.domain != "":
+        return None
+    perm = transpose.attributes.get("perm")
+    source = transpose.inputs[0]
+    if perm is None or list(perm.value) != [0, 2, 1, 3] or source.shape is None or len(source.shape) != 4:
+        return None
+    return source if source.shape[1] == num_heads else None
+
+
+def _feed_heads_first(node: ir.Node) -> bool:
+    """Give a ``MultiHeadAttention`` without a past its key and value heads first (module doc)."""
+    num_heads = node.attributes["num_heads"].value
+    if len(node.inputs) > 6 and any(value is not None for value in node.inputs[6:]):
+        return False  # with a past the kernel takes keys and values [batch, sequence, hidden] only
+    key, value = (_heads_first_source(node.inputs[i], num_heads) for i in (1, 2))
+    if key is None or value is None:
+        return False
+    node.replace_input_with(1, key)
+    node.replace_input_with(2, value)
+    return True
 
 
 class _GainFreeRmsNorm(pattern.RewriteRuleClassBase):

@@ -46,10 +46,16 @@ def test_portable_output_has_no_contrib_ops(tiny_export, tmp_path):
 
 
 def test_fused_kv_cache_model_keeps_left_padded_batches(tiny_export, tmp_path):
-    """MultiHeadAttention replaces the exporter's guard for fully masked rows (padded queries)."""
+    """MultiHeadAttention replaces the exporter's guard for fully masked rows (padded queries),
+    and reads the KV cache heads first (no Transpose of it in front)."""
     source = tiny_export("tiny-llama", kv_cache=True)
     target = compile_file(source, tmp_path / "out.onnx", "rotate").target
-    assert op_counts(target)["MultiHeadAttention"] == LAYERS
+    graph = onnx.load(str(target), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    attentions = [node for node in graph.node if node.op_type == "MultiHeadAttention"]
+    assert len(attentions) == LAYERS
+    for key_or_value in (producers[node.input[i]] for node in attentions for i in (1, 2)):
+        assert key_or_value.op_type == "Reshape" and producers[key_or_value.input[0]].op_type == "Expand"  # GQA's
     ids = np.random.default_rng(3).integers(0, 256, (2, 12)).astype(np.int64)
     mask = np.ones_like(ids)
     mask[1, :5] = 0  # the second sequence is left-padded by 5
