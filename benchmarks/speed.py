@@ -7,8 +7,11 @@ section ``speed-per-op``:
   output, for M tokens: ORT fp32 ``MatMul``; ORT ``quantize_dynamic`` of that MatMul (int8
   weights, dynamic int8 activations: ORT fuses it into ``DynamicQuantizeMatMul``); ORT
   ``MatMulNBits`` (4-bit weights in blocks of 32, ``accuracy_level`` 4: int8 activations);
-  and oq ``QuantizePerToken`` + ``QMatMul`` as W8A8, W6A6, W4A8 and W4A4, once per CPU
-  instruction set the op library can use here (``OQ_CPU_ISA``);
+  and oq ``QuantizePerToken`` + ``QMatMul`` as W8A8, W6A6, W4A8, W4A4 (per-channel weight
+  scales) and W4A8 with weight groups of 32 (as ``quarot-w4a8`` makes them), once per CPU
+  instruction set the op library can use here (``OQ_CPU_ISA``). At M = 1 (decode) a buffer
+  twice the last-level cache is written before each timed call, so the weights come from
+  memory as they do when a model decodes (its layers' weights do not stay in cache);
 - the resident memory each format adds per weight (RSS of a fresh process after creating the
   session and running one token, less before, over K x N);
 - ``oq.Hadamard`` per instruction set against a dense ``MatMul`` by ``H_n`` and a NumPy copy.
@@ -41,7 +44,9 @@ LINEAR_SHAPES = {"SmolLM2 q_proj": (576, 576), "SmolLM2 up_proj": (576, 1536), "
                  "LLaMA-3.2-1B up_proj": (2048, 8192), "LLaMA-3.2-1B down_proj": (8192, 2048),
                  "LLaMA-7B up_proj": (4096, 11008), "LLaMA-7B down_proj": (11008, 4096)}
 HADAMARD_SIZES = (576, 1536, 2048, 4096, 8192, 14336)
-OQ_FORMATS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A4": (4, 4)}  # (weight bits, activation bits)
+# (weight bits, activation bits, weight group: None is per channel)
+OQ_FORMATS = {"W8A8": (8, 8, None), "W6A6": (6, 6, None), "W4A8": (4, 8, None), "W4A8 g32": (4, 8, 32),
+              "W4A4": (4, 4, None)}
 FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
 SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call
 END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
@@ -49,15 +54,27 @@ END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
               "quarot-w4a8": "quarot-w4a8", "ot-quarot-w6a6": "ot-quarot-w6a6", "ot-quarot-w4a4": "ot-quarot-w4a4"}
 
 
-def median_seconds(run, budget: float = 1.0, least: int = 3) -> float:
-    """Median wall time of ``run()`` over at least ``least`` calls and about ``budget`` seconds."""
+def median_seconds(run, budget: float = 1.0, least: int = 3, before=None) -> float:
+    """Median wall time of ``run()`` over at least ``least`` calls and about ``budget`` seconds of
+    them; ``before()``, if given, runs untimed before each call."""
     run()  # warm-up
     times = []
     while len(times) < least or sum(times) < budget:
+        if before is not None:
+            before()
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def cache_evictor():
+    """A function that writes a buffer twice the last-level cache (taken as 32 MiB where Linux does
+    not say), so that what a call reads next comes from memory."""
+    size_file = pathlib.Path("/sys/devices/system/cpu/cpu0/cache/index3/size")  # e.g. "32768K"
+    size = int(size_file.read_text().strip().rstrip("K")) << 10 if size_file.exists() else 32 << 20
+    buffer = np.zeros(2 * size, np.uint8)
+    return lambda: buffer.__iadd__(1)
 
 
 # --- per op ------------------------------------------------------------------------------
@@ -102,8 +119,8 @@ def linear_models(k: int, n: int, folder: pathlib.Path) -> dict:
                                   block_size=32, accuracy_level=4)
     models[NBITS] = _model([nbits], ["x"], [numpy_helper.from_array(packed, "b"),
                                             numpy_helper.from_array(scales.astype(np.float32), "s")])
-    for name, (weight_bits, activation_bits) in OQ_FORMATS.items():
-        quantized = rtn(weight, weight_bits)
+    for name, (weight_bits, activation_bits, group) in OQ_FORMATS.items():
+        quantized = rtn(weight, weight_bits, group)
         nodes = [onnx.helper.make_node("QuantizePerToken", ["x"], ["codes", "scales"], domain="oq",
                                        bits=activation_bits),
                  onnx.helper.make_node("QMatMul", ["codes", "scales", "w", "w_scales"], ["y"], domain="oq",
@@ -128,13 +145,13 @@ def _sessions_per_isa(models: dict, isas: list[str]) -> dict:
 def per_op_linear(tokens: list[int], isas: list[str], folder: pathlib.Path) -> str:
     """One row per (shape, M, contender, ISA): ms, speed against fp32 and against ORT's faster
     quantized kernel (DynamicQuantizeMatMul or MatMulNBits) at that shape and M."""
-    rows = []
+    rows, evict = [], cache_evictor()
     for shape_name, (k, n) in LINEAR_SHAPES.items():
         sessions = _sessions_per_isa(linear_models(k, n, folder), isas)
         for m in tokens:
             x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
-            times = {key: median_seconds(lambda s=s: s.run(None, {"x": x})) for key, s in sessions.items()
-                     if key[1] != "scalar" or m * k * n <= SCALAR_MACS}
+            times = {key: median_seconds(lambda s=s: s.run(None, {"x": x}), before=evict if m == 1 else None)
+                     for key, s in sessions.items() if key[1] != "scalar" or m * k * n <= SCALAR_MACS}
             base, best_ort = times[FP32, "-"], min(times[DYNAMIC, "-"], times[NBITS, "-"])
             for (name, isa), seconds in times.items():
                 rows.append([shape_name, f"{k}x{n}", m, name, isa, f"{seconds * 1e3:.3f}", f"{base / seconds:.2f}x",
