@@ -17,12 +17,14 @@ section ``speed-per-op``:
 - ``oq.Hadamard`` per instruction set against a dense ``MatMul`` by ``H_n`` and a NumPy copy.
 
 End to end (section ``speed``), SmolLM2 exported with a KV cache, each model in its own
-process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill, weight
-file size, the process's resident memory after creating the session and its peak RSS, for
-fp32, ORT ``quantize_dynamic``, ORT ``MatMulNBits`` (its ``MatMulNBitsQuantizer``, 4-bit
-blocks of 32, ``accuracy_level`` 4) and the lowered (and ``fuse_ort``-fused) ``quarot-w8a8``,
-``quarot-w4a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4``; then where each model's prefill
-time goes per op type (ORT's node profile, in a separate process). Ratios are within one run
+process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill,
+perplexity on the first 2,048 tokens of the evaluation book (windows of 512, as the
+accuracy-tests section of docs/RESULTS.md), weight file size, the process's resident memory
+after creating the session and its peak RSS, for fp32, ORT ``quantize_dynamic``, ORT
+``MatMulNBits`` (its ``MatMulNBitsQuantizer``, 4-bit blocks of 32, ``accuracy_level`` 4) and
+the lowered (and ``fuse_ort``-fused) ``quarot-w8a8``, ``quarot-w4a8``, ``ot-quarot-w6a6`` and
+``ot-quarot-w4a4``; then where each model's prefill and decode time goes per op type (ORT's
+node profile, in a separate process). Ratios are within one run
 (shared, noisy machines: compare within a run, not across runs).
 """
 
@@ -48,6 +50,7 @@ HADAMARD_SIZES = (576, 1536, 2048, 4096, 8192, 14336)
 OQ_FORMATS = {"W8A8": (8, 8, None), "W6A6": (6, 6, None), "W4A8": (4, 8, None), "W4A8 g32": (4, 8, 32),
               "W4A4": (4, 4, None)}
 FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
+PERPLEXITY_TOKENS = 2048  # end to end: perplexity in windows of 512, as the accuracy-tests section
 SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call
 END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
               "ORT MatMulNBits (W4, block 32, acc. level 4)": "ort-nbits", "quarot-w8a8": "quarot-w8a8",
@@ -237,11 +240,27 @@ def per_op_hadamard(rows_count: int, isas: list[str]) -> str:
 
 # --- end to end --------------------------------------------------------------------------
 
+def decode_steps_after(model, tokens: np.ndarray, prefill: int, steps: int):
+    """Prefill ``prefill`` tokens, then yield once per decode step, after running it."""
+    from oqcompile.evaluate import feeds
+
+    past_names = [i.name for i in model.get_inputs()][2:]
+    outputs = model.run(None, feeds(model, tokens[None, :prefill].astype(np.int64)))
+    for step in range(steps):
+        length = prefill + step + 1
+        inputs = {"input_ids": tokens[None, length - 1:length].astype(np.int64),
+                  "attention_mask": np.ones((1, length), np.int64), **dict(zip(past_names, outputs[1:]))}
+        start = time.perf_counter()
+        outputs = model.run(None, inputs)
+        yield time.perf_counter() - start
+
+
 def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: int) -> dict:
     """One model in this (fresh) process: its RSS right after creating the session (Python and ORT
-    included), then the latencies of prefills and per-token decode."""
+    included), the latencies of prefills and per-token decode, and its perplexity on the first
+    ``PERPLEXITY_TOKENS`` of the evaluation book."""
     from oqcompile.data import EVALUATION_BOOK, book_tokens
-    from oqcompile.evaluate import feeds, session
+    from oqcompile.evaluate import feeds, perplexity, session
 
     tokens = book_tokens(EVALUATION_BOOK, MODEL)
     model = session(path)
@@ -249,50 +268,49 @@ def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: i
     for length in prefill_lengths:
         ids = tokens[None, :length].astype(np.int64)
         result[f"prefill {length}"] = median_seconds(lambda: model.run(None, feeds(model, ids)), budget=3.0)
-    ids = tokens[None, :512].astype(np.int64)
-    past_names = [i.name for i in model.get_inputs()][2:]
-    outputs = model.run(None, feeds(model, ids))
-    times = []
-    for step in range(decode_steps):
-        length = 512 + step + 1
-        inputs = {"input_ids": tokens[None, length - 1:length].astype(np.int64),
-                  "attention_mask": np.ones((1, length), np.int64), **dict(zip(past_names, outputs[1:]))}
-        start = time.perf_counter()
-        outputs = model.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    result["decode"] = statistics.median(times)
+    result["decode"] = statistics.median(decode_steps_after(model, tokens, 512, decode_steps))
+    result["perplexity"] = perplexity(model, tokens[:PERPLEXITY_TOKENS], seq=512, progress=False).perplexity
     return result
 
 
-def op_profile_step(path: str, length: int) -> dict[str, float]:
-    """Milliseconds per op type of one ``length``-token prefill, from ORT's node profile (after a warm-up)."""
+def op_profile_step(path: str, length: int, decode_steps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Milliseconds per op type of one ``length``-token prefill (after a warm-up) and of one
+    decode step after it (mean of ``decode_steps``), from ORT's node profile."""
     import collections
     import json
 
     from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.evaluate import feeds, session
 
-    ids = book_tokens(EVALUATION_BOOK, MODEL)[None, :length].astype(np.int64)
+    tokens = book_tokens(EVALUATION_BOOK, MODEL)
+    ids = tokens[None, :length].astype(np.int64)
     with tempfile.TemporaryDirectory() as scratch:
         model = session(path, profile_prefix=str(pathlib.Path(scratch) / "profile"))
         model.run(None, feeds(model, ids))
         model.run(None, feeds(model, ids))
+        for _ in decode_steps_after(model, tokens, length, decode_steps):
+            pass
         events = json.loads(pathlib.Path(model.end_profiling()).read_text())
-    per_op = collections.Counter()
+    runs = sorted((e["ts"], e["dur"]) for e in events if e.get("name") == "model_run")
+    # runs: a warm-up, two profiled prefills, the decode's own prefill, then the decode steps
+    prefill, decode = collections.Counter(), collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"] / 2e3  # µs over two runs -> ms per run
-    return dict(per_op)
+            if runs[1][0] <= event["ts"] < runs[3][0]:
+                prefill[event["args"]["op_name"]] += event["dur"] / 2e3  # µs over two runs -> ms per run
+            elif event["ts"] >= runs[4][0]:
+                decode[event["args"]["op_name"]] += event["dur"] / 1e3 / decode_steps
+    return dict(prefill), dict(decode)
 
 
-def profile_table(profiles: dict[str, dict[str, float]], length: int, shown: int = 8) -> str:
-    """Op types (the ``shown`` costliest of each model) x models, ms per ``length``-token prefill."""
+def profile_table(profiles: dict[str, dict[str, float]], what: str, shown: int = 8) -> str:
+    """Op types (the ``shown`` costliest of each model) x models, ms per ``what``."""
     ops = []
     for per_op in profiles.values():
         ops += [op for op, _ in sorted(per_op.items(), key=lambda item: -item[1])[:shown] if op not in ops]
-    rows = [[op] + [f"{per_op.get(op, 0.0):.0f}" for per_op in profiles.values()] for op in ops]
-    rows.append(["all nodes"] + [f"{sum(per_op.values()):.0f}" for per_op in profiles.values()])
-    return report.markdown_table([f"op type (ms per {length}-token prefill, profiled)"] + list(profiles), rows)
+    rows = [[op] + [f"{per_op.get(op, 0.0):.1f}" for per_op in profiles.values()] for op in ops]
+    rows.append(["all nodes"] + [f"{sum(per_op.values()):.1f}" for per_op in profiles.values()])
+    return report.markdown_table([f"op type (ms per {what}, profiled)"] + list(profiles), rows)
 
 
 def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[int, ...], decode_steps: int) -> str:
@@ -300,7 +318,7 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
 
     source = folder / "smollm2.kv.onnx"
     report.measure(export_to_file, MODEL, str(source), kv_cache=True)
-    rows, base, profiles = [], None, {}
+    rows, base, prefill_profiles, decode_profiles = [], None, {}, {}
     for label, recipe in END_TO_END.items():
         path = source
         if recipe == "ort-dynamic":
@@ -313,7 +331,8 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
             path = folder / f"{recipe}.onnx"
             report.measure(compile_step, str(source), recipe, str(path), calib_tokens)
         times, _, peak = report.measure(end_to_end_step, str(path), prefill_lengths, decode_steps)
-        profiles[label], _, _ = report.measure(op_profile_step, str(path), prefill_lengths[0])
+        (prefill_profiles[label], decode_profiles[label]), _, _ = report.measure(
+            op_profile_step, str(path), prefill_lengths[0], decode_steps)
         base = base or times
         size = file_mib(path)
         base_size = file_mib(source)
@@ -321,14 +340,16 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
         for key in [f"prefill {n}" for n in prefill_lengths] + ["decode"]:
             cells.append(f"{times[key] * 1e3:.0f} ms ({base[key] / times[key]:.2f}x)")
         resident = times["resident after load"] / 2**30
-        cells += [f"{size:.0f} MiB ({size / base_size:.2f}x)",
+        cells += [f"{times['perplexity'] / base['perplexity']:.4f}", f"{size:.0f} MiB ({size / base_size:.2f}x)",
                   f"{resident:.2f} GiB ({resident / (base['resident after load'] / 2**30):.2f}x)", f"{peak:.2f} GiB"]
         rows.append(cells)
         print(" | ".join(cells), flush=True)
     header = (["model"] + [f"prefill {n} tokens" for n in prefill_lengths]
-              + ["decode / token (after 512)", "file size", "resident after load", "peak RSS"])
-    return (report.markdown_table(header, rows) + "\n\nWhere the prefill time goes (ORT's node profile):\n\n"
-            + profile_table(profiles, prefill_lengths[0]))
+              + ["decode / token (after 512)", f"perplexity x P ({PERPLEXITY_TOKENS} tokens)", "file size",
+                 "resident after load", "peak RSS"])
+    return (report.markdown_table(header, rows) + "\n\nWhere the time goes (ORT's node profile):\n\n"
+            + profile_table(prefill_profiles, f"{prefill_lengths[0]}-token prefill") + "\n\n"
+            + profile_table(decode_profiles, "decode step after it"))
 
 
 def main() -> None:

@@ -78,6 +78,12 @@ def _quantize(bits: int, *, act_bits: int | None = None, clip: float = 1.0, meth
             (InsertQDQ, {"bits": act_bits or bits, "clip": clip, "clip_search": act_clip_search, **lm_head})]
 
 
+def _quantize_model(bits: int, **options) -> list[Step]:
+    """:func:`_quantize` of the whole model, as deployed: the lm_head too (int8 weights and input)
+    and the token embedding as int8 rows."""
+    return [*_quantize(bits, lm_head_bits=8, **options), (QuantizeEmbedding, {})]
+
+
 RECIPES: dict[str, tuple[str, list[Step]]] = {
     "rotate": ("QuaRot rotations R1-R4, exact in float", ROTATE),
     "fuse_norms": ("fold norm gains/biases into the next linears", [(FuseNorms, {})]),
@@ -93,32 +99,34 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
                          [(OutlierTune, {"bits": 8}), *_quantize(8)]),
     "outliertune-w6a6": ("OutlierTune W6A6 (weight clip search)",
                          [(OutlierTune, {"bits": 6}), *_quantize(6, clip_search=True)]),
-    "quarot-w8a8": ("rotate, RTN int8 weights, per-token int8 activations", [*ROTATE, *_quantize(8)]),
-    "quarot-w6a6": ("rotate, RTN int6 weights with clip search, per-token int6",
-                    [*ROTATE, *_quantize(6, clip_search=True)]),
-    "quarot-w4a4-rtn": ("rotate, RTN int4 weights with clip search, per-token int4 (clip 0.9)",
-                        [*ROTATE, *_quantize(4, clip=0.9, clip_search=True)]),
-    "quarot-w4a4-gptq": ("rotate, GPTQ int4 weights, per-token int4 activations (clip 0.9)",
-                         [*ROTATE, *_quantize(4, clip=0.9, method="gptq", clip_search=True)]),
+    "quarot-w8a8": ("rotate, RTN int8 weights, per-token int8 activations; int8 lm_head and token embedding",
+                    [*ROTATE, *_quantize_model(8)]),
+    "quarot-w6a6": ("rotate, RTN int6 weights with clip search, per-token int6; int8 lm_head and token embedding",
+                    [*ROTATE, *_quantize_model(6, clip_search=True)]),
+    "quarot-w4a4-rtn": ("rotate, RTN int4 weights with clip search, per-token int4 (clip 0.9); int8 lm_head and "
+                        "token embedding", [*ROTATE, *_quantize_model(4, clip=0.9, clip_search=True)]),
+    "quarot-w4a4-gptq": ("rotate, GPTQ int4 weights, per-token int4 activations (clip 0.9); int8 lm_head and token "
+                         "embedding", [*ROTATE, *_quantize_model(4, clip=0.9, method="gptq", clip_search=True)]),
     "quarot-w4a4kv4-gptq": ("quarot-w4a4-gptq plus a 4-bit KV cache (asymmetric, per head)",
-                            [*ROTATE, *_quantize(4, clip=0.9, method="gptq", clip_search=True),
+                            [*ROTATE, *_quantize_model(4, clip=0.9, method="gptq", clip_search=True),
                              (QuantizeKV, {"bits": 4})]),
     "quarot-w4a8": ("rotate, GPTQ int4 weights in groups of 32, per-token int8 activations (int8 hardware "
                     "runs them as fast as int4 ones on CPUs); int8 lm_head and token embedding",
-                    [*ROTATE, *_quantize(4, act_bits=8, method="gptq", clip_search=True, group=32, lm_head_bits=8),
-                     (QuantizeEmbedding, {})]),
+                    [*ROTATE, *_quantize_model(4, act_bits=8, method="gptq", clip_search=True, group=32)]),
     "quarot-w4a16-gptq": ("rotate, GPTQ int4 weights (groups of 32) as ORT MatMulNBits, float activations",
                           [*ROTATE, (QuantizeWeights, {"bits": 4, "method": "gptq", "group": 32, "clip_search": True,
                                                        "format": "matmulnbits"})]),
-    "ot-quarot-w8a8": ("rotate, then OutlierTune (scale-free int8 norm-fed inputs), RTN int8",
-                       [*ROTATE, (OutlierTune, {"bits": 8}), *_quantize(8)]),
-    "ot-quarot-w6a6": ("rotate, OutlierTune symmetrization, int6 with weight and activation clip search",
+    "ot-quarot-w8a8": ("rotate, then OutlierTune (scale-free int8 norm-fed inputs), RTN int8; int8 lm_head and "
+                       "token embedding", [*ROTATE, (OutlierTune, {"bits": 8}), *_quantize_model(8)]),
+    "ot-quarot-w6a6": ("rotate, OutlierTune symmetrization, int6 with weight and activation clip search; int8 "
+                       "lm_head and token embedding",
                        [*ROTATE, (OutlierTune, {"bits": 6, "prescale": False}),
-                        *_quantize(6, clip_search=True, act_clip_search=True)]),
+                        *_quantize_model(6, clip_search=True, act_clip_search=True)]),
     "ot-quarot-w4a4": ("rotate, OutlierTune symmetrization, act-order GPTQ int4, per-token int4 with "
-                       "per-layer clip search",
+                       "per-layer clip search; int8 lm_head and token embedding",
                        [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
-                        *_quantize(4, method="gptq", clip_search=True, act_order=True, act_clip_search=True)]),
+                        *_quantize_model(4, method="gptq", clip_search=True, act_order=True,
+                                         act_clip_search=True)]),
 }
 
 
