@@ -23,6 +23,7 @@ from oqcompile import __version__, modelio
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
+from oqcompile.passes.drop_nan_guard import DropNanGuard
 from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.lower import Lower
 from oqcompile.recipes import build_recipe
@@ -74,9 +75,10 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
              progress: bool = False, portable: bool = False) -> ir.Model:
     """Apply ``recipe`` to ``model`` in place and return it.
 
-    Unless ``portable``, ``lower`` and ``fuse_ort`` run last: the recipe's QDQ and Hadamard
-    patterns become ``oq`` custom ops (the file then needs :mod:`oqcompile.runtime`), and
-    attention, norms and rotary embeddings become ORT's contrib ops.
+    Unless ``portable``, ``lower`` and ``fuse_ort`` run after the recipe: the recipe's QDQ and
+    Hadamard patterns become ``oq`` custom ops (the file then needs :mod:`oqcompile.runtime`),
+    and attention, norms and rotary embeddings become ORT's contrib ops. ``drop_nan_guard``
+    runs last in both cases.
 
     Passes that need activation statistics collect them from ``calibration`` on the graph
     as it is when they run. ``metadata_props`` records ``oq.recipe``, ``oq.seed``,
@@ -90,9 +92,10 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
 
 def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],
            portable: bool) -> list[TransformerPass]:
-    """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``), record them; return what ran."""
-    if not portable:
-        passes = [*passes, *(step() for step in (Lower, FuseOrt) if not any(isinstance(p, step) for p in passes))]
+    """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``, then ``drop_nan_guard``),
+    record them; return what ran."""
+    appended = (DropNanGuard,) if portable else (Lower, FuseOrt, DropNanGuard)
+    passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
     run_passes(model, passes)
     ir.passes.common.DeduplicateInitializersPass()(model)
     model.metadata_props.update({

@@ -39,6 +39,7 @@ from oqcompile.errors import OQError
 from oqcompile.passes.base import CalibratedPass, TransformerPass
 from oqcompile.passes.cancel_rotations import CancelRotations
 from oqcompile.passes.fuse_norms import FuseNorms
+from oqcompile.passes.drop_nan_guard import DropNanGuard
 from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.insert_qdq import InsertQDQ
 from oqcompile.passes.lower import Lower
@@ -56,7 +57,8 @@ __all__ = ["PASSES", "RECIPES", "build_recipe", "recipe_toml"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
-    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt)}
+    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt,
+    DropNanGuard)}
 
 # A recipe is data: its passes with their parameters, as a TOML recipe lists them. The seed and
 # the calibration data are given to the passes by build_recipe.
