@@ -32,7 +32,7 @@ inline __m256i BroadcastQuadS16(const int16_t* a) {
 struct DotsU8Avx2 {
   static constexpr int kRows = 4, kPanels = 1;
   template <int R, int P>
-  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+  static void Run(const PanelArgs& p, size_t row, size_t g, float (*sum)[kPanelChannels]) {
     const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
     const int8_t* w = GroupWeights(p, g);
     const __m256i ones = _mm256_set1_epi16(1);
@@ -56,17 +56,19 @@ struct DotsU8Avx2 {
         acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(part[r][1], ones));
       }
     }
+    int32_t out[R][kPanelChannels];
     for (int r = 0; r < R; ++r) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r]), acc[r][0]);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r] + 8), acc[r][1]);
     }
+    AddScaledDots<R, P>(p, g, out, sum);
   }
 };
 
 struct DotsS16Avx2 {
   static constexpr int kRows = 3, kPanels = 1;
   template <int R, int P>
-  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+  static void Run(const PanelArgs& p, size_t row, size_t g, float (*sum)[kPanelChannels]) {
     const int16_t* a = GroupActivations<int16_t>(p, row, g);
     const int8_t* w = GroupWeights(p, g);
     __m256i acc[R][4];  // channels 0-3, 4-7, 8-11, 12-15: two partial sums each
@@ -81,6 +83,7 @@ struct DotsS16Avx2 {
         for (int v = 0; v < 4; ++v) acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(av, wv[v]));
       }
     }
+    int32_t out[R][kPanelChannels];
     for (int r = 0; r < R; ++r) {
       for (int half = 0; half < 2; ++half) {  // [c0, c1, c4, c5 | c2, c3, c6, c7] -> c0..c7
         const __m256i sums =
@@ -88,6 +91,7 @@ struct DotsS16Avx2 {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r] + half * 8), sums);
       }
     }
+    AddScaledDots<R, P>(p, g, out, sum);
   }
 };
 

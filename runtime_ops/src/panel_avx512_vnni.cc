@@ -17,7 +17,7 @@ namespace {
 struct DotsU8Avx512Vnni {
   static constexpr int kRows = 8, kPanels = 2;
   template <int R, int P>
-  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels * P]) {
+  static void Run(const PanelArgs& p, size_t row, size_t g, float (*sum)[kPanelChannels * P]) {
     const uint8_t* a = GroupActivations<uint8_t>(p, row, g);
     const int8_t* w[P];
 #pragma GCC unroll 2
@@ -40,10 +40,23 @@ struct DotsU8Avx512Vnni {
         for (int j = 0; j < P; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, wv[j]);
       }
     }
+    // The scaling of AddScaledDots in registers: sum += w_scale · (dot + a_offset · Σ w).
+    __m512i offset[P];
+    __m512 scale[P];
+#pragma GCC unroll 2
+    for (int j = 0; j < P; ++j) {
+      const size_t at = (j * p.groups + g) * kPanelChannels;
+      offset[j] = _mm512_mullo_epi32(_mm512_set1_epi32(p.a_offset), _mm512_loadu_si512(p.w_sums + at));
+      scale[j] = _mm512_loadu_ps(p.w_scales + at);
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
-      for (int j = 0; j < P; ++j) _mm512_storeu_si512(out[r] + j * kPanelChannels, acc[r][j]);
+      for (int j = 0; j < P; ++j) {
+        float* s = sum[r] + j * kPanelChannels;
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(acc[r][j], offset[j]));
+        _mm512_storeu_ps(s, _mm512_fmadd_ps(dot, scale[j], _mm512_loadu_ps(s)));
+      }
   }
 };
 

@@ -1,10 +1,11 @@
 // The ISA-independent part of a QMatMul panel call (see qgemm_kernels.h), included by each
-// ISA's translation unit: Dots::Run<R, P>(args, row, group, dots) sums the exact int32 dot
-// products of R activation rows with the 16 · P channels of P consecutive panels over one
-// group; this file loops over row tiles and groups and applies scales, offset correction and
-// bias (plain loops that the compiler vectorizes with the unit's own -m flags). An ISA whose
-// tile spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice the
-// rows' broadcasts); others take the panels one at a time. No library code.
+// ISA's translation unit: Dots::Run<R, P>(args, row, group, sum) adds, for R activation rows and
+// the 16 · P channels of P consecutive panels, the scaled exact group sums
+//   sum[r][c] += w_scale[g, c] · (Σ_{k ∈ g} u[r, k] · w[k, c] + a_offset · Σ_{k ∈ g} w[k, c])
+// (AddScaledDots below does the scaling for an ISA that keeps its int32 sums in memory); this
+// file loops over row tiles and groups and applies the token scale and bias. An ISA whose tile
+// spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice the rows'
+// broadcasts); others take the panels one at a time. No library code.
 #pragma once
 
 #include "qgemm_kernels.h"
@@ -23,23 +24,26 @@ inline const int8_t* GroupWeights(const PanelArgs& p, size_t g, size_t j = 0) {
   return p.w + (j * p.groups + g) * p.quads * kQuad * kPanelChannels;
 }
 
+// sum[r][c] += the scaled group-g sums of int32 dots[r][c] (Dots::Run of an ISA that stores them).
+template <int R, int P>
+inline void AddScaledDots(const PanelArgs& p, size_t g, const int32_t (*dots)[kPanelChannels * P],
+                          float (*sum)[kPanelChannels * P]) {
+  for (int j = 0; j < P; ++j) {
+    const float* scale = p.w_scales + (j * p.groups + g) * kPanelChannels;
+    const int32_t* w_sum = p.w_sums + (j * p.groups + g) * kPanelChannels;
+    for (int r = 0; r < R; ++r)
+      for (size_t c = 0; c < kPanelChannels; ++c) {
+        sum[r][j * kPanelChannels + c] +=
+            scale[c] * static_cast<float>(dots[r][j * kPanelChannels + c] + p.a_offset * w_sum[c]);
+      }
+  }
+}
+
 template <class Dots, int R, int P>
 inline void PanelTile(const PanelArgs& p, size_t row) {
   constexpr int C = static_cast<int>(kPanelChannels) * P;
   float sum[R][C] = {};
-  for (size_t g = 0; g < p.groups; ++g) {
-    int32_t dots[R][C];
-    Dots::template Run<R, P>(p, row, g, dots);
-    for (int j = 0; j < P; ++j) {
-      const float* scale = p.w_scales + (j * p.groups + g) * kPanelChannels;
-      const int32_t* w_sum = p.w_sums + (j * p.groups + g) * kPanelChannels;
-      for (int r = 0; r < R; ++r)
-        for (size_t c = 0; c < kPanelChannels; ++c) {
-          sum[r][j * kPanelChannels + c] += scale[c] * static_cast<float>(dots[r][j * kPanelChannels + c] +
-                                                                          p.a_offset * w_sum[c]);
-        }
-    }
-  }
+  for (size_t g = 0; g < p.groups; ++g) Dots::template Run<R, P>(p, row, g, sum);
   for (int r = 0; r < R; ++r) {
     float* y = p.y + (row + r) * p.ldy;
     const float a_scale = p.a_scale[row + r];

@@ -8,17 +8,19 @@ namespace {
 struct DotsScalar {
   static constexpr int kRows = 4, kPanels = 1;
   template <int R, int P>
-  static void Run(const PanelArgs& p, size_t row, size_t g, int32_t (*out)[kPanelChannels]) {
+  static void Run(const PanelArgs& p, size_t row, size_t g, float (*sum)[kPanelChannels]) {
     const int8_t* w = GroupWeights(p, g);
+    int32_t out[R][kPanelChannels];
     for (int r = 0; r < R; ++r) {
       const uint8_t* a = GroupActivations<uint8_t>(p, row + r, g);
       for (size_t c = 0; c < kPanelChannels; ++c) {
-        int32_t sum = 0;
+        int32_t dot = 0;
         for (size_t q = 0; q < p.quads; ++q)
-          for (size_t j = 0; j < kQuad; ++j) sum += a[q * kQuad + j] * w[(q * kPanelChannels + c) * kQuad + j];
-        out[r][c] = sum;
+          for (size_t j = 0; j < kQuad; ++j) dot += a[q * kQuad + j] * w[(q * kPanelChannels + c) * kQuad + j];
+        out[r][c] = dot;
       }
     }
+    AddScaledDots<R, P>(p, g, out, sum);
   }
 };
 
