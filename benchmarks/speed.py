@@ -58,11 +58,11 @@ END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
 
 
 def median_seconds(run, budget: float = 1.0, least: int = 3, before=None) -> float:
-    """Median wall time of ``run()`` over at least ``least`` calls and about ``budget`` seconds of
-    them; ``before()``, if given, runs untimed before each call."""
+    """Median wall time of ``run()`` over at least ``least`` calls and about ``budget`` seconds;
+    ``before()``, if given, runs untimed before each call (its time counts against the budget)."""
     run()  # warm-up
-    times = []
-    while len(times) < least or sum(times) < budget:
+    times, begin = [], time.perf_counter()
+    while len(times) < least or time.perf_counter() - begin < budget:
         if before is not None:
             before()
         start = time.perf_counter()

@@ -46,12 +46,6 @@ inline __m128i LoadWeights16(const uint8_t* w, size_t offset, size_t bytes) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(copy));
 }
 
-// Decode streams the weights from memory: ask for the bytes the next tile of `channels` rows
-// reads at this position (a tile's rows are consecutive, so that is channels rows ahead).
-inline void PrefetchNextTile(const uint8_t* w, int channels, const RowArgs& p) {
-  _mm_prefetch(reinterpret_cast<const char*>(w + channels * p.row_bytes), _MM_HINT_T0);
-}
-
 struct TileInt4Avx2 {
   static constexpr int kRows = 2, kChannels = 4, kChannelsOfOneRow = 8;
   static constexpr size_t kBlock = 64;
@@ -94,7 +88,7 @@ struct TileInt4Avx2 {
         for (int c = 0; c < C; ++c) {
           const uint8_t* w = RowGroupWeights(p, channel + c, g, 4);
           const __m256i packed = LoadWeights32(w, b * 32, group_bytes);
-          PrefetchNextTile(w + b * 32, C, p);
+          PrefetchNextTile(w + b * 32, C, p.row_bytes);
           for (int r = 0; r < R; ++r) acc[r][c] = _mm256_add_epi32(acc[r][c], Multiply(packed, a[r]));
         }
       }
@@ -133,10 +127,10 @@ struct TileInt4Avx2 {
       for (int c = 0; c < C; ++c) {
         const uint8_t* w = p.w + (channel + c) * p.row_bytes;
         const __m256i packed = LoadWeights32(w, b * 32, p.row_bytes);
-        PrefetchNextTile(w + b * 32, C, p);
+        PrefetchNextTile(w + b * 32, C, p.row_bytes);
         const float* scales = p.w_scales + (channel + c) * p.groups + g;
         const __m256 scale = _mm256_permutevar8x32_ps(_mm256_maskload_ps(scales, present), lane_group);
-        _mm_prefetch(reinterpret_cast<const char*>(scales + C * p.groups), _MM_HINT_T0);
+        PrefetchNextTile(scales, C, p.groups * sizeof(float));
         for (int r = 0; r < R; ++r) {
           const __m256i dots = _mm256_add_epi32(start[r], Multiply(packed, a[r]));
           total[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[r][c]);
@@ -169,7 +163,7 @@ struct TileInt8Avx2 {
         for (int c = 0; c < C; ++c) {
           const uint8_t* packed = RowGroupWeights(p, channel + c, g, 8);
           const __m256i w = _mm256_cvtepi8_epi16(LoadWeights16(packed, b * 16, group_bytes));
-          PrefetchNextTile(packed + b * 16, C, p);
+          PrefetchNextTile(packed + b * 16, C, p.row_bytes);
           for (int r = 0; r < R; ++r) acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(w, a[r]));
         }
       }

@@ -74,7 +74,7 @@ struct TileAvx512Vnni {
 #pragma GCC unroll 8
         for (int c = 0; c < C; ++c) {
           LoadUnsigned(w[c] + b * 64, mask, low[c], high[c]);
-          _mm_prefetch(reinterpret_cast<const char*>(w[c] + C * p.row_bytes + b * 64), _MM_HINT_T0);
+          PrefetchNextTile(w[c] + b * 64, C, p.row_bytes);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
@@ -125,10 +125,10 @@ struct TileAvx512Vnni {
         __m512i low, high;
         const uint8_t* w = p.w + (channel + c) * p.row_bytes + b * 64;
         LoadUnsigned(w, mask, low, high);
-        _mm_prefetch(reinterpret_cast<const char*>(w + C * p.row_bytes), _MM_HINT_T0);
+        PrefetchNextTile(w, C, p.row_bytes);
         const float* scales = p.w_scales + (channel + c) * p.groups + g;
         const __m512 scale = _mm512_permutexvar_ps(lane_group, _mm512_maskz_loadu_ps(present, scales));
-        _mm_prefetch(reinterpret_cast<const char*>(scales + C * p.groups), _MM_HINT_T0);
+        PrefetchNextTile(scales, C, p.groups * sizeof(float));
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const __m512i dots = Multiply(start[r], low, high, RowBlockActivations<int8_t>(p, row + r, b, kBlock));

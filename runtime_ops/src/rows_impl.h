@@ -1,9 +1,14 @@
 // The ISA-independent loops of a row kernel (see row_kernels.h), included by each ISA's
-// translation unit: Tile::Run<R, C>(args, row, channel) computes the group sums of R activation
-// rows with C channels; RunRows walks the channels in tiles of Tile::kChannels and, within one,
-// the rows in tiles of Tile::kRows (the weights of a channel tile stay in cache while every row
-// meets them), the last tiles of exactly the height and width left. No library code.
+// translation unit: Tile::Run<R, C>(args, row, channel) computes the scaled sums of R activation
+// rows with C channels, prefetching the next channel tile's weights as it reads its own;
+// RunRows walks the channels in tiles of Tile::kChannels and, within one, the rows in tiles of
+// Tile::kRows (the weights of a channel tile stay in cache while every row meets them), the
+// last tiles of exactly the height and width left. No library code.
 #pragma once
+
+#include <xmmintrin.h>
+
+#include <cstdint>
 
 #include "row_kernels.h"
 
@@ -29,6 +34,14 @@ inline const uint8_t* RowGroupWeights(const RowArgs& p, size_t c, size_t g, int 
 inline size_t GroupBytes(const RowArgs& p, int bits) { return (p.group * bits + 7) / 8; }
 
 inline float GroupScale(const RowArgs& p, size_t c, size_t g) { return p.w_scales[c * p.groups + g]; }
+
+// Decode streams the weights from memory, and a tile's rows (and their scales) are consecutive:
+// ask for what the tile of `channels` rows after this one reads at the same position, `bytes`
+// per row ahead of `at`. Past the last tile that address lies outside the array, which a
+// prefetch may name (it never faults); it is computed as an integer, not as a pointer.
+inline void PrefetchNextTile(const void* at, int channels, size_t bytes) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(at) + channels * bytes), _MM_HINT_T0);
+}
 inline float& RowSum(const RowArgs& p, size_t c, size_t row) { return p.sums[row * p.channels + c]; }
 
 // The group of each 32-bit lane of a block's products, when a block holds `groups_per_block`
