@@ -79,14 +79,25 @@ void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const
   std::fill(slot_scales, slot_scales + groups * kPanelChannels, 0.0f);
   const uint8_t* rows[kPanelChannels];
   for (size_t c = 0; c < width; ++c) rows[c] = packed + (panel * kPanelChannels + c) * row_bytes;
+  // Runs of kTransposeCodes codes go through the ISA's transpose where it can, the rest quad by
+  // quad. Where groups fill whole quads, group g's quad q is quad g · group / 4 + q of the row,
+  // so the runs go on across group boundaries (groups of 32 codes would otherwise have none).
+  const bool vector = transpose != nullptr && width == kPanelChannels && (bits == 8 || bits == 4);
+  const bool across_groups = vector && group % kQuad == 0;
+  const size_t transposed = across_groups ? k / kTransposeCodes * kTransposeCodes : 0;  // codes
+  for (size_t first = 0; first < transposed; first += kTransposeCodes) {
+    transpose(rows, bits, first, target + first * kPanelChannels);
+  }
   for (size_t g = 0; g < groups; ++g) {
     int8_t* out = target + g * quads * kPanelChannels * kQuad;
-    // Whole runs of kTransposeCodes codes by the ISA's transpose where it can, the rest quad by quad.
-    const bool vector =
-        transpose != nullptr && width == kPanelChannels && (bits == 8 || (bits == 4 && g * group % 2 == 0));
-    const size_t vector_quads = vector ? group / kTransposeCodes * (kTransposeCodes / kQuad) : 0;
-    for (size_t q = 0; q < vector_quads; q += kTransposeCodes / kQuad) {
-      transpose(rows, bits, g * group + q * kQuad, out + q * kPanelChannels * kQuad);
+    size_t vector_quads = 0;  // quads of this group already in place
+    if (across_groups) {
+      vector_quads = std::min(whole_quads, transposed > g * group ? (transposed - g * group) / kQuad : 0);
+    } else if (vector && (bits == 8 || g * group % 2 == 0)) {
+      vector_quads = group / kTransposeCodes * (kTransposeCodes / kQuad);
+      for (size_t q = 0; q < vector_quads; q += kTransposeCodes / kQuad) {
+        transpose(rows, bits, g * group + q * kQuad, out + q * kPanelChannels * kQuad);
+      }
     }
     for (size_t c = 0; c < width; ++c) {
       for (size_t q = vector_quads; q < whole_quads; ++q) {
@@ -97,9 +108,14 @@ void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const
         out[(whole_quads * kPanelChannels + c) * kQuad + i % kQuad] =
             static_cast<int8_t>(PackedCode(rows[c], static_cast<int>(bits), g * group + i));
       }
-      const size_t channel = panel * kPanelChannels + c;
-      slot_sums[g * kPanelChannels + c] = row_sums[channel * groups + g];
-      slot_scales[g * kPanelChannels + c] = row_scales[channel * groups + g];
+    }
+  }
+  for (size_t c = 0; c < width; ++c) {  // [channel, group] -> [group, channel], read in order
+    const int32_t* channel_sums = row_sums + (panel * kPanelChannels + c) * groups;
+    const float* channel_scales = row_scales + (panel * kPanelChannels + c) * groups;
+    for (size_t g = 0; g < groups; ++g) {
+      slot_sums[g * kPanelChannels + c] = channel_sums[g];
+      slot_scales[g * kPanelChannels + c] = channel_scales[g];
     }
   }
 }
