@@ -112,7 +112,8 @@ def test_output_is_valid_recorded_deterministic_and_input_untouched(tiny_export,
     assert meta["oq.recipe"] == "rotate" and meta["oq.seed"] == "5"
     passes = json.loads(meta["oq.passes"])
     assert [p["pass"] for p in passes] == ["fuse_norms", "rotate_residual", "rotate_heads",
-                                           "rotate_qk", "online_hadamard", "cancel_rotations", "lower", "fuse_ort"]
+                                           "rotate_qk", "online_hadamard", "cancel_rotations", "lower", "fuse_ort",
+                                           "drop_nan_guard"]
     assert passes[1]["params"] == {"seed": 5}
 
 

@@ -76,6 +76,11 @@ def test_lowered_model_scores_like_the_portable_one(compiled, score, recipe):
     lowered = onnx.load(compiled(recipe), load_external_data=False)
     used = {node.op_type for node in lowered.graph.node if node.domain == DOMAIN}
     assert used >= {"QuantizePerToken", "QMatMul"}
-    assert not {node.op_type for node in lowered.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    producers = {output: node.op_type for node in lowered.graph.node for output in node.output}
+    dequantized = [node for node in lowered.graph.node if node.op_type == "DequantizeLinear"]
+    assert not any(node.op_type == "QuantizeLinear" for node in lowered.graph.node)
+    # only the int8 token embedding's looked-up rows (quantize_embedding) stay DequantizeLinear
+    assert all(producers.get(node.input[0]) == "Gather" for node in dequantized)
+    assert len(dequantized) == (1 if recipe.startswith("quarot") else 0)
     bits = int(recipe.split("-w")[1][0])
     assert abs(score(recipe) / score(recipe, portable=True) - 1) < {8: 0.005, 6: 0.03, 4: 0.09}[bits]
