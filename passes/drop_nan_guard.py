@@ -53,15 +53,9 @@ class DropNanGuard(TransformerPass):
         return ir.passes.PassResult(model, modified=bool(dropped))
 
 
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
-
-
 def _is_scalar(value: ir.Value | None, number: float) -> bool:
-    array = _constant(value)
-    return array is not None and array.size == 1 and array.item() == number
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    return tensor is not None and tensor.size == 1 and tensor.numpy().item() == number
 
 
 def _guarded_softmax(guard: ir.Node, last_axis_by_default: bool) -> ir.Value | None:

@@ -70,7 +70,7 @@ def _heads_first_source(value: ir.Value | None, num_heads: int) -> ir.Value | No
     reshape = value.producer() if value is not None else None
     if reshape is None or reshape.op_type != "Reshape" or reshape.domain != "":
         return None
-    shape = reshape.inputs[1].const_value if len(reshape.inputs) > 1 and reshape.inputs[1] is not None else None
+    shape = ir.convenience.get_const_tensor(reshape.inputs[1]) if len(reshape.inputs) > 1 else None
     if shape is None or shape.numpy().tolist() != [0, 0, -1]:
         return None
     transpose = reshape.inputs[0].producer()
