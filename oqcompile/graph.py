@@ -26,6 +26,7 @@ __all__ = [
     "dequantized_constant",
     "is_const",
     "producer_op",
+    "replace_input",
     "require_opset",
     "unique_name",
 ]
@@ -112,6 +113,32 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray,
     value.dtype = value.const_value.dtype
     graph.register_initializer(value)
     return value
+
+
+def replace_input(node: ir.Node, index: int, value: ir.Value | None) -> None:
+    """Plug ``value`` into ``node.inputs[index]`` and remove what it replaces once nothing reads it.
+
+    Passes rewrite every weight; removing the old initializer at once (and whatever only fed
+    it, such as a weight's ``Transpose``) keeps one copy of each weight in memory, not two
+    until the pass ends.
+    """
+    replaced = node.inputs[index]
+    node.replace_input_with(index, value)
+    _remove_if_unused(replaced)
+
+
+def _remove_if_unused(value: ir.Value | None) -> None:
+    if value is None or value.uses() or value.is_graph_input() or value.is_graph_output():
+        return
+    if value.is_initializer():
+        value.graph.initializers.pop(value.name)  # an external tensor's mapping goes with its last reader
+        return
+    node = value.producer()
+    if node is not None and not any(output.uses() or output.is_graph_output() for output in node.outputs):
+        inputs = list(node.inputs)
+        node.graph.remove(node, safe=True)
+        for input_value in inputs:
+            _remove_if_unused(input_value)
 
 
 def append_op(value: ir.Value, op: str, operand: ir.Value, name: str, doc: str = "") -> ir.Node:

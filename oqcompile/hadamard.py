@@ -17,12 +17,20 @@ import functools
 
 import numpy as np
 
-__all__ = ["dense_factor", "hadamard", "kronecker_factors", "kronecker_pair", "random_hadamard"]
+__all__ = ["dense_factor", "hadamard", "hadamard_rows", "kronecker_factors", "kronecker_pair", "random_hadamard"]
 
 
 def hadamard(n: int) -> np.ndarray:
     """The orthonormal ``n x n`` Hadamard matrix (float64) used everywhere in oqcompile."""
     return np.kron(*kronecker_pair(n))
+
+
+def hadamard_rows(rows: np.ndarray) -> np.ndarray:
+    """``rows @ hadamard(n)`` for ``rows[..., n]`` through the Kronecker pair, ``x (A ⊗ B) = vec(Aᵀ X B)``:
+    ``O(n (a + b))`` per row and no dense ``n x n`` matrix."""
+    a, b = kronecker_pair(rows.shape[-1])
+    grid = rows.reshape(*rows.shape[:-1], a.shape[0], b.shape[0])
+    return (a.T @ grid @ b).reshape(rows.shape)
 
 
 def kronecker_pair(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,9 @@
 ``load`` turns every way a file can be unreadable into one :class:`OQError` sentence, and
 fills in the value shapes ONNX shape inference can derive (the TorchScript exporter writes
 none; structure analysis needs static channel dims to see through token-flattening Reshapes).
+Weights in external data stay memory-mapped: a pass reads one weight's pages when it needs
+them, and the mapping goes when the pass replaces the weight (:func:`oqcompile.graph.replace_input`),
+so a compile holds about one copy of the model, not two.
 ``save`` never leaves a half-written file: it writes into a temporary folder next to the
 target and renames into place; models whose weights exceed ``EXTERNAL_DATA_BYTES`` keep
 their weights in ``<name>.data`` beside the ``.onnx`` file (ONNX external data).
@@ -29,13 +32,17 @@ EXTERNAL_DATA_BYTES = 1 << 30
 
 
 def load(path: str | os.PathLike) -> ir.Model:
-    """Load an ONNX file with all weights in memory (passes rewrite them; the file may go away)."""
+    """Load an ONNX file; weights in external data are mapped now (a missing or short data file
+    fails here, and the file may be replaced later) and read when used."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise OQError(f"{path}: no such file")
     try:
         model = ir.load(path)
-        ir.external_data.load_to_model(model)
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                if isinstance(value.const_value, ir.ExternalTensor):
+                    value.const_value.numpy()
     except Exception as error:  # protobuf and external-data errors have many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OQError(f"{path}: not a readable ONNX model ({reason})") from error
@@ -43,7 +50,20 @@ def load(path: str | os.PathLike) -> ir.Model:
         ShapeInferencePass(strict_mode=False, data_prop=True)(model)
     except Exception as error:  # inference is a help, not a requirement
         logger.warning("%s: shape inference failed (%s); continuing with the stored shapes", path, error)
+    _forget_departed_inputs(model.graph)
     return model
+
+
+def _forget_departed_inputs(graph: ir.Graph) -> None:
+    """Drop the zero entries of ``graph.inputs``' reference counter.
+
+    ``ShapeInferencePass`` lists every initializer as a graph input while ONNX infers shapes and
+    then takes them out again, but onnx_ir (1.1) keeps a zero count per value it ever held, and
+    with it every original weight, replaced or not, for the rest of the compile.
+    """
+    counts = graph.inputs._ref_counter  # onnx_ir offers no public way to prune it
+    for value in [value for value, count in counts.items() if count <= 0]:
+        del counts[value]
 
 
 def metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -75,6 +95,8 @@ def save(model: ir.Model, path: str | os.PathLike) -> pathlib.Path:
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values()
                        if v.const_value is not None)
     data_name = path.name + ".data" if weight_bytes > EXTERNAL_DATA_BYTES else None
+    if data_name is None:  # ir.save would keep references into the input's data file
+        ir.external_data.load_to_model(model)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
     try:
         ir.save(model, staging / path.name, external_data=data_name)

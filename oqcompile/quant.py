@@ -109,14 +109,23 @@ def weight_scales(weight: np.ndarray, bits: int, group: int | None = None,
     return best_scales
 
 
+RTN_COLUMNS = 2048  # output channels per float64 chunk of rtn (at 8192 inputs, 128 MiB)
+
+
 def rtn(weight: np.ndarray, bits: int, group: int | None = None,
         clip_search: bool = False) -> QuantizedWeight:
-    """Round-to-nearest quantization of an ``[in, out]`` weight."""
-    weight = weight.astype(np.float64)
-    scales = weight_scales(weight, bits, group, clip_search)
+    """Round-to-nearest quantization of an ``[in, out]`` weight.
+
+    Output channels are independent, so they are quantized ``RTN_COLUMNS`` at a time: the
+    float64 temporaries stay small even for a vocabulary-wide lm_head.
+    """
     rows = weight.shape[0] if group is None else group
-    codes = _round(weight, np.repeat(scales, rows, axis=0), bits)
-    return QuantizedWeight(codes.astype(np.int8), scales, bits, group)
+    codes, scales = np.empty(weight.shape, np.int8), []
+    for start in range(0, weight.shape[1], RTN_COLUMNS):
+        columns = weight[:, start:start + RTN_COLUMNS].astype(np.float64)
+        scales.append(weight_scales(columns, bits, group, clip_search))
+        codes[:, start:start + RTN_COLUMNS] = _round(columns, np.repeat(scales[-1], rows, axis=0), bits)
+    return QuantizedWeight(codes, np.concatenate(scales, axis=1), bits, group)
 
 
 def gptq(weight: np.ndarray, gram: np.ndarray, bits: int, group: int | None = None,

@@ -24,8 +24,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import add_initializer, copy_type
-from oqcompile.structure import Norm, Transformer, analyze
+from oqcompile.graph import add_initializer, copy_type, replace_input
+from oqcompile.structure import Norm, Transformer, analyze, float64_rows
 from oqcompile.passes.base import TransformerPass
 
 __all__ = ["FuseNorms"]
@@ -47,14 +47,15 @@ class FuseNorms(TransformerPass):
         for norm, readers in transformer.stream_readers():
             gain, bias = norm.gain(), norm.bias()
             for linear in readers:
-                weight = linear.weight().astype(np.float64)
+                weight = linear.weight()
                 new_bias = linear.bias()
                 new_bias = np.zeros(weight.shape[1]) if new_bias is None else new_bias.astype(np.float64)
-                if bias is not None:
-                    new_bias = new_bias + bias.astype(np.float64) @ weight
+                if bias is not None:  # β W, one output channel (a row of Wᵀ) at a time
+                    new_bias = new_bias + float64_rows(weight.T, lambda rows: rows @ bias[:, None], np.float64)[:, 0]
                 if gain is not None:
-                    weight = gain.astype(np.float64)[:, None] * weight
-                linear.set_weight(weight)
+                    # One product per weight, exact in the weight's own type (float32: 24 x 24 bits of
+                    # mantissa fit float64, so rounding the float64 product once gives the same bits).
+                    linear.set_weight(gain.astype(weight.dtype)[:, None] * weight)
                 if bias is not None or linear.bias_slot is not None:
                     linear.set_bias(new_bias)
             _make_scale_free(model.graph, norm, as_rms=self.center)
@@ -64,12 +65,13 @@ class FuseNorms(TransformerPass):
 
 def _center_stream(transformer: Transformer) -> None:
     """Make every stream writer mean-free over channels: ``W' = W - mean_j W``."""
+    def centre(rows: np.ndarray) -> np.ndarray:
+        return rows - rows.mean(axis=1, keepdims=True)
+
     for embedding in [transformer.embedding, *transformer.positional]:
-        table = embedding.table().astype(np.float64)
-        embedding.set_table(table - table.mean(axis=1, keepdims=True))
+        embedding.set_table(float64_rows(embedding.table(), centre, embedding.dtype))
     for linear in transformer.stream_writers():
-        weight = linear.weight().astype(np.float64)
-        linear.set_weight(weight - weight.mean(axis=1, keepdims=True))
+        linear.set_weight(float64_rows(linear.weight(), centre, linear.weight().dtype))
         bias = linear.bias()
         if bias is not None:
             linear.set_bias(bias.astype(np.float64) - bias.mean())
@@ -90,7 +92,7 @@ def _make_scale_free(graph: ir.Graph, norm: Norm, as_rms: bool) -> None:
         return
     width = norm.gain().shape[0]
     dtype = node.inputs[1].dtype.numpy()
-    node.replace_input_with(1, add_initializer(graph, f"{norm.name}.unit_gain", np.ones(width, dtype)))
+    replace_input(node, 1, add_initializer(graph, f"{norm.name}.unit_gain", np.ones(width, dtype)))
     if norm.bias_slot is not None:
         node.replace_input_with(2, None)
 

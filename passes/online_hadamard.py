@@ -14,7 +14,6 @@ import dataclasses
 
 import onnx_ir as ir
 
-from oqcompile.hadamard import hadamard
 from oqcompile.passes.base import TransformerPass
 from oqcompile.rotation import insert_hadamard
 from oqcompile.structure import analyze
@@ -35,7 +34,7 @@ class OnlineHadamard(TransformerPass):
             size = down.in_features
             rotated = insert_hadamard(down.input, size, down.name)
             if self.fold_inverse:
-                down.rotate_inputs(hadamard(size))
+                down.hadamard_inputs()
             else:
                 insert_hadamard(rotated, size, down.name, inverse=True, online=False)
         return ir.passes.PassResult(model, modified=True)

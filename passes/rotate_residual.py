@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import onnx_ir as ir
 
 from oqcompile.hadamard import random_hadamard
@@ -42,7 +41,7 @@ class RotateResidual(TransformerPass):
                     "residual rotation is not function-preserving here; run fuse_norms first")
         q = random_hadamard(transformer.hidden_size, self.seed)
         for embedding in [transformer.embedding, *transformer.positional]:
-            embedding.set_table(embedding.table().astype(np.float64) @ q)
+            embedding.rotate(q)
         for writer in transformer.stream_writers():
             writer.rotate_outputs(q)
         for _, readers in transformer.stream_readers():

@@ -13,10 +13,26 @@ import onnx_ir as ir
 
 from oqcompile import qdq
 from oqcompile.errors import OQError
-from oqcompile.graph import add_initializer, append_op, const_array
+from oqcompile.graph import add_initializer, append_op, const_array, replace_input
+from oqcompile.hadamard import hadamard_rows
 from oqcompile.quant import QuantizedWeight
 
-__all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer"]
+__all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer",
+           "float64_rows"]
+
+# Rows per float64 chunk of :func:`float64_rows` (at hidden 4096, 32 MiB of float64).
+_CHUNK_ROWS = 1024
+
+
+def float64_rows(matrix: np.ndarray, transform, dtype: np.dtype) -> np.ndarray:
+    """``transform(matrix)`` for a row-wise ``transform``, formed in float64 a chunk of rows at a
+    time and stored as ``dtype``: no float64 copy of the whole matrix (a vocabulary-sized
+    embedding is 1 GiB of float32 at LLaMA-3's vocabulary and hidden 2048) ever exists."""
+    first = transform(matrix[:1].astype(np.float64))
+    result = np.empty((matrix.shape[0], first.shape[1]), dtype)
+    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
+        result[start:start + _CHUNK_ROWS] = transform(matrix[start:start + _CHUNK_ROWS].astype(np.float64))
+    return result
 
 
 class StructureError(OQError):
@@ -37,11 +53,18 @@ class Linear:
 
     @property
     def in_features(self) -> int:
-        return self.weight().shape[0]
+        return self._weight_shape()[0]
 
     @property
     def out_features(self) -> int:
-        return self.weight().shape[1]
+        return self._weight_shape()[1]
+
+    def _weight_shape(self) -> tuple[int, int]:
+        """``[in, out]`` from the stored value's shape, without reading (or dequantizing) the weight."""
+        shape = self.weight_value().shape
+        if shape is None or len(shape) != 2 or not shape.is_static():
+            return self.weight().shape
+        return (shape[1], shape[0]) if self.transposed else (shape[0], shape[1])
 
     def weight(self) -> np.ndarray:
         node, index = self.weight_slot
@@ -61,9 +84,8 @@ class Linear:
     def set_weight(self, weight: np.ndarray) -> None:
         """Store a new ``[in, out]`` weight (as a new initializer; shared ones are never mutated)."""
         node, index = self.weight_slot
-        dtype = self.weight_value().dtype.numpy()
-        stored = (weight.T if self.transposed else weight).astype(dtype)
-        node.replace_input_with(index, add_initializer(node.graph, f"{self.name}.weight", stored))
+        stored = (weight.T if self.transposed else weight).astype(self._weight_type(), copy=False)
+        replace_input(node, index, add_initializer(node.graph, f"{self.name}.weight", stored))
 
     def set_quantized_weight(self, weight: QuantizedWeight) -> None:
         """Feed the layer from ``DequantizeLinear`` of ``weight``'s codes (:func:`oqcompile.qdq.dequantize_weight`).
@@ -71,31 +93,39 @@ class Linear:
         A transposed weight (``Transpose`` node, ``Gemm transB``) is stored ``[in, out]`` from then on.
         """
         dequantized = qdq.dequantize_weight(self.node, self.name, weight, self.output.dtype or ir.DataType.FLOAT)
-        self.node.replace_input_with(1, dequantized)
+        replace_input(self.node, 1, dequantized)
         if self.node.op_type == "Gemm":
             self.node.attributes["transB"] = ir.AttrInt64("transB", 0)
         self.weight_slot, self.transposed = (self.node, 1), False
 
     def rotate_outputs(self, rotation: np.ndarray) -> None:
         """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in float64)."""
-        self.set_weight(self.weight().astype(np.float64) @ rotation)
+        self.set_weight(float64_rows(self.weight(), lambda rows: rows @ rotation, self._weight_type()))
         if self.bias_slot is not None:
             self.set_bias(self.bias().astype(np.float64) @ rotation)
 
     def rotate_inputs(self, rotation: np.ndarray) -> None:
-        """Make the layer expect ``x R`` (``R`` orthogonal): ``W' = Rᵀ W``, so ``(x R) W' = x W``."""
-        self.set_weight(rotation.T @ self.weight().astype(np.float64))
+        """Make the layer expect ``x R`` (``R`` orthogonal): ``W' = Rᵀ W``, so ``(x R) W' = x W``
+        (formed as ``W'ᵀ = Wᵀ R`` in float64)."""
+        self.set_weight(float64_rows(self.weight().T, lambda rows: rows @ rotation, self._weight_type()).T)
+
+    def hadamard_inputs(self) -> None:
+        """:meth:`rotate_inputs` by ``hadamard(in_features)``, applied as its Kronecker factors
+        (no dense ``n x n`` float64 matrix: 1.5 GiB at n = 14336)."""
+        self.set_weight(float64_rows(self.weight().T, hadamard_rows, self._weight_type()).T)
 
     def set_bias(self, bias: np.ndarray) -> None:
         """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
         value = add_initializer(self.node.graph, f"{self.name}.bias", bias.astype(self._float_type()))
         if self.bias_slot is not None:
-            node, index = self.bias_slot
-            node.replace_input_with(index, value)
+            replace_input(*self.bias_slot, value)
             return
         add = append_op(self.output, "Add", value, f"{self.name}/bias")
         add.outputs[0].name = f"{self.name}.biased"
         self.output, self.bias_slot = add.outputs[0], (add, 1)
+
+    def _weight_type(self) -> np.dtype:
+        return self.weight_value().dtype.numpy()
 
     def _float_type(self) -> np.dtype:
         return (self.output.dtype or self.weight_value().dtype or ir.DataType.FLOAT).numpy()
@@ -124,9 +154,8 @@ class Norm:
         dtype = (self.output.dtype or ir.DataType.FLOAT).numpy()
         gain, bias = self.gain(), self.bias()
         if self.gain_slot is not None:
-            node, index = self.gain_slot
-            node.replace_input_with(index, add_initializer(graph, f"{self.name}.weight",
-                                                           (gain.astype(np.float64) * scale).astype(dtype)))
+            replace_input(*self.gain_slot, add_initializer(graph, f"{self.name}.weight",
+                                                          (gain.astype(np.float64) * scale).astype(dtype)))
         else:
             scale_value = add_initializer(graph, f"{self.name}.scale", scale.astype(dtype))
             mul = append_op(self.output, "Mul", scale_value, f"{self.name}/scale",
@@ -138,8 +167,7 @@ class Norm:
         if new_bias is None:
             return
         if self.bias_slot is not None:
-            node, index = self.bias_slot
-            node.replace_input_with(index, add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype)))
+            replace_input(*self.bias_slot, add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype)))
         else:
             shift_value = add_initializer(graph, f"{self.name}.bias", new_bias.astype(dtype))
             add = append_op(self.output, "Add", shift_value, f"{self.name}/shift",
@@ -170,9 +198,16 @@ class Embedding:
         return const_array(self.node.inputs[0])
 
     def set_table(self, table: np.ndarray) -> None:
-        dtype = self.node.inputs[0].dtype.numpy()
-        self.node.replace_input_with(0, add_initializer(self.node.graph, f"{self.name}.weight",
-                                                        table.astype(dtype)))
+        replace_input(self.node, 0, add_initializer(self.node.graph, f"{self.name}.weight",
+                                                    table.astype(self.dtype, copy=False)))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.node.inputs[0].dtype.numpy()
+
+    def rotate(self, rotation: np.ndarray) -> None:
+        """``E' = E R`` (formed in float64): the rows the stream starts from, rotated."""
+        self.set_table(float64_rows(self.table(), lambda rows: rows @ rotation, self.dtype))
 
 
 @dataclasses.dataclass
