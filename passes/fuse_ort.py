@@ -19,6 +19,23 @@ repeated heads). The kernel takes that layout too, and transposes back itself, s
 then feeds it ``k`` and ``v`` as they are: the same numbers, two fewer copies of the whole
 cache per layer and token.
 
+Grouped-query attention (``h`` key/value heads for ``h · G`` query heads) reaches the kernel
+as the exporter's repeat of every key/value head ``G`` times (``Expand``, then ``Reshape``:
+query head ``j · G + g`` reads key/value head ``j``), a copy of the whole cache per layer
+and token. The pass folds the query groups into the sequence axis instead:
+
+    q [b, s, h·G·d] → [b, s, h, G, d] → [b, G, s, h, d] → q' [b, G·s, h·d]
+
+so ``MultiHeadAttention`` with ``h`` heads reads the unrepeated keys and values, and row
+``g·s' + i`` of q' is query ``i`` of head ``j · G + g``; the attention bias is tiled ``G``
+times along its query axis (row ``g·s' + i`` gets row ``i``'s mask), and the output goes
+back the same way. Every query meets the same keys with the same bias: the same numbers.
+ORT's CPU kernel runs one task per batch row and head, so the fold also divides that
+parallel work by ``G``. It is done where ``h`` is at least ``fold_min_kv_heads`` (8, as in
+LLaMA-3, Mistral and Qwen2-7B): on LLaMA-3.2-1B's shape, decode takes 16% less time and
+prefill the same, while SmolLM2-135M's 3 key/value heads on 2 cores made its prefill
+attention 40% slower for 6% off decode (throwaway timings behind the benchmark's speed section).
+
 ``fuse_norms`` leaves norms without a gain, ``y = x / sqrt(mean(x²) + ε)``, which the
 library's rule does not match: those get ``SimplifiedLayerNormalization(x, 1)`` first (the
 unit gain changes nothing), so that the skip form and everything after apply to them too.
@@ -37,7 +54,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import ort_fusions, pattern
 
-from oqcompile.graph import FLOAT_TYPES
+from oqcompile.graph import FLOAT_TYPES, add_initializer
 from oqcompile.passes.base import TransformerPass
 
 __all__ = ["FuseOrt"]
@@ -48,16 +65,18 @@ logger = logging.getLogger(__name__)
 class FuseOrt(TransformerPass):
     """Fuse attention, RMS norms and rotary embeddings into ORT contrib ops (see module doc)."""
 
+    fold_min_kv_heads: int = 8  # fold GQA's query groups where there are at least this many key/value heads
     name = "fuse_ort"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         unit_gains = _UNIT_GAIN_NORMS.apply_to_model(model)
         _, counts = ort_fusions.optimize_for_ort(model)
         heads_first = sum(_feed_heads_first(node) for node in model.graph if _is_mha(node))
+        folded = sum(_fold_query_groups(node, self.fold_min_kv_heads) for node in list(model.graph) if _is_mha(node))
         fused = {name: count for name, count in counts.items() if count}
         logger.info("ORT fusions: %s (%d gain-free norms given a unit gain, %d attentions fed keys and values "
-                    "heads first)", fused, unit_gains, heads_first)
-        return ir.passes.PassResult(model, modified=bool(unit_gains or fused or heads_first))
+                    "heads first, %d with query groups folded)", fused, unit_gains, heads_first, folded)
+        return ir.passes.PassResult(model, modified=bool(unit_gains or fused or heads_first or folded))
 
 
 def _is_mha(node: ir.Node) -> bool:
@@ -93,6 +112,80 @@ def _feed_heads_first(node: ir.Node) -> bool:
         return False
     node.replace_input_with(1, key)
     node.replace_input_with(2, value)
+    return True
+
+
+def _repeated_heads_source(value: ir.Value) -> tuple[ir.Value, int] | None:
+    """``(kv, G)`` if ``value = Reshape(Expand(Unsqueeze(kv, [2]), [b, h, G, t, d]), [b, h·G, t, d])``
+    with ``kv`` of shape ``[b, h, t, d]`` (``h``, ``G``, ``d`` static): GQA's repeat of the heads."""
+    reshape = value.producer()
+    expand = reshape.inputs[0].producer() if reshape is not None and reshape.op_type == "Reshape" else None
+    unsqueeze = expand.inputs[0].producer() if expand is not None and expand.op_type == "Expand" else None
+    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or len(unsqueeze.inputs) < 2:
+        return None
+    axes = ir.convenience.get_const_tensor(unsqueeze.inputs[1])
+    kv, repeated, merged = unsqueeze.inputs[0], expand.outputs[0].shape, reshape.outputs[0].shape
+    if axes is None or axes.numpy().tolist() != [2] or kv.shape is None or repeated is None or merged is None:
+        return None
+    if len(kv.shape) != 4 or len(repeated) != 5 or len(merged) != 4:
+        return None
+    heads, groups, head_size = kv.shape[1], repeated[2], kv.shape[3]
+    if not all(isinstance(dim, int) for dim in (heads, groups, head_size)):
+        return None
+    if (repeated[1], repeated[4], merged[1], merged[3]) != (heads, head_size, heads * groups, head_size):
+        return None
+    return kv, groups
+
+
+def _fold_query_groups(node: ir.Node, min_kv_heads: int) -> bool:
+    """Run a ``MultiHeadAttention`` fed GQA's repeated heads over its (at least ``min_kv_heads``)
+    key/value heads (module doc)."""
+    inputs = list(node.inputs) + [None] * (6 - len(node.inputs))
+    query, bias = inputs[0], inputs[5]
+    if any(value is not None for value in inputs[3:5] + inputs[6:]) or "unidirectional" in node.attributes:
+        return False  # projection biases, a key padding mask, a past or in-kernel causality: not folded
+    key, value = (_repeated_heads_source(inputs[i]) for i in (1, 2))
+    if key is None or value is None or key[1] != value[1] or key[0].shape[1] != value[0].shape[1]:
+        return False
+    (key, groups), value = key, value[0]
+    heads, head_size = key.shape[1], key.shape[3]
+    if heads < min_kv_heads:
+        return False
+    if query.shape is None or len(query.shape) != 3 or query.shape[2] != heads * groups * head_size:
+        return False
+    if bias is not None and (bias.shape is None or len(bias.shape) != 4 or bias.shape[1] != 1
+                             or bias.shape[2] != query.shape[1]):
+        return False  # a per-head bias, or one whose query axis is not the query's
+    graph, name = node.graph, f"{node.name}/fold_query_groups"
+    tape = ir.tape.Tape()
+
+    def constant(tag: str, values: list[int]) -> ir.Value:
+        return add_initializer(graph, f"{name}.{tag}", np.array(values, np.int64))
+
+    grouped = tape.op("Reshape", [query, constant("query_grouped", [0, 0, heads, groups, head_size])],
+                      name=f"{name}/query_grouped")
+    groups_first = tape.op("Transpose", [grouped], {"perm": [0, 3, 1, 2, 4]}, name=f"{name}/query_groups_first")
+    folded = tape.op("Reshape", [groups_first, constant("query_folded", [0, -1, heads * head_size])],
+                     name=f"{name}/query_folded")
+    if bias is not None:
+        bias = tape.op("Tile", [bias, constant("bias_repeats", [1, 1, groups, 1])], name=f"{name}/bias_tiled")
+    attributes = {**{key_: attr for key_, attr in node.attributes.items() if key_ != "num_heads"},
+                  "num_heads": ir.AttrInt64("num_heads", heads)}
+    attention = tape.op("MultiHeadAttention", [folded, key, value, None, None, bias], attributes,
+                        domain="com.microsoft", name=f"{name}/attention")
+    unfolded = tape.op("Reshape", [attention, constant("output_unfolded", [0, groups, -1, heads, head_size])],
+                       name=f"{name}/output_unfolded")
+    heads_last = tape.op("Transpose", [unfolded], {"perm": [0, 2, 3, 1, 4]}, name=f"{name}/output_heads_last")
+    output = tape.op("Reshape", [heads_last, constant("output_merged", [0, 0, heads * groups * head_size])],
+                     name=f"{name}/output_merged")
+    for created in tape.nodes:
+        created.doc_string = f"grouped-query attention over {heads} key/value heads, {groups} query heads each " \
+                             "folded into the sequence axis"
+        created.outputs[0].dtype = query.dtype
+    graph.insert_before(node, tape.nodes)
+    output.shape = node.outputs[0].shape
+    node.outputs[0].replace_all_uses_with(output, replace_graph_outputs=True)
+    graph.remove(node, safe=True)
     return True
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import FAMILIES, relative_error, run_logits
 from oqcompile import compile_file, evaluate
+from oqcompile.models.tiny import TINY_CONFIGS
+from oqcompile.recipes import ROTATE, recipe_toml
 
 TOLERANCE = 1e-4
 LAYERS = 2  # every tiny model
@@ -45,17 +47,31 @@ def test_portable_output_has_no_contrib_ops(tiny_export, tmp_path):
     assert not set(op_counts(target)) & {"MultiHeadAttention", *FUSED_NORMS}
 
 
-def test_fused_kv_cache_model_keeps_left_padded_batches(tiny_export, tmp_path):
+@pytest.mark.parametrize("fold_min_kv_heads", [None, 1])
+def test_fused_kv_cache_model_keeps_left_padded_batches(tiny_export, tmp_path, fold_min_kv_heads):
     """MultiHeadAttention replaces the exporter's guard for fully masked rows (padded queries),
-    and reads the KV cache heads first (no Transpose of it in front)."""
+    and reads the KV cache heads first (no Transpose). By default tiny-llama's 2 key/value heads
+    stay repeated for its 4 query heads (``Expand``); with ``fold_min_kv_heads`` 1 the query
+    groups fold into the sequence and the kernel reads the cache itself (module doc)."""
     source = tiny_export("tiny-llama", kv_cache=True)
-    target = compile_file(source, tmp_path / "out.onnx", "rotate").target
+    recipe = "rotate"
+    if fold_min_kv_heads is not None:
+        recipe = tmp_path / "rotate-fold.toml"
+        recipe.write_text(recipe_toml([(cls.name, params) for cls, params in ROTATE]
+                                      + [("lower", {}), ("fuse_ort", {"fold_min_kv_heads": fold_min_kv_heads})]))
+    target = compile_file(source, tmp_path / "out.onnx", str(recipe)).target
     graph = onnx.load(str(target), load_external_data=False).graph
     producers = {output: node for node in graph.node for output in node.output}
     attentions = [node for node in graph.node if node.op_type == "MultiHeadAttention"]
     assert len(attentions) == LAYERS
+    heads = {onnx.helper.get_attribute_value(a) for node in attentions for a in node.attribute if a.name == "num_heads"}
+    config = TINY_CONFIGS["tiny-llama"]
     for key_or_value in (producers[node.input[i]] for node in attentions for i in (1, 2)):
-        assert key_or_value.op_type == "Reshape" and producers[key_or_value.input[0]].op_type == "Expand"  # GQA's
+        if fold_min_kv_heads is None:
+            assert key_or_value.op_type == "Reshape" and producers[key_or_value.input[0]].op_type == "Expand"
+        else:
+            assert key_or_value.op_type == "Concat"  # past and present keys (values): the cache itself
+    assert heads == {config.num_attention_heads if fold_min_kv_heads is None else config.num_key_value_heads}
     ids = np.random.default_rng(3).integers(0, 256, (2, 12)).astype(np.int64)
     mask = np.ones_like(ids)
     mask[1, :5] = 0  # the second sequence is left-padded by 5
