@@ -43,7 +43,7 @@ def ort_dynamic_step(source: str, target: str) -> None:
     """ONNX Runtime's own int8 dynamic quantization (``quantize_dynamic``, QInt8 weights)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, use_external_data_format=_has_external_data(source))
 
 
 def ort_nbits_step(source: str, target: str, block: int, accuracy_level: int | None = None) -> None:
@@ -55,7 +55,14 @@ def ort_nbits_step(source: str, target: str, block: int, accuracy_level: int | N
     quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=block, is_symmetric=True,
                                      accuracy_level=accuracy_level)
     quantizer.process()
-    quantizer.model.save_model_to_file(target, use_external_data_format=False)
+    quantizer.model.save_model_to_file(target, use_external_data_format=_has_external_data(source))
+
+
+def _has_external_data(path: str) -> bool:
+    """Whether an exported model keeps its weights in ``<name>.data`` (ORT's quantizers must then
+    write theirs the same way: a protobuf file holds at most 2 GiB)."""
+    path = pathlib.Path(path)
+    return path.with_name(path.name + ".data").is_file()
 
 
 def file_mib(path: pathlib.Path) -> float:

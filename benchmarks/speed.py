@@ -1,4 +1,4 @@
-"""CPU speed and memory of the oq op library, per op and end to end on SmolLM2.
+"""CPU speed and memory of the oq op library, per op and end to end on SmolLM2 and a 1B-shaped LLaMA.
 
 Per op (one ORT session per case, the session's default threads, median of repeated runs),
 section ``speed-per-op``:
@@ -16,16 +16,19 @@ section ``speed-per-op``:
   session and running one token, less before, over K x N);
 - ``oq.Hadamard`` per instruction set against a dense ``MatMul`` by ``H_n`` and a NumPy copy.
 
-End to end (section ``speed``), SmolLM2 exported with a KV cache, each model in its own
-process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill,
-perplexity on the first 2,048 tokens of the evaluation book (windows of 512, as the
-accuracy-tests section of docs/RESULTS.md), weight file size, the process's resident memory
-after creating the session and its peak RSS, for fp32, ORT ``quantize_dynamic``, ORT
-``MatMulNBits`` (its ``MatMulNBitsQuantizer``, 4-bit blocks of 32, ``accuracy_level`` 4) and
-the lowered (and ``fuse_ort``-fused) ``quarot-w8a8``, ``quarot-w4a8``, ``ot-quarot-w6a6`` and
-``ot-quarot-w4a4``; then where each model's prefill and decode time goes per op type (ORT's
-node profile, in a separate process). Ratios are within one run
-(shared, noisy machines: compare within a run, not across runs).
+End to end (section ``speed``), SmolLM2 and ``llama-1b-shaped`` (LLaMA-3.2-1B's shape with
+seeded random weights, :mod:`oqcompile.models.shaped`) exported with a KV cache, each model in
+its own process: prefill of 512 and 2048 tokens, per-token decode after a 512-token prefill,
+weight file size, the process's resident memory after creating the session and its peak RSS,
+and for SmolLM2 the perplexity on the first 2,048 tokens of the evaluation book (windows of
+512, as the accuracy-tests section of docs/RESULTS.md). Contenders: fp32, ORT
+``quantize_dynamic``, ORT ``MatMulNBits`` (its ``MatMulNBitsQuantizer``, 4-bit blocks of 32,
+``accuracy_level`` 4) and the lowered (and ``fuse_ort``-fused) ``quarot-w8a8``,
+``quarot-w4a8``, ``ot-quarot-w6a6`` and ``ot-quarot-w4a4`` on SmolLM2; on the 1B shape, whose
+random weights leave nothing to calibrate on, the data-free ``quarot-w8a8`` and
+``quarot-w4a4-rtn`` and ``quarot-w4a8``'s graph with RTN weights. Then where each model's
+prefill and decode time goes per op type (ORT's node profile, in a separate process). Ratios
+are within one run (shared, noisy machines: compare within a run, not across runs).
 """
 
 from __future__ import annotations
@@ -52,9 +55,18 @@ OQ_FORMATS = {"W8A8": (8, 8, None), "W6A6": (6, 6, None), "W4A8": (4, 8, None), 
 FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
 PERPLEXITY_TOKENS = 2048  # end to end: perplexity in windows of 512, as the accuracy-tests section
 SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call
-END_TO_END = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
-              "ORT MatMulNBits (W4, block 32, acc. level 4)": "ort-nbits", "quarot-w8a8": "quarot-w8a8",
-              "quarot-w4a8": "quarot-w4a8", "ot-quarot-w6a6": "ot-quarot-w6a6", "ot-quarot-w4a4": "ot-quarot-w4a4"}
+ORT_CONTENDERS = {"fp32": None, "ORT quantize_dynamic (W8A8)": "ort-dynamic",
+                  "ORT MatMulNBits (W4, block 32, acc. level 4)": "ort-nbits"}
+# The 1B-shaped model has random weights: recipes that calibrate would fit noise, so it gets the
+# data-free ones, and quarot-w4a8's formats with RTN weights in place of GPTQ (the same graph).
+RTN_W4A8 = "quarot-w4a8-rtn-weights"
+END_TO_END = {  # model id: (title, contenders: label -> recipe)
+    "smollm2-135m": ("SmolLM2-135M", {**ORT_CONTENDERS, "quarot-w8a8": "quarot-w8a8", "quarot-w4a8": "quarot-w4a8",
+                                      "ot-quarot-w6a6": "ot-quarot-w6a6", "ot-quarot-w4a4": "ot-quarot-w4a4"}),
+    "llama-1b-shaped": ("LLaMA-3.2-1B-shaped (seeded random weights: speed and size only)",
+                        {**ORT_CONTENDERS, "quarot-w8a8": "quarot-w8a8", "quarot-w4a8 (RTN weights)": RTN_W4A8,
+                         "quarot-w4a4-rtn": "quarot-w4a4-rtn"}),
+}
 
 
 def median_seconds(run, budget: float = 1.0, least: int = 3, before=None) -> float:
@@ -255,10 +267,10 @@ def decode_steps_after(model, tokens: np.ndarray, prefill: int, steps: int):
         yield time.perf_counter() - start
 
 
-def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: int) -> dict:
+def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: int, with_perplexity: bool) -> dict:
     """One model in this (fresh) process: its RSS right after creating the session (Python and ORT
-    included), the latencies of prefills and per-token decode, and its perplexity on the first
-    ``PERPLEXITY_TOKENS`` of the evaluation book."""
+    included), the latencies of prefills and per-token decode, and (``with_perplexity``) its
+    perplexity on the first ``PERPLEXITY_TOKENS`` of the evaluation book."""
     from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.evaluate import feeds, perplexity, session
 
@@ -269,7 +281,8 @@ def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: i
         ids = tokens[None, :length].astype(np.int64)
         result[f"prefill {length}"] = median_seconds(lambda: model.run(None, feeds(model, ids)), budget=3.0)
     result["decode"] = statistics.median(decode_steps_after(model, tokens, 512, decode_steps))
-    result["perplexity"] = perplexity(model, tokens[:PERPLEXITY_TOKENS], seq=512, progress=False).perplexity
+    if with_perplexity:
+        result["perplexity"] = perplexity(model, tokens[:PERPLEXITY_TOKENS], seq=512, progress=False).perplexity
     return result
 
 
@@ -313,24 +326,40 @@ def profile_table(profiles: dict[str, dict[str, float]], what: str, shown: int =
     return report.markdown_table([f"op type (ms per {what}, profiled)"] + list(profiles), rows)
 
 
-def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[int, ...], decode_steps: int) -> str:
+def rtn_w4a8_recipe(folder: pathlib.Path) -> str:
+    """A TOML file of ``quarot-w4a8`` with RTN weights in place of GPTQ (see ``RTN_W4A8``)."""
+    from oqcompile.passes.quantize_weights import QuantizeWeights
+    from oqcompile.recipes import RECIPES, recipe_toml
+
+    steps = [(cls.name, {**params, "method": "rtn"} if cls is QuantizeWeights else params)
+             for cls, params in RECIPES["quarot-w4a8"][1]]
+    path = folder / f"{RTN_W4A8}.toml"
+    path.write_text(recipe_toml(steps))
+    return str(path)
+
+
+def end_to_end(folder: pathlib.Path, model_id: str, calib_tokens: int, prefill_lengths: tuple[int, ...],
+               decode_steps: int) -> str:
     from oqcompile.models.export import export_to_file
 
-    source = folder / "smollm2.kv.onnx"
-    report.measure(export_to_file, MODEL, str(source), kv_cache=True)
+    _, contenders = END_TO_END[model_id]
+    with_perplexity = model_id == MODEL  # the other models have random weights
+    source = folder / f"{model_id}.kv.onnx"
+    report.measure(export_to_file, model_id, str(source), kv_cache=True)
     rows, base, prefill_profiles, decode_profiles = [], None, {}, {}
-    for label, recipe in END_TO_END.items():
+    for label, recipe in contenders.items():
         path = source
         if recipe == "ort-dynamic":
-            path = folder / "ort-dynamic.onnx"
+            path = folder / f"{model_id}.ort-dynamic.onnx"
             report.measure(ort_dynamic_step, str(source), str(path))
         elif recipe == "ort-nbits":
-            path = folder / "ort-nbits.onnx"
+            path = folder / f"{model_id}.ort-nbits.onnx"
             report.measure(report.ort_nbits_step, str(source), str(path), 32, 4)
         elif recipe is not None:
-            path = folder / f"{recipe}.onnx"
+            path = folder / f"{model_id}.{recipe}.onnx"
+            recipe = rtn_w4a8_recipe(folder) if recipe == RTN_W4A8 else recipe
             report.measure(compile_step, str(source), recipe, str(path), calib_tokens)
-        times, _, peak = report.measure(end_to_end_step, str(path), prefill_lengths, decode_steps)
+        times, _, peak = report.measure(end_to_end_step, str(path), prefill_lengths, decode_steps, with_perplexity)
         (prefill_profiles[label], decode_profiles[label]), _, _ = report.measure(
             op_profile_step, str(path), prefill_lengths[0], decode_steps)
         base = base or times
@@ -340,13 +369,15 @@ def end_to_end(folder: pathlib.Path, calib_tokens: int, prefill_lengths: tuple[i
         for key in [f"prefill {n}" for n in prefill_lengths] + ["decode"]:
             cells.append(f"{times[key] * 1e3:.0f} ms ({base[key] / times[key]:.2f}x)")
         resident = times["resident after load"] / 2**30
-        cells += [f"{times['perplexity'] / base['perplexity']:.4f}", f"{size:.0f} MiB ({size / base_size:.2f}x)",
+        if with_perplexity:
+            cells.append(f"{times['perplexity'] / base['perplexity']:.4f}")
+        cells += [f"{size:.0f} MiB ({size / base_size:.2f}x)",
                   f"{resident:.2f} GiB ({resident / (base['resident after load'] / 2**30):.2f}x)", f"{peak:.2f} GiB"]
         rows.append(cells)
         print(" | ".join(cells), flush=True)
-    header = (["model"] + [f"prefill {n} tokens" for n in prefill_lengths]
-              + ["decode / token (after 512)", f"perplexity x P ({PERPLEXITY_TOKENS} tokens)", "file size",
-                 "resident after load", "peak RSS"])
+    header = (["model"] + [f"prefill {n} tokens" for n in prefill_lengths] + ["decode / token (after 512)"]
+              + ([f"perplexity x P ({PERPLEXITY_TOKENS} tokens)"] if with_perplexity else [])
+              + ["file size", "resident after load", "peak RSS"])
     return (report.markdown_table(header, rows) + "\n\nWhere the time goes (ORT's node profile):\n\n"
             + profile_table(prefill_profiles, f"{prefill_lengths[0]}-token prefill") + "\n\n"
             + profile_table(decode_profiles, "decode step after it"))
@@ -363,6 +394,8 @@ def main() -> None:
     parser.add_argument("--calib-tokens", type=int, default=4096,
                         help="calibration tokens for the compiled models (speed does not depend on them)")
     parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--models", default=",".join(END_TO_END),
+                        help=f"end-to-end models, from {', '.join(END_TO_END)} (default: all)")
     args = parser.parse_args()
     isas = args.isas.split(",")
     with tempfile.TemporaryDirectory() as scratch:
@@ -378,8 +411,10 @@ def main() -> None:
                     + per_op_hadamard(512, isas))
             report.write_section("speed-per-op", "CPU speed per op (benchmarks/speed.py --part per-op)", body)
         if args.part in ("end-to-end", "all"):
-            body = ("### End to end, SmolLM2-135M with KV cache (batch 1)\n\n"
-                    + end_to_end(folder, args.calib_tokens, (512, 2048), args.decode_steps))
+            body = "\n\n".join(
+                f"### End to end, {END_TO_END[model_id][0]}, with KV cache (batch 1)\n\n"
+                + end_to_end(folder, model_id, args.calib_tokens, (512, 2048), args.decode_steps)
+                for model_id in args.models.split(","))
             report.write_section("speed", "CPU speed end to end (benchmarks/speed.py --part end-to-end)", body)
 
 
