@@ -274,7 +274,7 @@ def end_to_end_step(path: str, prefill_lengths: tuple[int, ...], decode_steps: i
     from oqcompile.data import EVALUATION_BOOK, book_tokens
     from oqcompile.evaluate import feeds, perplexity, session
 
-    tokens = book_tokens(EVALUATION_BOOK, MODEL)
+    tokens = book_tokens(EVALUATION_BOOK, MODEL)  # SmolLM2's ids: valid in the 1B shape's larger vocabulary too
     model = session(path)
     result = {"resident after load": rss_bytes()}
     for length in prefill_lengths:

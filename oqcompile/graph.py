@@ -42,7 +42,8 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
 
     Initializers, ``Constant`` outputs, and ``DequantizeLinear`` of constant codes (a
     quantized weight reads as its float value, so analysis works before and after
-    quantization).
+    quantization). The array may be a read-only view of a memory-mapped file: passes make
+    new arrays, never write into these.
     """
     if value is None:
         return None

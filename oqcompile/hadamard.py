@@ -14,10 +14,12 @@ A *random* Hadamard matrix is ``H · diag(s)`` with signs ``s`` drawn from a see
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["dense_factor", "hadamard", "hadamard_rows", "kronecker_factors", "kronecker_pair", "random_hadamard"]
+__all__ = ["dense_factor", "hadamard", "hadamard_rows", "kronecker_factors", "kronecker_pair", "random_hadamard",
+           "random_hadamard_rows"]
 
 
 def hadamard(n: int) -> np.ndarray:
@@ -50,8 +52,17 @@ def dense_factor(n: int) -> np.ndarray | None:
 
 def random_hadamard(n: int, seed: int) -> np.ndarray:
     """``hadamard(n) · diag(s)``, ``s`` seeded random signs: an orthonormal random rotation."""
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=n)
-    return hadamard(n) * signs[None, :]
+    return hadamard(n) * _random_signs(n, seed)[None, :]
+
+
+def random_hadamard_rows(n: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``rows -> rows @ random_hadamard(n, seed)`` through :func:`hadamard_rows` (no dense matrix)."""
+    signs = _random_signs(n, seed)
+    return lambda rows: hadamard_rows(rows) * signs
+
+
+def _random_signs(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice([-1.0, 1.0], size=n)
 
 
 def kronecker_factors(n: int) -> tuple[int, int]:

@@ -3,9 +3,11 @@
 ``load`` turns every way a file can be unreadable into one :class:`OQError` sentence, and
 fills in the value shapes ONNX shape inference can derive (the TorchScript exporter writes
 none; structure analysis needs static channel dims to see through token-flattening Reshapes).
-Weights in external data stay memory-mapped: a pass reads one weight's pages when it needs
-them, and the mapping goes when the pass replaces the weight (:func:`oqcompile.graph.replace_input`),
-so a compile holds about one copy of the model, not two.
+Weights in external data stay memory-mapped (read-only arrays): a pass reads one weight's
+pages when it needs them, and the mapping goes when the pass replaces the weight
+(:func:`oqcompile.graph.replace_input`), so a compile holds about one copy of the model, not
+two. The data file may be renamed over or deleted meanwhile (POSIX keeps a mapped file's
+contents), not rewritten in place: nothing in oqcompile writes to its inputs.
 ``save`` never leaves a half-written file: it writes into a temporary folder next to the
 target and renames into place; models whose weights exceed ``EXTERNAL_DATA_BYTES`` keep
 their weights in ``<name>.data`` beside the ``.onnx`` file (ONNX external data).
@@ -33,7 +35,7 @@ EXTERNAL_DATA_BYTES = 1 << 30
 
 def load(path: str | os.PathLike) -> ir.Model:
     """Load an ONNX file; weights in external data are mapped now (a missing or short data file
-    fails here, and the file may be replaced later) and read when used."""
+    fails here) and read when used."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise OQError(f"{path}: no such file")

@@ -25,7 +25,8 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile.graph import add_initializer, copy_type, replace_input
-from oqcompile.structure import Norm, Transformer, analyze, float64_rows
+from oqcompile.structure import Norm, Transformer, analyze
+from oqcompile.weight_math import float64_rows
 from oqcompile.passes.base import TransformerPass
 
 __all__ = ["FuseNorms"]
@@ -52,10 +53,9 @@ class FuseNorms(TransformerPass):
                 new_bias = np.zeros(weight.shape[1]) if new_bias is None else new_bias.astype(np.float64)
                 if bias is not None:  # β W, one output channel (a row of Wᵀ) at a time
                     new_bias = new_bias + float64_rows(weight.T, lambda rows: rows @ bias[:, None], np.float64)[:, 0]
-                if gain is not None:
-                    # One product per weight, exact in the weight's own type (float32: 24 x 24 bits of
-                    # mantissa fit float64, so rounding the float64 product once gives the same bits).
-                    linear.set_weight(gain.astype(weight.dtype)[:, None] * weight)
+                if gain is not None:  # diag(g) W, formed as rows of Wᵀ (output channels) times g
+                    gain64 = gain.astype(np.float64)
+                    linear.set_weight(float64_rows(weight.T, lambda rows: rows * gain64, weight.dtype).T)
                 if bias is not None or linear.bias_slot is not None:
                     linear.set_bias(new_bias)
             _make_scale_free(model.graph, norm, as_rms=self.center)
@@ -71,7 +71,8 @@ def _center_stream(transformer: Transformer) -> None:
     for embedding in [transformer.embedding, *transformer.positional]:
         embedding.set_table(float64_rows(embedding.table(), centre, embedding.dtype))
     for linear in transformer.stream_writers():
-        linear.set_weight(float64_rows(linear.weight(), centre, linear.weight().dtype))
+        weight = linear.weight()
+        linear.set_weight(float64_rows(weight, centre, weight.dtype))
         bias = linear.bias()
         if bias is not None:
             linear.set_bias(bias.astype(np.float64) - bias.mean())
@@ -94,7 +95,7 @@ def _make_scale_free(graph: ir.Graph, norm: Norm, as_rms: bool) -> None:
     dtype = node.inputs[1].dtype.numpy()
     replace_input(node, 1, add_initializer(graph, f"{norm.name}.unit_gain", np.ones(width, dtype)))
     if norm.bias_slot is not None:
-        node.replace_input_with(2, None)
+        replace_input(node, 2, None)
 
 
 def _bypass(graph: ir.Graph, node: ir.Node, constant_index: int) -> None:

@@ -27,8 +27,8 @@ and token. The pass folds the query groups into the sequence axis instead:
     q [b, s, h·G·d] → [b, s, h, G, d] → [b, G, s, h, d] → q' [b, G·s, h·d]
 
 so ``MultiHeadAttention`` with ``h`` heads reads the unrepeated keys and values, and row
-``g·s' + i`` of q' is query ``i`` of head ``j · G + g``; the attention bias is tiled ``G``
-times along its query axis (row ``g·s' + i`` gets row ``i``'s mask), and the output goes
+``g·s + i`` of q' is query ``i`` of head ``j · G + g``; the attention bias is tiled ``G``
+times along its query axis (row ``g·s + i`` gets row ``i``'s mask), and the output goes
 back the same way. Every query meets the same keys with the same bias: the same numbers.
 ORT's CPU kernel runs one task per batch row and head, so the fold also divides that
 parallel work by ``G``. It is done where ``h`` is at least ``fold_min_kv_heads`` (8, as in
@@ -87,13 +87,13 @@ def _heads_first_source(value: ir.Value | None, num_heads: int) -> ir.Value | No
     """``x`` if ``value = Reshape(Transpose(x, perm=[0, 2, 1, 3]), [0, 0, -1])`` with ``x`` of
     shape ``[batch, num_heads, sequence, head_size]``, else None."""
     reshape = value.producer() if value is not None else None
-    if reshape is None or reshape.op_type != "Reshape" or reshape.domain != "":
+    if not _is_onnx_op(reshape, "Reshape"):
         return None
     shape = ir.convenience.get_const_tensor(reshape.inputs[1]) if len(reshape.inputs) > 1 else None
     if shape is None or shape.numpy().tolist() != [0, 0, -1]:
         return None
     transpose = reshape.inputs[0].producer()
-    if transpose is None or transpose.op_type != "Transpose" or transpose.domain != "":
+    if not _is_onnx_op(transpose, "Transpose"):
         return None
     perm = transpose.attributes.get("perm")
     source = transpose.inputs[0]
@@ -119,9 +119,9 @@ def _repeated_heads_source(value: ir.Value) -> tuple[ir.Value, int] | None:
     """``(kv, G)`` if ``value = Reshape(Expand(Unsqueeze(kv, [2]), [b, h, G, t, d]), [b, h·G, t, d])``
     with ``kv`` of shape ``[b, h, t, d]`` (``h``, ``G``, ``d`` static): GQA's repeat of the heads."""
     reshape = value.producer()
-    expand = reshape.inputs[0].producer() if reshape is not None and reshape.op_type == "Reshape" else None
-    unsqueeze = expand.inputs[0].producer() if expand is not None and expand.op_type == "Expand" else None
-    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or len(unsqueeze.inputs) < 2:
+    expand = reshape.inputs[0].producer() if _is_onnx_op(reshape, "Reshape") else None
+    unsqueeze = expand.inputs[0].producer() if _is_onnx_op(expand, "Expand") else None
+    if not _is_onnx_op(unsqueeze, "Unsqueeze") or len(unsqueeze.inputs) < 2:
         return None
     axes = ir.convenience.get_const_tensor(unsqueeze.inputs[1])
     kv, repeated, merged = unsqueeze.inputs[0], expand.outputs[0].shape, reshape.outputs[0].shape
@@ -137,6 +137,15 @@ def _repeated_heads_source(value: ir.Value) -> tuple[ir.Value, int] | None:
     return kv, groups
 
 
+def _is_onnx_op(node: ir.Node | None, op_type: str) -> bool:
+    return node is not None and node.op_type == op_type and node.domain == ""
+
+
+def _known_and_equal(a, b) -> bool:
+    """Two dims that are the same int or the same named symbol (unknown dims compare equal in onnx_ir)."""
+    return a == b and (isinstance(a, int) or getattr(a, "value", None) is not None)
+
+
 def _fold_query_groups(node: ir.Node, min_kv_heads: int) -> bool:
     """Run a ``MultiHeadAttention`` fed GQA's repeated heads over its (at least ``min_kv_heads``)
     key/value heads (module doc)."""
@@ -144,18 +153,20 @@ def _fold_query_groups(node: ir.Node, min_kv_heads: int) -> bool:
     query, bias = inputs[0], inputs[5]
     if any(value is not None for value in inputs[3:5] + inputs[6:]) or "unidirectional" in node.attributes:
         return False  # projection biases, a key padding mask, a past or in-kernel causality: not folded
-    key, value = (_repeated_heads_source(inputs[i]) for i in (1, 2))
-    if key is None or value is None or key[1] != value[1] or key[0].shape[1] != value[0].shape[1]:
+    if any(output.uses() or output.is_graph_output() for output in node.outputs[1:]):
+        return False  # present keys/values read from the kernel
+    key_source, value_source = (_repeated_heads_source(inputs[i]) for i in (1, 2))
+    if key_source is None or value_source is None:
         return False
-    (key, groups), value = key, value[0]
+    (key, groups), (value, value_groups) = key_source, value_source
     heads, head_size = key.shape[1], key.shape[3]
-    if heads < min_kv_heads:
+    if (value_groups, value.shape[1], value.shape[3]) != (groups, heads, head_size) or heads < min_kv_heads:
         return False
     if query.shape is None or len(query.shape) != 3 or query.shape[2] != heads * groups * head_size:
         return False
     if bias is not None and (bias.shape is None or len(bias.shape) != 4 or bias.shape[1] != 1
-                             or bias.shape[2] != query.shape[1]):
-        return False  # a per-head bias, or one whose query axis is not the query's
+                             or not _known_and_equal(bias.shape[2], query.shape[1])):
+        return False  # a per-head bias, or one whose query axis is not (known to be) the query's
     graph, name = node.graph, f"{node.name}/fold_query_groups"
     tape = ir.tape.Tape()
 

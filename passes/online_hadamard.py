@@ -14,6 +14,7 @@ import dataclasses
 
 import onnx_ir as ir
 
+from oqcompile.hadamard import hadamard_rows
 from oqcompile.passes.base import TransformerPass
 from oqcompile.rotation import insert_hadamard
 from oqcompile.structure import analyze
@@ -34,7 +35,7 @@ class OnlineHadamard(TransformerPass):
             size = down.in_features
             rotated = insert_hadamard(down.input, size, down.name)
             if self.fold_inverse:
-                down.hadamard_inputs()
+                down.rotate_inputs(hadamard_rows)  # through its Kronecker factors: no dense n x n matrix
             else:
                 insert_hadamard(rotated, size, down.name, inverse=True, online=False)
         return ir.passes.PassResult(model, modified=True)

@@ -9,7 +9,9 @@ replaced by ``x' = xQ`` by rewriting every constant that writes or reads it:
 - readers (q/k/v, gate/up/fc1, lm_head) ``W' = Qᵀ W`` (biases unchanged),
 
 so every reader computes ``x' W' = x Q Qᵀ W = x W``: the function is unchanged, while the
-stream's outlier channels are spread over all channels. Sums are formed in float64.
+stream's outlier channels are spread over all channels. Sums are formed in float64, and
+``Q = H diag(s)`` is applied through ``H``'s Kronecker factors (:func:`oqcompile.hadamard.hadamard_rows`):
+``O(n (a + b))`` multiply-adds per row of ``n = a · b`` instead of ``O(n²)``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import dataclasses
 
 import onnx_ir as ir
 
-from oqcompile.hadamard import random_hadamard
+from oqcompile.hadamard import random_hadamard_rows
 from oqcompile.passes.base import TransformerPass
 from oqcompile.structure import analyze
 
@@ -39,7 +41,7 @@ class RotateResidual(TransformerPass):
                 raise ir.passes.PreconditionError(
                     f"norm {norm.name} is {'a LayerNorm' if norm.kind == 'layer' else 'not scale-free'}: "
                     "residual rotation is not function-preserving here; run fuse_norms first")
-        q = random_hadamard(transformer.hidden_size, self.seed)
+        q = random_hadamard_rows(transformer.hidden_size, self.seed)  # rows -> rows Q, O(n (a + b)) each
         for embedding in [transformer.embedding, *transformer.positional]:
             embedding.rotate(q)
         for writer in transformer.stream_writers():

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from oqcompile.hadamard import dense_factor, hadamard, kronecker_factors, kronecker_pair, random_hadamard
+from oqcompile.hadamard import (dense_factor, hadamard, hadamard_rows, kronecker_factors, kronecker_pair, random_hadamard,
+                                random_hadamard_rows)
 
 
 @pytest.mark.parametrize("n", [1, 2, 16, 12, 20, 28, 36, 40, 64, 96, 576, 1536, 4096, 14336])
@@ -35,6 +36,14 @@ def test_random_hadamard_is_seeded_and_orthonormal():
     np.testing.assert_array_equal(q1, q2)
     assert not np.array_equal(q1, q3)
     np.testing.assert_allclose(q1 @ q1.T, np.eye(96), atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 64, 96, 576, 1536, 2048])
+def test_row_transforms_equal_the_dense_matrices(n):
+    """The Kronecker-factored transforms the passes apply to weights (float64 rounding apart)."""
+    rows = np.random.default_rng(n).standard_normal((5, 3, n))
+    np.testing.assert_allclose(hadamard_rows(rows), rows @ hadamard(n), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(random_hadamard_rows(n, 7)(rows), rows @ random_hadamard(n, 7), rtol=0, atol=1e-12)
 
 
 def test_impossible_size_is_refused():

@@ -27,6 +27,18 @@ def test_rtn_round_trip(bits, group):
     np.testing.assert_array_equal(again.codes, q.codes)
 
 
+@pytest.mark.parametrize("group", [None, 8])
+def test_rtn_in_column_chunks_equals_one_chunk(monkeypatch, group):
+    """rtn quantizes RTN_COLUMNS output channels at a time; chunks that split the columns
+    unevenly give the same codes and scales (clip search included)."""
+    weight = np.random.default_rng(1).standard_t(3, (32, 23))
+    whole = quant.rtn(weight, 4, group, clip_search=True)
+    monkeypatch.setattr(quant, "RTN_COLUMNS", 5)
+    chunked = quant.rtn(weight, 4, group, clip_search=True)
+    np.testing.assert_array_equal(chunked.codes, whole.codes)
+    np.testing.assert_array_equal(chunked.scales, whole.scales)
+
+
 def test_clip_search_lowers_weight_error():
     weight = np.random.default_rng(0).standard_t(3, (256, 32))  # heavy tails: clipping pays off
     plain, searched = quant.rtn(weight, 4), quant.rtn(weight, 4, clip_search=True)

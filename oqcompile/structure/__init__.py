@@ -30,9 +30,8 @@ The package has three parts: :mod:`~oqcompile.structure.roles` (what passes use)
 """
 
 from oqcompile.structure.matchers import match_linear
-from oqcompile.structure.roles import (MLP, Attention, Block, Embedding, Linear, Norm, StructureError, Transformer,
-                                      float64_rows)
+from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, Norm, StructureError, Transformer
 from oqcompile.structure.stream import analyze
 
 __all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer", "analyze",
-           "float64_rows", "match_linear"]
+           "match_linear"]

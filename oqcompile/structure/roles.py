@@ -14,26 +14,10 @@ import onnx_ir as ir
 from oqcompile import qdq
 from oqcompile.errors import OQError
 from oqcompile.graph import add_initializer, append_op, const_array, replace_input
-from oqcompile.hadamard import hadamard_rows
+from oqcompile.weight_math import RotationLike, float64_rows, right_multiplier
 from oqcompile.quant import QuantizedWeight
 
-__all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer",
-           "float64_rows"]
-
-# Rows per float64 chunk of :func:`float64_rows` (at hidden 4096, 32 MiB of float64).
-_CHUNK_ROWS = 1024
-
-
-def float64_rows(matrix: np.ndarray, transform, dtype: np.dtype) -> np.ndarray:
-    """``transform(matrix)`` for a row-wise ``transform``, formed in float64 a chunk of rows at a
-    time and stored as ``dtype``: no float64 copy of the whole matrix (a vocabulary-sized
-    embedding is 1 GiB of float32 at LLaMA-3's vocabulary and hidden 2048) ever exists."""
-    first = transform(matrix[:1].astype(np.float64))
-    result = np.empty((matrix.shape[0], first.shape[1]), dtype)
-    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-        result[start:start + _CHUNK_ROWS] = transform(matrix[start:start + _CHUNK_ROWS].astype(np.float64))
-    return result
-
+__all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer"]
 
 class StructureError(OQError):
     """The graph does not contain a transformer oqcompile can map."""
@@ -98,21 +82,17 @@ class Linear:
             self.node.attributes["transB"] = ir.AttrInt64("transB", 0)
         self.weight_slot, self.transposed = (self.node, 1), False
 
-    def rotate_outputs(self, rotation: np.ndarray) -> None:
+    def rotate_outputs(self, rotation: RotationLike) -> None:
         """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in float64)."""
-        self.set_weight(float64_rows(self.weight(), lambda rows: rows @ rotation, self._weight_type()))
+        times = right_multiplier(rotation)
+        self.set_weight(float64_rows(self.weight(), times, self._weight_type()))
         if self.bias_slot is not None:
-            self.set_bias(self.bias().astype(np.float64) @ rotation)
+            self.set_bias(times(self.bias().astype(np.float64)[None])[0])
 
-    def rotate_inputs(self, rotation: np.ndarray) -> None:
+    def rotate_inputs(self, rotation: RotationLike) -> None:
         """Make the layer expect ``x R`` (``R`` orthogonal): ``W' = Rᵀ W``, so ``(x R) W' = x W``
         (formed as ``W'ᵀ = Wᵀ R`` in float64)."""
-        self.set_weight(float64_rows(self.weight().T, lambda rows: rows @ rotation, self._weight_type()).T)
-
-    def hadamard_inputs(self) -> None:
-        """:meth:`rotate_inputs` by ``hadamard(in_features)``, applied as its Kronecker factors
-        (no dense ``n x n`` float64 matrix: 1.5 GiB at n = 14336)."""
-        self.set_weight(float64_rows(self.weight().T, hadamard_rows, self._weight_type()).T)
+        self.set_weight(float64_rows(self.weight().T, right_multiplier(rotation), self._weight_type()).T)
 
     def set_bias(self, bias: np.ndarray) -> None:
         """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
@@ -205,9 +185,9 @@ class Embedding:
     def dtype(self) -> np.dtype:
         return self.node.inputs[0].dtype.numpy()
 
-    def rotate(self, rotation: np.ndarray) -> None:
+    def rotate(self, rotation: RotationLike) -> None:
         """``E' = E R`` (formed in float64): the rows the stream starts from, rotated."""
-        self.set_table(float64_rows(self.table(), lambda rows: rows @ rotation, self.dtype))
+        self.set_table(float64_rows(self.table(), right_multiplier(rotation), self.dtype))
 
 
 @dataclasses.dataclass
