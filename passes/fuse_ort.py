@@ -34,7 +34,8 @@ ORT's CPU kernel runs one task per batch row and head, so the fold also divides 
 parallel work by ``G``. It is done where ``h`` is at least ``fold_min_kv_heads`` (8, as in
 LLaMA-3, Mistral and Qwen2-7B): on LLaMA-3.2-1B's shape, decode takes 16% less time and
 prefill the same, while SmolLM2-135M's 3 key/value heads on 2 cores made its prefill
-attention 40% slower for 6% off decode (throwaway timings behind the benchmark's speed section).
+attention 40% slower for 6% off decode (timings taken while building this pass, interleaved in
+one process).
 
 ``fuse_norms`` leaves norms without a gain, ``y = x / sqrt(mean(x²) + ε)``, which the
 library's rule does not match: those get ``SimplifiedLayerNormalization(x, 1)`` first (the
