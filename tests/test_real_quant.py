@@ -12,8 +12,8 @@ from oqcompile.runtime import DOMAIN
 pytestmark = pytest.mark.real_model
 TOKENS, SEQ, CALIBRATION_TOKENS = 2048, 512, 4096
 # Measured by benchmarks/accuracy.py with these tokens and calibration (docs/RESULTS.md, section
-# "accuracy-tests"), perplexity lowered (and fused) / portable: fp 20.832; quarot-w8a8 20.926 / 20.971;
-# naive-w6a6 31.708 / 31.468; outliertune-w6a6 24.986 / 24.754; quarot-w4a4-rtn 80.952 / 82.929
+# "accuracy-tests"), perplexity lowered (and fused) / portable: fp 20.832; quarot-w8a8 20.942 / 20.968;
+# naive-w6a6 31.708 / 31.468; outliertune-w6a6 24.986 / 24.754; quarot-w4a4-rtn 83.859 / 83.232
 # (the quarot recipes with their int8 lm_head and embedding).
 
 
@@ -52,7 +52,7 @@ def score(compiled):
 
 
 def test_quarot_w8a8_within_one_percent(score):
-    assert score("quarot-w8a8") <= 1.01 * score("fp")  # measured 1.0045
+    assert score("quarot-w8a8") <= 1.01 * score("fp")  # measured 1.0053
 
 
 def test_outliertune_w6a6_clearly_beats_naive_w6a6(score):
@@ -68,8 +68,9 @@ def test_lowered_model_scores_like_the_portable_one(compiled, score, recipe):
     Each op (and each ORT fusion) equals its pattern to float rounding (test_runtime_ops,
     test_quantize, test_fuse_ort), but a quantized network is chaotic at that level: a
     rounding-level change flips activation codes and later layers carry the flip. The effect
-    grows as the codes get coarser (measured, above: 0.21% at W8A8, 0.94% at W6A6, 2.4% at
-    W4A4, where an earlier run with other rotation matrices moved by 5.9%); the bounds sit
+    grows as the codes get coarser (measured, above: 0.12% at W8A8, 0.94% at W6A6, 0.75% at
+    W4A4, where earlier runs moved by 2.4% and 5.9%: one float32 ulp in 1,108 of 164 M stored
+    numbers, from another float64 summation order of the rotations, moved W4A4 by 3.6%); the bounds sit
     above those, far below what a wrong packing or
     scale layout does (perplexity in the hundreds).
     """
