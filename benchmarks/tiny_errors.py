@@ -202,7 +202,21 @@ def export_errors(work: Workspace) -> list[list]:
          f"{relative_error(fp16, torch_logits('tiny-llama')):.1e}"],
         ["`test_rotate_on_fp16_export`", "tiny-llama fp16 export, rotate against the export",
          f"{relative_error(rotated, fp16):.1e}"],
+        ["`test_shaped_export_draws_its_weights_when_saved_and_rotates`",
+         "llama-1b-shaped, 2 layers, fp16 (weightless export), rotate against the export",
+         f"{shaped_rotate_error(work):.1e}"],
     ]
+
+
+def shaped_rotate_error(work: Workspace) -> float:
+    """tests/test_export.py's weightless 2-layer 1B-shaped export, rotated, on its ids."""
+    from oqcompile import modelio
+    from oqcompile.models.shaped import export_shaped
+
+    source = modelio.save(export_shaped("llama-1b-shaped", dtype="fp16", layers=2), work.path("shaped"))
+    rotated = work.compile(source, "rotate", portable=True)
+    ids = np.random.default_rng(0).integers(0, 128256, (1, 8)).astype(np.int64)
+    return relative_error(logits(rotated, ids).astype(np.float32), logits(source, ids).astype(np.float32))
 
 
 def quant_ratios() -> list[list]:

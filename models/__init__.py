@@ -2,8 +2,10 @@
 
 Registered ids: ``smollm2-135m`` (the default real model), the tiny seeded random
 models ``tiny-llama``, ``tiny-mistral``, ``tiny-qwen2`` and ``tiny-opt``, and
-``llama-1b-shaped`` (LLaMA-3.2-1B's shape, seeded random weights, for speed benchmarks). Any
-local Hugging Face model directory is accepted wherever an id is.
+``llama-1b-shaped``, ``llama-3b-shaped`` and ``llama-8b-shaped`` (LLaMA-3 shapes with seeded
+random weights, for speed and memory benchmarks; exported without ever holding their weights,
+:mod:`oqcompile.models.shaped`). Any local Hugging Face model directory is accepted wherever an
+id is.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from oqcompile.errors import OQError
 __all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "load_torch_model", "load_tokenizer"]
 
 DEFAULT_MODEL = "smollm2-135m"
-MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt", "llama-1b-shaped")
+MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt", "llama-1b-shaped", "llama-3b-shaped",
+             "llama-8b-shaped")
 EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
 
 
@@ -30,7 +33,7 @@ def load_torch_model(model: str):
     if model in tiny.TINY_CONFIGS:
         return tiny.build_tiny(model)
     if model in shaped.SHAPED_CONFIGS:
-        return shaped.build_shaped(model)
+        raise OQError(f"{model} has no PyTorch weights: `oqcompile export` writes it with random ones")
     if pathlib.Path(model).is_dir():
         transformers.logging.set_verbosity_error()
         return transformers.AutoModelForCausalLM.from_pretrained(model).eval()

@@ -53,10 +53,16 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
     tokenizer by it). Returns the written path.
     """
     from oqcompile.models import load_torch_model
+    from oqcompile.models.shaped import SHAPED_CONFIGS, export_shaped
 
     modelio.check_writable(path)
-    model = export_model(load_torch_model(model_id), dtype=dtype, legacy=exporter == "legacy",
-                         optimize=exporter == "dynamo", kv_cache=kv_cache)
+    if model_id in SHAPED_CONFIGS:
+        if exporter == "legacy":
+            raise OQError(f"{model_id} is exported from a weightless model: use a dynamo exporter")
+        model = export_shaped(model_id, dtype=dtype, kv_cache=kv_cache, optimize=exporter == "dynamo")
+    else:
+        model = export_model(load_torch_model(model_id), dtype=dtype, legacy=exporter == "legacy",
+                             optimize=exporter == "dynamo", kv_cache=kv_cache)
     model.metadata_props["oq.source_model"] = model_id
     return modelio.save(model, path)
 
