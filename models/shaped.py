@@ -73,7 +73,8 @@ def export_shaped(model_id: str, *, dtype: str = "fp32", kv_cache: bool = False,
     for node in list(model.graph):  # W stored [out, in] behind a Transpose: draw Wᵀ itself, nothing to fold
         weight = node.inputs[0] if node.op_type == "Transpose" and node.inputs else None
         if weight is not None and isinstance(weight.const_value, ir.LazyTensor) and len(weight.uses()) == 1:
-            transposed = ir.Value(name=f"{weight.name}.T", shape=node.outputs[0].shape, type=ir.TensorType(weight.dtype))
+            transposed = ir.Value(name=f"{weight.name}.T", shape=node.outputs[0].shape,
+                                  type=ir.TensorType(weight.dtype))
             transposed.const_value = _seeded_random(weight.name, tuple(weight.shape)[::-1], weight.dtype, seed)
             model.graph.register_initializer(transposed)
             node.outputs[0].replace_all_uses_with(transposed)

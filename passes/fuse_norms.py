@@ -25,9 +25,9 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile.graph import add_initializer, copy_type, replace_input
+from oqcompile.passes.base import TransformerPass
 from oqcompile.structure import Norm, Transformer, analyze
 from oqcompile.weight_math import float64_rows
-from oqcompile.passes.base import TransformerPass
 
 __all__ = ["FuseNorms"]
 

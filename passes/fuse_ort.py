@@ -62,6 +62,7 @@ __all__ = ["FuseOrt"]
 
 logger = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class FuseOrt(TransformerPass):
     """Fuse attention, RMS norms and rotary embeddings into ORT contrib ops (see module doc)."""
@@ -72,29 +73,30 @@ class FuseOrt(TransformerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         unit_gains = _UNIT_GAIN_NORMS.apply_to_model(model)
         _, counts = ort_fusions.optimize_for_ort(model)
-        heads_first = sum(_feed_heads_first(node) for node in model.graph if _is_mha(node))
-        folded = sum(_fold_query_groups(node, self.fold_min_kv_heads) for node in list(model.graph) if _is_mha(node))
+        attentions = [node for node in model.graph if _is_op(node, "MultiHeadAttention", "com.microsoft")]
+        heads_first = sum(_feed_heads_first(node) for node in attentions)
+        folded = sum(_fold_query_groups(node, self.fold_min_kv_heads) for node in attentions)
         fused = {name: count for name, count in counts.items() if count}
         logger.info("ORT fusions: %s (%d gain-free norms given a unit gain, %d attentions fed keys and values "
                     "heads first, %d with query groups folded)", fused, unit_gains, heads_first, folded)
         return ir.passes.PassResult(model, modified=bool(unit_gains or fused or heads_first or folded))
 
 
-def _is_mha(node: ir.Node) -> bool:
-    return node.op_type == "MultiHeadAttention" and node.domain == "com.microsoft"
+def _is_op(node: ir.Node | None, op_type: str, domain: str = "") -> bool:
+    return node is not None and node.op_type == op_type and node.domain == domain
 
 
 def _heads_first_source(value: ir.Value | None, num_heads: int) -> ir.Value | None:
     """``x`` if ``value = Reshape(Transpose(x, perm=[0, 2, 1, 3]), [0, 0, -1])`` with ``x`` of
     shape ``[batch, num_heads, sequence, head_size]``, else None."""
     reshape = value.producer() if value is not None else None
-    if not _is_onnx_op(reshape, "Reshape"):
+    if not _is_op(reshape, "Reshape"):
         return None
     shape = ir.convenience.get_const_tensor(reshape.inputs[1]) if len(reshape.inputs) > 1 else None
     if shape is None or shape.numpy().tolist() != [0, 0, -1]:
         return None
     transpose = reshape.inputs[0].producer()
-    if not _is_onnx_op(transpose, "Transpose"):
+    if not _is_op(transpose, "Transpose"):
         return None
     perm = transpose.attributes.get("perm")
     source = transpose.inputs[0]
@@ -120,9 +122,9 @@ def _repeated_heads_source(value: ir.Value) -> tuple[ir.Value, int] | None:
     """``(kv, G)`` if ``value = Reshape(Expand(Unsqueeze(kv, [2]), [b, h, G, t, d]), [b, h·G, t, d])``
     with ``kv`` of shape ``[b, h, t, d]`` (``h``, ``G``, ``d`` static): GQA's repeat of the heads."""
     reshape = value.producer()
-    expand = reshape.inputs[0].producer() if _is_onnx_op(reshape, "Reshape") else None
-    unsqueeze = expand.inputs[0].producer() if _is_onnx_op(expand, "Expand") else None
-    if not _is_onnx_op(unsqueeze, "Unsqueeze") or len(unsqueeze.inputs) < 2:
+    expand = reshape.inputs[0].producer() if _is_op(reshape, "Reshape") else None
+    unsqueeze = expand.inputs[0].producer() if _is_op(expand, "Expand") else None
+    if not _is_op(unsqueeze, "Unsqueeze") or len(unsqueeze.inputs) < 2:
         return None
     axes = ir.convenience.get_const_tensor(unsqueeze.inputs[1])
     kv, repeated, merged = unsqueeze.inputs[0], expand.outputs[0].shape, reshape.outputs[0].shape
@@ -136,10 +138,6 @@ def _repeated_heads_source(value: ir.Value) -> tuple[ir.Value, int] | None:
     if (repeated[1], repeated[4], merged[1], merged[3]) != (heads, head_size, heads * groups, head_size):
         return None
     return kv, groups
-
-
-def _is_onnx_op(node: ir.Node | None, op_type: str) -> bool:
-    return node is not None and node.op_type == op_type and node.domain == ""
 
 
 def _known_and_equal(a, b) -> bool:
@@ -181,8 +179,7 @@ def _fold_query_groups(node: ir.Node, min_kv_heads: int) -> bool:
                      name=f"{name}/query_folded")
     if bias is not None:
         bias = tape.op("Tile", [bias, constant("bias_repeats", [1, 1, groups, 1])], name=f"{name}/bias_tiled")
-    attributes = {**{key_: attr for key_, attr in node.attributes.items() if key_ != "num_heads"},
-                  "num_heads": ir.AttrInt64("num_heads", heads)}
+    attributes = {**node.attributes, "num_heads": ir.AttrInt64("num_heads", heads)}
     attention = tape.op("MultiHeadAttention", [folded, key, value, None, None, bias], attributes,
                         domain="com.microsoft", name=f"{name}/attention")
     unfolded = tape.op("Reshape", [attention, constant("output_unfolded", [0, groups, -1, heads, head_size])],

@@ -14,10 +14,11 @@ import onnx_ir as ir
 from oqcompile import qdq
 from oqcompile.errors import OQError
 from oqcompile.graph import add_initializer, append_op, const_array, replace_input
-from oqcompile.weight_math import RotationLike, float64_rows, right_multiplier
 from oqcompile.quant import QuantizedWeight
+from oqcompile.weight_math import RotationLike, float64_rows, right_multiplier
 
 __all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer"]
+
 
 class StructureError(OQError):
     """The graph does not contain a transformer oqcompile can map."""
