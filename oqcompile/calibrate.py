@@ -1,7 +1,8 @@
 """Streaming activation statistics through ONNX Runtime, on the calibration text.
 
-The values to observe are added as extra graph outputs of a temporary copy of the model;
-the calibration windows are run through ORT one batch at a time and each observed value
+The values to observe are outputs of temporary copies of the graph, cut into stages (one
+transformer block each: see :func:`stream_statistics`); the calibration windows are run
+through ORT one batch at a time and each observed value
 ``x`` (channels on the last axis, every other axis counted as tokens) updates running
 sums only:
 
@@ -13,8 +14,9 @@ sums only:
 - optionally a fixed-size sample of token rows (evenly strided in every batch), for
   searches that need real activations (activation clip ratios, per-layer error tables).
 
-Memory is therefore that of one batch of activations plus the sums, whatever the number
-of calibration tokens (ORT's own calibrator keeps every batch of every tensor).
+Memory is therefore that of one stage's weights and one batch of activations plus the
+sums, whatever the size of the model and the number of calibration tokens (ORT's own
+calibrator runs the whole model and keeps every batch of every tensor).
 """
 
 from __future__ import annotations
@@ -25,16 +27,15 @@ import hashlib
 import logging
 import pathlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx_ir as ir
 from tqdm import tqdm
 
-from oqcompile import modelio
 from oqcompile.errors import OQError
 
-__all__ = ["ActivationStats", "CalibrationData", "calibration_data", "collect_statistics"]
+__all__ = ["ActivationStats", "CalibrationData", "calibration_data", "collect_statistics", "run_in_stages", "stream_statistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,40 +145,180 @@ class ActivationStats:
 
 
 def collect_statistics(model: ir.Model, values: Sequence[ir.Value], data: CalibrationData,
-                       gram: bool = False, sample_tokens: int = 0,
+                       stages: Sequence[ir.Value] = (), gram: bool = False, sample_tokens: int = 0,
                        progress: bool = True) -> dict[str, ActivationStats]:
-    """Statistics of ``values`` (by name) over ``data``, run through ORT CPU (see module doc).
-
-    ``sample_tokens`` token rows of every value are kept, spread evenly over the batches.
-
-    ``model`` is left as it was: the observed values are graph outputs only in the
-    temporary copy that ORT runs.
-    """
-    from oqcompile.evaluate import feeds, session
-
-    unique = list({v.name: v for v in values}.values())
-    if any(not v.name for v in unique):
-        raise OQError("cannot observe an unnamed value")
-    graph = model.graph
-    original_outputs = list(graph.outputs)
-    with tempfile.TemporaryDirectory(prefix="oq-calibrate-") as tmp:
-        graph.outputs.extend(v for v in unique if v not in original_outputs)
-        try:
-            path = modelio.save(model, pathlib.Path(tmp) / "calibrate.onnx")
-        finally:
-            graph.outputs.clear()
-            graph.outputs.extend(original_outputs)
-        sess = session(path)
-        names = [v.name for v in unique]
-        stats: dict[str, ActivationStats] = {}
-        batches = range(0, len(data.windows), data.batch)
-        rows_per_batch = -(-sample_tokens // len(batches)) if sample_tokens else 0
-        for start in tqdm(batches, desc="calibration", unit="batch", disable=not progress):
-            outputs = sess.run(names, feeds(sess, data.windows[start:start + data.batch]))
-            for name, array in zip(names, outputs):
-                if name not in stats:
-                    stats[name] = ActivationStats(array.shape[-1], with_gram=gram,
-                                                  sample_rows_per_batch=rows_per_batch)
-                stats[name].update(array)
-    logger.info("calibrated %d values on %d tokens of %s", len(names), data.tokens, data.source)
+    """Statistics of ``values`` (by name) over ``data``: :func:`stream_statistics`, all stages merged."""
+    stats: dict[str, ActivationStats] = {}
+    for stage_stats in stream_statistics(model, values, data, stages, gram, sample_tokens, progress):
+        stats.update(stage_stats)
     return stats
+
+
+def stream_statistics(model: ir.Model, values: Sequence[ir.Value], data: CalibrationData,
+                      stages: Sequence[ir.Value] = (), gram: bool = False, sample_tokens: int = 0,
+                      progress: bool = True) -> Iterator[dict[str, ActivationStats]]:
+    """Statistics of ``values`` over ``data``, computed one stage of the graph at a time
+    (:func:`run_in_stages`).
+
+    Yields, after each stage, the statistics of the values observed in it: a caller may
+    rewrite that stage's part of the graph before the next stage runs (GPTQ does, to hold
+    one block's Gram matrices at a time); later stages read the activations the graph had
+    before. ``sample_tokens`` token rows of every value are kept, spread evenly over the
+    batches. ``model`` is left as it was.
+    """
+    batches = [data.windows[start:start + data.batch] for start in range(0, len(data.windows), data.batch)]
+    rows_per_batch = -(-sample_tokens // len(batches)) if sample_tokens else 0
+    stats: dict[str, ActivationStats] = {}
+    for arrays, last_batch in run_in_stages(model, values, batches, stages, progress):
+        for name, array in arrays.items():
+            if name not in stats:
+                stats[name] = ActivationStats(array.shape[-1], with_gram=gram, sample_rows_per_batch=rows_per_batch)
+            stats[name].update(array)
+        if last_batch:
+            yield stats
+            stats = {}
+    logger.info("calibrated %d values on %d tokens of %s", len(values), data.tokens, data.source)
+
+
+def run_in_stages(model: ir.Model, values: Sequence[ir.Value], batches: Sequence[np.ndarray],
+                  stages: Sequence[ir.Value] = (), progress: bool = True
+                  ) -> Iterator[tuple[dict[str, np.ndarray], bool]]:
+    """Run the graph on batches of token ids through ORT CPU, one stage at a time, and yield
+    ``({name: array} of the observed values, whether this was the stage's last batch)``.
+
+    ``stages`` are values that cut the graph in order (the residual stream after each block):
+    stage ``k`` is every node needed for ``stages[k]`` and not for an earlier cut, the last
+    stage whatever the remaining observed values need. Each stage is written as its own ONNX
+    file and run over every batch; the values later stages read from it (the stream, and
+    whatever the prologue computed once: masks, rotary tables) are kept per batch in a
+    temporary folder, and ``Constant`` nodes are repeated in every stage that reads them. So
+    ORT holds one stage's weights, not the model's, and a value is computed exactly as in the
+    whole graph (same nodes, same inputs): the same to the bit whatever the cuts. With no cuts
+    the whole graph is one stage. The graph may change between stages, but only in stages
+    already run.
+    """
+    from oqcompile.evaluate import graph_feeds, session
+
+    observed = list({v.name: v for v in values}.values())
+    if any(not v.name or v.producer() is None for v in observed):
+        raise OQError("only named values computed by the graph can be observed")
+    plan = _plan_stages(model.graph, observed, stages)
+    with tempfile.TemporaryDirectory(prefix="oq-stages-") as tmp, \
+            tqdm(total=len(plan) * len(batches), desc="calibration", unit="batch", disable=not progress) as bar:
+        kept = _KeptActivations(pathlib.Path(tmp))
+        for index, stage in enumerate(plan):
+            sess = session(_write_stage(model, stage, pathlib.Path(tmp) / f"stage{index}"))
+            wanted = [spec.name for spec in sess.get_inputs()]
+            names = [v.name for v in stage.observed]
+            outputs = names + [name for name in stage.kept if name not in names]
+            for number, ids in enumerate(batches):
+                given = graph_feeds(model.graph, ids)
+                inputs = {name: given[name] if name in given else kept.read(number, name) for name in wanted}
+                arrays = dict(zip(outputs, sess.run(outputs, inputs)))
+                for name in stage.kept:
+                    kept.write(number, name, arrays[name])
+                bar.update()
+                yield {name: arrays[name] for name in names}, number == len(batches) - 1
+            del sess
+            kept.forget(stage.last_readers_done)
+
+
+@dataclasses.dataclass
+class _Stage:
+    observed: list[ir.Value]  # observed values computed in this stage
+    inputs: list[str]  # values of earlier stages it reads
+    kept: list[str] = dataclasses.field(default_factory=list)  # its values later stages read
+    last_readers_done: list[str] = dataclasses.field(default_factory=list)  # kept values no later stage reads
+
+
+def _plan_stages(graph: ir.Graph, observed: list[ir.Value], cuts: Sequence[ir.Value]) -> list[_Stage]:
+    """Split the work of computing ``observed`` at ``cuts`` (see :func:`stream_statistics`)."""
+    computed: dict[ir.Node, int] = {}  # node -> stage computing it
+    stage_nodes: list[set[ir.Node]] = []
+    for targets in [[cut] for cut in cuts] + [observed]:
+        nodes = _ancestors(targets, computed)
+        for node in nodes:
+            computed.setdefault(node, len(stage_nodes))
+        stage_nodes.append(nodes)
+    plan = []
+    for index, nodes in enumerate(stage_nodes):
+        earlier = {value.name for node in nodes for value in node.inputs
+                   if value is not None and value.producer() is not None and value.producer() not in nodes}
+        plan.append(_Stage([v for v in observed if computed.get(v.producer()) == index], sorted(earlier)))
+    producers = {value.name: computed[node] for node in computed for value in node.outputs}
+    for index, stage in enumerate(plan):
+        for name in stage.inputs:
+            if name not in plan[producers[name]].kept:
+                plan[producers[name]].kept.append(name)
+    for name, index in producers.items():
+        readers = [reader for reader, stage in enumerate(plan) if name in stage.inputs]
+        if readers:
+            plan[max(readers)].last_readers_done.append(name)
+    return [stage for stage in plan if stage.observed or stage.kept]
+
+
+def _ancestors(targets: Sequence[ir.Value], computed: dict[ir.Node, int]) -> set[ir.Node]:
+    """The nodes ``targets`` need that no earlier stage computed (``Constant`` nodes always)."""
+    found: set[ir.Node] = set()
+    pending = [value.producer() for value in targets]
+    while pending:
+        node = pending.pop()
+        if node is None or node in found or (node in computed and node.op_type != "Constant"):
+            continue
+        found.add(node)
+        pending.extend(value.producer() for value in node.inputs if value is not None)
+    return found
+
+
+def _write_stage(model: ir.Model, stage: _Stage, folder: pathlib.Path) -> pathlib.Path:
+    """One stage as an ONNX file: a copy of the graph whose inputs are the graph inputs the stage
+    reads and the earlier values it reads, whose outputs are its observed and kept values."""
+    graph = model.graph.clone()  # new nodes and values; tensors shared, not copied
+    produced = {value.name: value for node in graph for value in node.outputs}
+    cut_inputs = []
+    for name in stage.inputs:
+        value = produced[name]
+        value.name = f"{name}.computed_earlier"
+        fed = ir.Value(name=name, type=value.type, shape=value.shape)
+        value.replace_all_uses_with(fed)
+        cut_inputs.append(fed)
+    graph.outputs.clear()
+    graph.outputs.extend(produced[v.name] for v in stage.observed)
+    graph.outputs.extend(produced[name] for name in stage.kept if name not in {v.name for v in stage.observed})
+    stage_model = ir.Model(graph, ir_version=model.ir_version, functions=model.functions.values())
+    ir.passes.common.RemoveUnusedNodesPass()(stage_model)
+    used_inputs = [value for value in graph.inputs if value.uses()]
+    graph.inputs.clear()
+    graph.inputs.extend(used_inputs + cut_inputs)
+    for value in graph.initializers.values():  # its own mappings, dropped with the stage
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            value.const_value = ir.ExternalTensor(tensor.location, tensor.offset, tensor.length, tensor.dtype,
+                                                  shape=tensor.shape, name=tensor.name, base_dir=tensor.base_dir)
+    folder.mkdir()
+    path = folder / "stage.onnx"
+    ir.save(stage_model, path, external_data="stage.onnx.data")
+    return path
+
+
+class _KeptActivations:
+    """Stage outputs that later stages read, one ``.npy`` file per batch and value (read back mapped)."""
+
+    def __init__(self, folder: pathlib.Path):
+        self.folder = folder
+        self.files: dict[str, list[pathlib.Path]] = {}
+        self.numbers: dict[str, int] = {}  # value names are not always file names
+
+    def write(self, batch: int, name: str, array: np.ndarray) -> None:
+        number = self.numbers.setdefault(name, len(self.numbers))
+        files = self.files.setdefault(name, [])
+        files.append(self.folder / f"value{number}.batch{batch}.npy")
+        np.save(files[-1], array)
+
+    def read(self, batch: int, name: str) -> np.ndarray:
+        return np.load(self.files[name][batch], mmap_mode="r")
+
+    def forget(self, names: Sequence[str]) -> None:
+        for name in names:
+            for file in self.files.pop(name, []):
+                file.unlink()

@@ -19,7 +19,7 @@ import time
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from oqcompile import __version__, modelio
+from oqcompile import __version__, modelio, scratch
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
@@ -52,6 +52,8 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
                  progress: bool = False) -> CompileSummary:
     """Compile the ONNX file ``source`` with ``recipe`` into ``target`` (see :func:`optimize`).
 
+    New weights are spilled to a scratch folder beside ``target`` as passes make them
+    (:mod:`oqcompile.scratch`), so memory stays near the weights one pass works on at a time.
     ``source`` is never modified and ``target`` appears only when complete; every expected
     failure (unreadable input, no transformer, unwritable output, unknown recipe, missing
     calibration) raises :class:`OQError` before anything is written.
@@ -62,9 +64,10 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
         raise OQError(f"{target}: refusing to overwrite the input file")
     passes = build_recipe(recipe, seed, calibration, progress)
     start = time.perf_counter()
-    model = modelio.load(source)
-    passes = _apply(model, recipe, seed, passes, portable)
-    modelio.save(model, target)
+    with scratch.spilled_weights(target.parent):
+        model = modelio.load(source)
+        passes = _apply(model, recipe, seed, passes, portable)
+        modelio.save(model, target)
     calibrated = any(p.needs_calibration for p in passes)
     return CompileSummary(target, recipe, seed, portable, [p.name for p in passes],
                           calibration.source if calibrated else None, time.perf_counter() - start,

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import onnx_ir as ir
 import onnxruntime as ort
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ from oqcompile.errors import OQError
 from oqcompile.modelio import metadata
 from oqcompile.runtime import LIBRARY_METADATA, session_options
 
-__all__ = ["PerplexityResult", "feeds", "perplexity", "prefill_and_decode", "session"]
+__all__ = ["PerplexityResult", "feeds", "graph_feeds", "perplexity", "prefill_and_decode", "session"]
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32}
@@ -121,20 +122,32 @@ def _run_logits(sess: ort.InferenceSession, input_ids: np.ndarray) -> np.ndarray
 def feeds(sess: ort.InferenceSession, input_ids: np.ndarray) -> dict[str, np.ndarray]:
     """Inputs for one full-sequence run: ``input_ids`` plus, for KV-cache exports, an all-ones
     ``attention_mask`` and empty ``past_key_values.*`` (every symbolic dim but batch set to 0)."""
+    return _feeds([(spec.name, spec.type, _NUMPY_TYPES.get(spec.type), spec.shape) for spec in sess.get_inputs()],
+                  input_ids)
+
+
+def graph_feeds(graph: ir.Graph, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`feeds` for the inputs of ``graph`` (for runs of a part of it)."""
+    return _feeds([(value.name, str(value.type), value.dtype.numpy() if value.dtype else None,
+                    [dim if isinstance(dim, int) else None for dim in value.shape or ()]) for value in graph.inputs],
+                  input_ids)
+
+
+def _feeds(inputs: list[tuple[str, str, type | None, list]], input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Feeds for inputs given as ``(name, type name, numpy type, shape)``, ``input_ids`` first."""
     batch, length = input_ids.shape
     result = {}
-    for index, spec in enumerate(sess.get_inputs()):
-        dtype = _NUMPY_TYPES.get(spec.type)
+    for index, (name, type_name, dtype, shape) in enumerate(inputs):
         if index == 0:
-            result[spec.name] = input_ids.astype(dtype)
-        elif spec.name == "attention_mask":
-            result[spec.name] = np.ones((batch, length), dtype)
-        elif spec.name.startswith("past") and dtype is not None:
-            shape = [d if isinstance(d, int) else 0 for d in spec.shape]
+            result[name] = input_ids.astype(dtype)
+        elif name == "attention_mask":
+            result[name] = np.ones((batch, length), dtype)
+        elif name.startswith("past") and dtype is not None:
+            shape = [d if isinstance(d, int) else 0 for d in shape]
             shape[0] = batch
-            result[spec.name] = np.zeros(shape, dtype)
+            result[name] = np.zeros(shape, dtype)
         else:
-            raise OQError(f"model input {spec.name!r} ({spec.type}) is not one oqcompile knows how to "
+            raise OQError(f"model input {name!r} ({type_name}) is not one oqcompile knows how to "
                           "feed: expected input_ids, attention_mask and past_key_values.*")
     return result
 

@@ -14,6 +14,8 @@ from typing import ClassVar
 import numpy as np
 import onnx_ir as ir
 
+from oqcompile import scratch
+
 __all__ = [
     "FLOAT_TYPES",
     "LAYOUT_OPS",
@@ -107,10 +109,10 @@ def unique_name(graph: ir.Graph, base: str) -> str:
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray,
                     dtype: ir.DataType | None = None) -> ir.Value:
     """Register ``array`` (stored as ``dtype``, e.g. INT4, if given) as a new initializer named
-    (uniquely) after ``name``."""
-    tensor = ir.tensor(np.asarray(array, order="C"), dtype=dtype)  # keeps 0-d arrays 0-d
-    value = ir.Value(name=unique_name(graph, name), const_value=tensor)
-    value.shape = ir.Shape(array.shape)
+    (uniquely) after ``name`` (in a scratch file during a compile: :mod:`oqcompile.scratch`)."""
+    name = unique_name(graph, name)
+    value = ir.Value(name=name, const_value=scratch.new_tensor(name, array, dtype))
+    value.shape = ir.Shape(np.shape(array))
     value.dtype = value.const_value.dtype
     graph.register_initializer(value)
     return value
@@ -133,6 +135,7 @@ def _remove_if_unused(value: ir.Value | None) -> None:
         return
     if value.is_initializer():
         value.graph.initializers.pop(value.name)  # an external tensor's mapping goes with its last reader
+        scratch.discard(value.const_value)
         return
     node = value.producer()
     if node is not None and not any(output.uses() or output.is_graph_output() for output in node.outputs):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import onnx_ir as ir
 
-from oqcompile.calibrate import ActivationStats, CalibrationData, collect_statistics
+from oqcompile.calibrate import ActivationStats, CalibrationData, stream_statistics
+from oqcompile.structure import analyze
 
 __all__ = ["CalibratedPass", "TransformerPass"]
 
@@ -52,7 +53,21 @@ class CalibratedPass(TransformerPass):
 
     def statistics(self, model: ir.Model, values: Sequence[ir.Value], gram: bool = False,
                    sample_tokens: int = 0) -> dict[str, ActivationStats]:
+        """Statistics of ``values`` on the calibration data (:func:`oqcompile.calibrate.collect_statistics`)."""
+        stats: dict[str, ActivationStats] = {}
+        for stage_stats in self.stream_statistics(model, values, gram, sample_tokens):
+            stats.update(stage_stats)
+        return stats
+
+    def stream_statistics(self, model: ir.Model, values: Sequence[ir.Value], gram: bool = False,
+                          sample_tokens: int = 0) -> Iterator[dict[str, ActivationStats]]:
+        """The same, a transformer block at a time (:func:`oqcompile.calibrate.stream_statistics`)."""
         if self.calibration is None:
             raise ir.passes.PreconditionError(f"{self.name} needs calibration data (calibration tokens)")
-        return collect_statistics(model, values, self.calibration, gram=gram, sample_tokens=sample_tokens,
-                                  progress=self.progress)
+        return stream_statistics(model, values, self.calibration, block_outputs(model), gram=gram,
+                                 sample_tokens=sample_tokens, progress=self.progress)
+
+
+def block_outputs(model: ir.Model) -> list[ir.Value]:
+    """The residual stream after each transformer block: where calibration cuts the graph."""
+    return [block.mlp_residual.outputs[0] for block in analyze(model).blocks]

@@ -7,7 +7,9 @@ integer initializer feeding ``DequantizeLinear`` (see :mod:`oqcompile.quant`):
 - ``rtn``: ``Q = clip(round(W / s))``, ``s = clip · absmax / (2^(b-1) - 1)``, with the clip
   ratio searched per scale when ``clip_search`` is on;
 - ``gptq``: GPTQ with the Hessian ``XᵀX`` of each linear's input, collected on the
-  calibration text from the graph as it is when the pass runs (so after rotations).
+  calibration text from the graph as it is when the pass runs (so after rotations), one
+  transformer block at a time: a block's Gram matrices are held only until its linears are
+  quantized.
 
 With ``format="matmulnbits"`` (4 bits, groups) the linears become ORT's native
 ``com.microsoft.MatMulNBits`` instead of ``DequantizeLinear → MatMul``: a weight-only model
@@ -30,7 +32,7 @@ from tqdm import tqdm
 from oqcompile import quant
 from oqcompile.graph import add_initializer, append_op, copy_type, matches, require_opset
 from oqcompile.passes.base import CalibratedPass
-from oqcompile.structure import Linear, analyze
+from oqcompile.structure import Linear, Transformer, analyze
 
 __all__ = ["QuantizeWeights"]
 
@@ -76,24 +78,35 @@ class QuantizeWeights(CalibratedPass):
                 if linear.in_features % self.group:
                     raise ir.passes.PreconditionError(
                         f"group size {self.group} does not divide the {linear.in_features} inputs of {linear.name}")
-        stats = self.statistics(model, [lin.input for lin in linears], gram=True) if self.method == "gptq" else {}
-        for linear in tqdm(linears, desc=f"{self.method} w{self.bits}", disable=not self.progress):
-            weight = linear.weight()
-            bits = (self.lm_head_bits if linear is transformer.lm_head
-                    else self.high_precision_bits if matches(linear.name, self.high_precision_layers) else self.bits)
-            if self.method == "gptq":
-                quantized = quant.gptq(weight, stats[linear.input.name].gram, bits, self.group,
-                                       self.damp, self.act_order, self.clip_search)
-            else:
-                quantized = quant.rtn(weight, bits, self.group, self.clip_search)
-            if self.format == "matmulnbits" and bits == 4:
-                _replace_with_matmulnbits(linear, quantized)
-            else:
-                linear.set_quantized_weight(quantized)
+        with tqdm(total=len(linears), desc=f"{self.method} w{self.bits}", disable=not self.progress) as bar:
+            if self.method == "rtn":
+                for linear in linears:
+                    self._store(linear, quant.rtn(linear.weight(), self._bits(linear, transformer), self.group,
+                                                  self.clip_search))
+                    bar.update()
+            else:  # one block's Gram matrices at a time, each block quantized once its inputs are seen
+                for stats in self.stream_statistics(model, [lin.input for lin in linears], gram=True):
+                    for linear in [lin for lin in linears if lin.input.name in stats]:
+                        self._store(linear, quant.gptq(linear.weight(), stats[linear.input.name].gram,
+                                                       self._bits(linear, transformer), self.group, self.damp,
+                                                       self.act_order, self.clip_search))
+                        bar.update()
         if self.format == "matmulnbits":
             model.opset_imports.setdefault("com.microsoft", 1)
         logger.info("quantized %d weights to int%d (%s)", len(linears), self.bits, self.method)
         return ir.passes.PassResult(model, modified=True)
+
+
+    def _bits(self, linear: Linear, transformer: Transformer) -> int:
+        if linear is transformer.lm_head:
+            return self.lm_head_bits
+        return self.high_precision_bits if matches(linear.name, self.high_precision_layers) else self.bits
+
+    def _store(self, linear: Linear, quantized: quant.QuantizedWeight) -> None:
+        if self.format == "matmulnbits" and quantized.bits == 4:
+            _replace_with_matmulnbits(linear, quantized)
+        else:
+            linear.set_quantized_weight(quantized)
 
 
 def _replace_with_matmulnbits(linear: Linear, weight: quant.QuantizedWeight) -> None:

@@ -85,3 +85,22 @@ def test_lowered_model_scores_like_the_portable_one(compiled, score, recipe):
     assert len(dequantized) == (1 if recipe.startswith("quarot") else 0)
     bits = int(recipe.split("-w")[1][0])
     assert abs(score(recipe) / score(recipe, portable=True) - 1) < {8: 0.005, 6: 0.03, 4: 0.09}[bits]
+
+
+def test_streamed_compile_writes_the_in_memory_bytes(smollm2_onnx, tmp_path, monkeypatch):
+    """compile_file (weights spilled to scratch files, calibration a block at a time) writes the
+    very bytes of the in-memory path (whole-graph calibration, weights in memory), with every kind
+    of statistic in play: OutlierTune's ranges, GPTQ's Gram matrices, the activation clip search's
+    sampled rows."""
+    import filecmp
+
+    from oqcompile import modelio
+    from oqcompile.compiler import optimize
+    from oqcompile.passes import base
+
+    calibration = calibration_data("smollm2-135m", 1024, seq=SEQ)
+    compile_file(smollm2_onnx, tmp_path / "streamed.onnx", "ot-quarot-w4a4", calibration=calibration, portable=True)
+    monkeypatch.setattr(base, "block_outputs", lambda model: [])  # one stage: the whole graph
+    model = optimize(modelio.load(smollm2_onnx), "ot-quarot-w4a4", calibration=calibration, portable=True)
+    modelio.save(model, tmp_path / "in_memory.onnx")
+    assert filecmp.cmp(tmp_path / "streamed.onnx", tmp_path / "in_memory.onnx", shallow=False)
