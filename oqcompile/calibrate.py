@@ -218,8 +218,10 @@ def run_in_stages(model: ir.Model, values: Sequence[ir.Value], batches: Sequence
                 for name in stage.kept:
                     kept.write(number, name, arrays[name])
                 bar.update()
-                yield {name: arrays[name] for name in names}, number == len(batches) - 1
-            del sess
+                last = number == len(batches) - 1
+                if last:
+                    sess = None  # its weights go before the caller works on this stage's values
+                yield {name: arrays[name] for name in names}, last
             kept.forget(stage.last_readers_done)
 
 

@@ -134,24 +134,30 @@ def gptq(weight: np.ndarray, gram: np.ndarray, bits: int, group: int | None = No
     """GPTQ of an ``[in, out]`` weight given the calibration Gram matrix ``XᵀX`` (``[in, in]``).
 
     ``damp`` adds ``damp · mean(diag H)`` to the diagonal; ``act_order`` sweeps the input
-    rows in order of decreasing ``diag H`` (largest activations first).
+    rows in order of decreasing ``diag H`` (largest activations first). Inputs never seen
+    (``H_ii = 0``) get ``H_ii = 1`` and zero weights. Besides its arguments the function holds
+    one ``[in, in]`` float64 matrix (:func:`_upper_factor_of_inverse`) and float64 copies of
+    the weight: about 2.1 GiB at an 8B model's 14336-input down projection.
     """
-    weight = weight.astype(np.float64).copy()
-    hessian = gram.astype(np.float64).copy()
+    weight = weight.astype(np.float64)
     rows = weight.shape[0]
-    dead = np.diag(hessian) == 0
-    hessian[dead, dead] = 1.0
+    diagonal = np.diag(gram)
+    dead = diagonal == 0
     weight[dead, :] = 0.0
     scales = weight_scales(weight, bits, group, clip_search)
     row_scales = np.repeat(scales, rows if group is None else group, axis=0)
 
-    order = np.argsort(-np.diag(hessian), kind="stable") if act_order else np.arange(rows)
+    order = np.argsort(-diagonal, kind="stable") if act_order else np.arange(rows)
     work = weight[order]
-    hessian = hessian[np.ix_(order, order)]
-    hessian[np.diag_indices(rows)] += damp * np.mean(np.diag(hessian))
+    del weight
+    reversed_order = order[::-1]
+    hessian = gram[np.ix_(reversed_order, reversed_order)].astype(np.float64, copy=False)  # J H J, sweep order
+    swept_diagonal = np.where(dead[reversed_order], 1.0, np.diag(hessian))
+    hessian[np.diag_indices(rows)] = swept_diagonal + damp * np.mean(swept_diagonal)
     inverse_factor = _upper_factor_of_inverse(hessian)  # row i: the error-propagation weights of row i
+    del hessian  # its memory now holds the factor
     row_scales = row_scales[order]
-    codes = np.zeros_like(work)
+    codes = np.zeros(work.shape, np.int8)
     low, high = qrange(bits)
     for start in range(0, rows, block):
         stop = min(start + block, rows)
@@ -168,24 +174,42 @@ def gptq(weight: np.ndarray, gram: np.ndarray, bits: int, group: int | None = No
         work[stop:] -= inverse_factor[start:stop, stop:].T @ errors
     restored = np.empty_like(codes)
     restored[order] = codes
-    return QuantizedWeight(restored.astype(np.int8), scales, bits, group)
+    return QuantizedWeight(restored, scales, bits, group)
 
 
-def _upper_factor_of_inverse(hessian: np.ndarray) -> np.ndarray:
-    """The upper triangular ``R`` with ``RᵀR = H⁻¹`` (``H`` symmetric positive definite).
+def _upper_factor_of_inverse(reversed_hessian: np.ndarray) -> np.ndarray:
+    """The upper triangular ``R`` with ``RᵀR = H⁻¹``, given ``JHJ`` (``H`` symmetric positive
+    definite, ``J`` the order-reversing permutation), computed in the memory of its argument.
 
-    Without forming ``H⁻¹``: with ``J`` the order-reversing permutation, the Cholesky factor
-    ``L`` of ``JHJ`` gives ``H = VVᵀ`` with ``V = JLJ`` upper triangular, so
-    ``H⁻¹ = V⁻ᵀV⁻¹`` and ``R = V⁻¹`` (positive diagonal, hence the Cholesky factor of ``H⁻¹``).
-    One factorization and one triangular solve: about 2.4x faster than inverting ``H`` and
-    factoring the inverse at n = 4096, which dominates GPTQ on 8B-sized down projections.
+    Without forming ``H⁻¹``: the Cholesky factor ``L`` of ``JHJ`` gives ``H = VVᵀ`` with
+    ``V = JLJ`` upper triangular, so ``H⁻¹ = V⁻ᵀV⁻¹`` and ``R = V⁻¹`` (positive diagonal, hence
+    the Cholesky factor of ``H⁻¹``). LAPACK factors and inverts triangles in place
+    (``potrf``, ``trtri``: ``2n³/3`` flops, against ``7n³/3`` for inverting ``H`` and factoring
+    the inverse), and ``J·J`` of a row-major matrix is its flat buffer reversed. The returned
+    array is a transposed view of the argument's buffer.
     """
-    import torch
+    from scipy.linalg import lapack
 
-    flipped = torch.linalg.cholesky(torch.from_numpy(hessian).flip(0, 1))
-    upper = flipped.flip(0, 1)
-    identity = torch.eye(len(hessian), dtype=upper.dtype)
-    return torch.linalg.solve_triangular(upper, identity, upper=True).numpy()
+    column_major = reversed_hessian.T  # the same buffer (and, H being symmetric, the same matrix)
+    _, info = lapack.dpotrf(column_major, lower=1, clean=1, overwrite_a=1)  # buffer: Lᵀ, row-major
+    if info:
+        raise np.linalg.LinAlgError(f"GPTQ Hessian is not positive definite (potrf info {info})")
+    _reverse_in_place(reversed_hessian)  # buffer: (JLJ)ᵀ = Vᵀ, row-major: V column-major
+    _, info = lapack.dtrtri(column_major, lower=0, overwrite_c=1)  # buffer: V⁻¹ = R, column-major
+    if info:
+        raise np.linalg.LinAlgError(f"GPTQ Hessian factor is singular (trtri info {info})")
+    return column_major
+
+
+def _reverse_in_place(matrix: np.ndarray, step: int = 1 << 20) -> None:
+    """Reverse the flat buffer of a C-contiguous ``matrix`` (both axes), a ``step`` at a time."""
+    flat = matrix.reshape(-1)
+    size = flat.size
+    for low in range(0, size // 2, step):
+        high = min(low + step, size // 2)
+        head = flat[low:high].copy()
+        flat[low:high] = flat[size - high:size - low][::-1]
+        flat[size - high:size - low] = head[::-1]
 
 
 def pack_matmulnbits(weight: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:

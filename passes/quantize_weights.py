@@ -91,6 +91,7 @@ class QuantizeWeights(CalibratedPass):
                                                        self._bits(linear, transformer), self.group, self.damp,
                                                        self.act_order, self.clip_search))
                         bar.update()
+                    stats.clear()  # this block's Gram matrices go before the next block runs
         if self.format == "matmulnbits":
             model.opset_imports.setdefault("com.microsoft", 1)
         logger.info("quantized %d weights to int%d (%s)", len(linears), self.bits, self.method)
