@@ -26,6 +26,7 @@ import functools
 import hashlib
 import logging
 import pathlib
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -207,7 +208,9 @@ def run_in_stages(model: ir.Model, values: Sequence[ir.Value], batches: Sequence
             tqdm(total=len(plan) * len(batches), desc="calibration", unit="batch", disable=not progress) as bar:
         kept = _KeptActivations(pathlib.Path(tmp))
         for index, stage in enumerate(plan):
-            sess = session(_write_stage(model, stage, pathlib.Path(tmp) / f"stage{index}"))
+            folder = pathlib.Path(tmp) / f"stage{index}"
+            sess = session(_write_stage(model, stage, folder))
+            shutil.rmtree(folder)  # ORT holds the weights now
             wanted = [spec.name for spec in sess.get_inputs()]
             names = [v.name for v in stage.observed]
             outputs = names + [name for name in stage.kept if name not in names]
@@ -222,7 +225,7 @@ def run_in_stages(model: ir.Model, values: Sequence[ir.Value], batches: Sequence
                 if last:
                     sess = None  # its weights go before the caller works on this stage's values
                 yield {name: arrays[name] for name in names}, last
-            kept.forget(stage.last_readers_done)
+            kept.forget(stage.last_read_here)
 
 
 @dataclasses.dataclass
@@ -230,11 +233,11 @@ class _Stage:
     observed: list[ir.Value]  # observed values computed in this stage
     inputs: list[str]  # values of earlier stages it reads
     kept: list[str] = dataclasses.field(default_factory=list)  # its values later stages read
-    last_readers_done: list[str] = dataclasses.field(default_factory=list)  # kept values no later stage reads
+    last_read_here: list[str] = dataclasses.field(default_factory=list)  # kept values no later stage reads
 
 
 def _plan_stages(graph: ir.Graph, observed: list[ir.Value], cuts: Sequence[ir.Value]) -> list[_Stage]:
-    """Split the work of computing ``observed`` at ``cuts`` (see :func:`stream_statistics`)."""
+    """Split the work of computing ``observed`` at ``cuts`` (see :func:`run_in_stages`)."""
     computed: dict[ir.Node, int] = {}  # node -> stage computing it
     stage_nodes: list[set[ir.Node]] = []
     for targets in [[cut] for cut in cuts] + [observed]:
@@ -248,14 +251,14 @@ def _plan_stages(graph: ir.Graph, observed: list[ir.Value], cuts: Sequence[ir.Va
                    if value is not None and value.producer() is not None and value.producer() not in nodes}
         plan.append(_Stage([v for v in observed if computed.get(v.producer()) == index], sorted(earlier)))
     producers = {value.name: computed[node] for node in computed for value in node.outputs}
-    for index, stage in enumerate(plan):
+    for stage in plan:
         for name in stage.inputs:
             if name not in plan[producers[name]].kept:
                 plan[producers[name]].kept.append(name)
-    for name, index in producers.items():
-        readers = [reader for reader, stage in enumerate(plan) if name in stage.inputs]
+    for name in producers:
+        readers = [index for index, stage in enumerate(plan) if name in stage.inputs]
         if readers:
-            plan[max(readers)].last_readers_done.append(name)
+            plan[max(readers)].last_read_here.append(name)
     return [stage for stage in plan if stage.observed or stage.kept]
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "dequantized_constant",
     "is_const",
     "producer_op",
+    "remove_if_unused",
     "replace_input",
     "require_opset",
     "unique_name",
@@ -127,10 +128,11 @@ def replace_input(node: ir.Node, index: int, value: ir.Value | None) -> None:
     """
     replaced = node.inputs[index]
     node.replace_input_with(index, value)
-    _remove_if_unused(replaced)
+    remove_if_unused(replaced)
 
 
-def _remove_if_unused(value: ir.Value | None) -> None:
+def remove_if_unused(value: ir.Value | None) -> None:
+    """Remove the initializer or node behind ``value`` (and what only fed it) if nothing reads it."""
     if value is None or value.uses() or value.is_graph_input() or value.is_graph_output():
         return
     if value.is_initializer():
@@ -142,7 +144,7 @@ def _remove_if_unused(value: ir.Value | None) -> None:
         inputs = list(node.inputs)
         node.graph.remove(node, safe=True)
         for input_value in inputs:
-            _remove_if_unused(input_value)
+            remove_if_unused(input_value)
 
 
 def append_op(value: ir.Value, op: str, operand: ir.Value, name: str, doc: str = "") -> ir.Node:

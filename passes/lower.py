@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile import qdq
-from oqcompile.graph import FLOAT_TYPES, add_initializer
+from oqcompile.graph import FLOAT_TYPES, add_initializer, remove_if_unused
 from oqcompile.hadamard import dense_factor
 from oqcompile.passes.base import TransformerPass
 from oqcompile.quant import QuantizedWeight, pack_codes, qrange
@@ -126,4 +126,6 @@ def _replace_linear(graph: ir.Graph, linear: Linear, weight: QuantizedWeight, co
                        + (", bias added" if bias is not None else "") + ".")
     replaced = [linear.node] + ([linear.bias_slot[0]] if linear.bias_slot and linear.bias_slot[0] is not linear.node
                                 else [])
+    old_weight = linear.weight_value()
     _replace(graph, replaced, node, linear.output)
+    remove_if_unused(old_weight)  # the codes read above go now, not when the pass ends

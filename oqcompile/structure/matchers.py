@@ -304,6 +304,8 @@ def const_ndim(value: ir.Value | None) -> int | None:
         return None
     if value.const_value is not None:
         return len(value.const_value.shape)
+    if producer_op(value) == "DequantizeLinear" and value.shape is not None and is_const(value):
+        return len(value.shape)  # without dequantizing a quantized weight
     array = const_array(value)
     return None if array is None else array.ndim
 
