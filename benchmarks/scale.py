@@ -11,12 +11,12 @@ peak RSS, peak RSS over the model's bytes, and the output's bytes.
 
 Then ``rotate`` against the export: the logits of 8 tokens, both models run one block at a time
 (:func:`oqcompile.calibrate.run_in_stages`; ORT CPU computes fp16 MatMuls through fp32 copies of
-the weights, which an 8B model leaves no room for), as ``max|Δ| / max|logits|``. For models
+the weights, which an 8B model leaves no room for), as ``max |Δ| / max |logits|``. For models
 whose fp32 twin fits in memory also: the same with both models computed in fp32 (the fp16
 weights upcast exactly), which leaves only the rounding of the rotated weights to fp16, and the
 export's own fp16 arithmetic against its fp32 twin, the floor of any fp16 comparison.
 
-    python benchmarks/scale.py [--models llama-1b-shaped,llama-3b-shaped,llama-8b-shaped] [--folder DIR]
+    python benchmarks/scale.py [--models llama-1b-shaped,...] [--recipes rotate,...] [--folder DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -96,53 +97,58 @@ def rotate_logits(source: pathlib.Path, rotated: pathlib.Path) -> list[str]:
     return cells
 
 
-def scale(model_id: str, folder: pathlib.Path) -> str:
+def scale(model_id: str, folder: pathlib.Path, recipes: list[str]) -> Iterator[str]:
+    """Measure ``model_id``; yield its tables so far after every step (a long run records what it did)."""
     from oqcompile.models.export import export_to_file
 
     source = folder / f"{model_id}.onnx"
     _, seconds, peak = report.measure(export_to_file, model_id, str(source), dtype="fp16")
     model_gib = file_mib(source) / 1024
     rows = [["export (fp16)", f"{seconds:.0f}", f"{peak:.2f}", f"{peak / model_gib:.2f}", f"{model_gib:.2f}"]]
-    print(" | ".join(rows[-1]), flush=True)
-    logit_cells = None
-    for recipe, label in RECIPES.items():
+    logit_rows = []
+
+    def tables() -> str:
+        print(" | ".join(rows[-1]), flush=True)
+        text = report.markdown_table(["step", "seconds", "peak RSS (GiB)", "peak RSS / model bytes", "output (GiB)"],
+                                     rows)
+        if logit_rows:
+            text += "\n\n" + report.markdown_table(
+                [f"`rotate` against the export, {LOGIT_TOKENS} tokens, max abs Δ / max abs logit", "fp16 compute",
+                 "fp32 compute (weights upcast)", "export fp16 against its fp32 twin"], logit_rows)
+        return text
+
+    yield tables()
+    for recipe in recipes:
         target = folder / f"{model_id}.{recipe}.onnx"
         _, seconds, peak = report.measure(compile_step, str(source), recipe, str(target), CALIBRATION_TOKENS,
                                           CALIBRATION_SEQ, portable=recipe == "rotate")
         output_gib = file_mib(target) / 1024
-        rows.append([f"{label}: `{recipe}`", f"{seconds:.0f}", f"{peak:.2f}", f"{peak / model_gib:.2f}",
+        rows.append([f"{RECIPES[recipe]}: `{recipe}`", f"{seconds:.0f}", f"{peak:.2f}", f"{peak / model_gib:.2f}",
                      f"{output_gib:.2f}"])
-        print(" | ".join(rows[-1]), flush=True)
         if recipe == "rotate":
-            logit_cells = rotate_logits(source, target)
-            print("rotate logits:", logit_cells, flush=True)
+            logit_rows.append(["", *rotate_logits(source, target)])
         for path in (target, target.with_name(target.name + ".data")):
             path.unlink(missing_ok=True)
+        yield tables()
     for path in (source, source.with_name(source.name + ".data")):
         path.unlink(missing_ok=True)
-    table = report.markdown_table(["step", "seconds", "peak RSS (GiB)", "peak RSS / model bytes", "output (GiB)"],
-                                  rows)
-    logits = report.markdown_table(
-        [f"`rotate` against the export, {LOGIT_TOKENS} tokens, max|Δ| / max|logits|", "fp16 compute",
-         "fp32 compute (weights upcast)", "export fp16 against its fp32 twin"], [["", *logit_cells]])
-    return table + "\n\n" + logits
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"from {', '.join(RECIPES)} (default: all)")
     parser.add_argument("--folder", default=None,
                         help="where the models are written (default: a temporary folder; the 8B model and "
                              "its rotated copy take 33 GB)")
     args = parser.parse_args()
     folder = pathlib.Path(tempfile.mkdtemp(prefix="oq-scale-", dir=args.folder))
-    sections = []
+    intro = __doc__.split("\n\n    python")[0].split("\n", 1)[1].strip()
     try:
-        for model_id in args.models.split(","):
-            sections.append(f"### {MODELS[model_id]} (`{model_id}`), fp16\n\n" + scale(model_id, folder))
-            report.write_section("scale", "Compile time and memory against model size (benchmarks/scale.py)",
-                                 __doc__.split("\n\n    python")[0].split("\n", 1)[1].strip() + "\n\n"
-                                 + "\n\n".join(sections))
+        for model_id in args.models.split(","):  # one section per model: runs of one model replace only it
+            for tables in scale(model_id, folder, args.recipes.split(",")):
+                report.write_section(f"scale-{model_id}", f"Compile time and memory at scale: {MODELS[model_id]}, "
+                                     f"fp16 (benchmarks/scale.py)", f"{intro}\n\n{tables}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

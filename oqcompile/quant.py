@@ -96,12 +96,12 @@ def weight_scales(weight: np.ndarray, bits: int, group: int | None = None,
     if not clip_search:
         return absmax / qmax(bits)
     rows = weight.shape[0] if group is None else group
+    grouped = weight.reshape(-1, rows, weight.shape[1])  # [groups, rows, out]
     best_scales, best_error = None, None
     for ratio in CLIP_GRID:
         scales = ratio * absmax / qmax(bits)
-        expanded = np.repeat(scales, rows, axis=0)
-        error = np.abs(weight - _round(weight, expanded, bits) * expanded) ** CLIP_NORM
-        error = error.reshape(-1, rows, weight.shape[1]).sum(axis=1)
+        broadcast = scales[:, None, :]
+        error = (np.abs(grouped - _round(grouped, broadcast, bits) * broadcast) ** CLIP_NORM).sum(axis=1)
         if best_scales is None:
             best_scales, best_error = scales, error
         else:
