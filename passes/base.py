@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 import onnx_ir as ir
 
-from oqcompile.calibrate import ActivationStats, CalibrationData, stream_statistics
+from oqcompile.calibrate import ActivationStats, CalibrationData, collect_statistics, stream_statistics
 from oqcompile.structure import analyze
 
 __all__ = ["CalibratedPass", "TransformerPass"]
@@ -53,19 +53,21 @@ class CalibratedPass(TransformerPass):
 
     def statistics(self, model: ir.Model, values: Sequence[ir.Value], gram: bool = False,
                    sample_tokens: int = 0) -> dict[str, ActivationStats]:
-        """Statistics of ``values`` on the calibration data (:func:`oqcompile.calibrate.collect_statistics`)."""
-        stats: dict[str, ActivationStats] = {}
-        for stage_stats in self.stream_statistics(model, values, gram, sample_tokens):
-            stats.update(stage_stats)
-        return stats
+        """Statistics of ``values`` on the calibration data, a transformer block at a time
+        (:func:`oqcompile.calibrate.collect_statistics`)."""
+        return collect_statistics(model, values, self._calibration(), block_outputs(model), gram=gram,
+                                  sample_tokens=sample_tokens, progress=self.progress)
 
     def stream_statistics(self, model: ir.Model, values: Sequence[ir.Value], gram: bool = False,
                           sample_tokens: int = 0) -> Iterator[dict[str, ActivationStats]]:
-        """The same, a transformer block at a time (:func:`oqcompile.calibrate.stream_statistics`)."""
+        """The same, yielded block by block (:func:`oqcompile.calibrate.stream_statistics`)."""
+        return stream_statistics(model, values, self._calibration(), block_outputs(model), gram=gram,
+                                 sample_tokens=sample_tokens, progress=self.progress)
+
+    def _calibration(self) -> CalibrationData:
         if self.calibration is None:
             raise ir.passes.PreconditionError(f"{self.name} needs calibration data (calibration tokens)")
-        return stream_statistics(model, values, self.calibration, block_outputs(model), gram=gram,
-                                 sample_tokens=sample_tokens, progress=self.progress)
+        return self.calibration
 
 
 def block_outputs(model: ir.Model) -> list[ir.Value]:
