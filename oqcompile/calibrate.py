@@ -1,10 +1,9 @@
 """Streaming activation statistics through ONNX Runtime, on the calibration text.
 
 The values to observe are outputs of temporary copies of the graph, cut into stages (one
-transformer block each: see :func:`stream_statistics`); the calibration windows are run
-through ORT one batch at a time and each observed value
-``x`` (channels on the last axis, every other axis counted as tokens) updates running
-sums only:
+transformer block each: see :func:`run_in_stages`); the calibration windows are run through
+ORT one batch at a time and each observed value ``x`` (channels on the last axis, every
+other axis counted as tokens) updates running sums only:
 
 - per channel: ``min_j``, ``max_j`` (hence ``absmax_j`` and the midpoint
   ``m_j = (max_j + min_j) / 2``);
