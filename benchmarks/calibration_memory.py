@@ -2,8 +2,8 @@
 
 Every block linear input of the fp32 export is observed (min/max/absmax, per-token absmax
 and, as GPTQ needs it, the Gram matrix ``XᵀX``) on the first N tokens of Emma, each N in
-its own process. Streaming keeps running sums only, so peak RSS should stay flat while
-the time grows linearly. The table is printed and written to docs/RESULTS.md.
+its own process, one transformer block at a time as the calibrating passes run it. Streaming
+keeps running sums only, so peak RSS should stay flat while the time grows linearly. The table is printed and written to docs/RESULTS.md.
 
     .venv/bin/python benchmarks/calibration_memory.py [--tokens 2048,8192,32768]
 """
@@ -20,12 +20,14 @@ from report import MODEL
 def calibrate_step(source: str, tokens: int) -> int:
     from oqcompile import modelio
     from oqcompile.calibrate import calibration_data, collect_statistics
+    from oqcompile.passes.base import block_outputs
     from oqcompile.structure import analyze
 
     model = modelio.load(source)
     transformer = analyze(model)
     values = [lin.input for lin in transformer.linears() if lin is not transformer.lm_head]
-    stats = collect_statistics(model, values, calibration_data(MODEL, tokens), gram=True, progress=False)
+    stats = collect_statistics(model, values, calibration_data(MODEL, tokens), block_outputs(model), gram=True,
+                               progress=False)
     return len(stats)
 
 
@@ -46,7 +48,8 @@ def main() -> None:
     print(table)
     report.write_section("calibration-memory", "Streaming calibration: peak memory against token count", f"""
 All block linear inputs of SmolLM2-135M observed through ORT CPU on Emma in windows of 1024,
-with Gram matrices (what GPTQ needs); model load included.
+one block at a time, with Gram matrices (all of them kept, where GPTQ frees each block's);
+model load included.
 
 {table}
 """)
