@@ -250,14 +250,14 @@ def _plan_stages(graph: ir.Graph, observed: list[ir.Value], cuts: Sequence[ir.Va
                    if value is not None and value.producer() is not None and value.producer() not in nodes}
         plan.append(_Stage([v for v in observed if computed.get(v.producer()) == index], sorted(earlier)))
     producers = {value.name: computed[node] for node in computed for value in node.outputs}
-    for stage in plan:
+    last_reader: dict[str, int] = {}
+    for index, stage in enumerate(plan):
         for name in stage.inputs:
-            if name not in plan[producers[name]].kept:
+            if name not in last_reader:
                 plan[producers[name]].kept.append(name)
-    for name in producers:
-        readers = [index for index, stage in enumerate(plan) if name in stage.inputs]
-        if readers:
-            plan[max(readers)].last_read_here.append(name)
+            last_reader[name] = index
+    for name, index in last_reader.items():
+        plan[index].last_read_here.append(name)
     return [stage for stage in plan if stage.observed or stage.kept]
 
 
