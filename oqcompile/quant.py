@@ -245,6 +245,9 @@ def pack_matmulnbits(weight: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(packed), np.ascontiguousarray(weight.scales.T).reshape(-1)
 
 
+PACK_CHANNELS = 1024  # output channels packed at a time: int32 temporaries of 4 bytes per code
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """``oq.QMatMul``'s packed weight: ``uint8 [N, B]`` from integer codes ``[K, N]``.
 
@@ -252,20 +255,24 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     byte (``B = K``); 4 bits two per byte, the even input channel in the low nibble
     (``B = ceil(K / 2)``); 6 bits four per three bytes as the little-endian 24-bit word
     ``q0 | q1 << 6 | q2 << 12 | q3 << 18`` (``B = 3 ceil(K / 4)``). ``K`` is zero-padded.
+    ``PACK_CHANNELS`` rows are packed at a time, so a vocabulary-wide lm_head needs no
+    temporaries of its own size.
     """
     low, high = qrange(bits)
     if codes.min(initial=0) < low or codes.max(initial=0) > high:
         raise ValueError(f"codes outside the {bits}-bit range [{low}, {high}]")
-    rows = codes.T.astype(np.int64)
-    if bits == 8:
-        return np.ascontiguousarray(rows.astype(np.int8).view(np.uint8))
-    per_word = {4: 2, 6: 4}[bits]
-    padded = np.pad(rows, ((0, 0), (0, -rows.shape[1] % per_word))) & ((1 << bits) - 1)
-    words = padded.reshape(rows.shape[0], -1, per_word) << (bits * np.arange(per_word))
-    words = words.sum(axis=-1)
+    in_features, out_features = codes.shape
+    per_word = {8: 1, 4: 2, 6: 4}[bits]
     word_bytes = bits * per_word // 8
-    packed = (words[..., None] >> (8 * np.arange(word_bytes))) & 0xFF
-    return np.ascontiguousarray(packed.reshape(rows.shape[0], -1).astype(np.uint8))
+    packed = np.empty((out_features, -(-in_features // per_word) * word_bytes), np.uint8)
+    for start in range(0, out_features, PACK_CHANNELS):
+        rows = codes[:, start:start + PACK_CHANNELS].T.astype(np.int32)
+        padded = np.pad(rows, ((0, 0), (0, -in_features % per_word))) & ((1 << bits) - 1)
+        words = (padded.reshape(rows.shape[0], -1, per_word) << (bits * np.arange(per_word, dtype=np.int32))).sum(
+            axis=-1, dtype=np.int32)
+        byte_values = (words[..., None] >> (8 * np.arange(word_bytes, dtype=np.int32))) & 0xFF
+        packed[start:start + PACK_CHANNELS] = byte_values.reshape(rows.shape[0], -1)
+    return packed
 
 
 def fake_quantize_per_token(x: np.ndarray, bits: int, clip: float = 1.0) -> np.ndarray:
