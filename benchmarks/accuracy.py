@@ -63,6 +63,7 @@ def bits_of(recipe: str) -> str:
 
 
 def main() -> None:
+    from oqcompile.models import EXPORTERS
     from oqcompile.recipes import RECIPES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--calib-seq", type=int, default=1024)
     parser.add_argument("--no-ort-tools", action="store_true", help="skip ORT's own quantizers")
     parser.add_argument("--portable", action="store_true", help="also score each recipe compiled --portable")
+    parser.add_argument("--exporter", default="dynamo", choices=EXPORTERS,
+                        help="how SmolLM2 is exported (genai: the ONNX Runtime GenAI model builder)")
     parser.add_argument("--section", default="accuracy", help="the section of docs/RESULTS.md to write")
     parser.add_argument("--out", default="out/bench")
     args = parser.parse_args()
@@ -82,11 +85,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     count = None if args.full else args.tokens
 
-    source = out / f"{MODEL}.onnx"
+    source = out / f"{MODEL}.onnx" if args.exporter == "dynamo" else out / f"{MODEL}.{args.exporter}" / "model.onnx"
     if not source.is_file():
-        report.measure(export_step, str(source))
+        source.parent.mkdir(exist_ok=True)
+        report.measure(export_step, str(source), args.exporter)
     fp, _, _ = report.measure(perplexity_step, str(source), count, args.seq)
-    rows = [["fp32 export", "fp32", f"{fp:.3f}", "1.000", "", "", "", f"{file_mib(source):.0f}"]]
+    rows = [[f"fp32 export ({args.exporter})", "fp32", f"{fp:.3f}", "1.000", "", "", "", f"{file_mib(source):.0f}"]]
     print(rows[0], flush=True)
 
     jobs = []
@@ -124,10 +128,11 @@ MatMulNBits needs Intel Neural Compressor, which is not installed, so only its R
     portable = " A recipe marked (portable) is compiled `--portable` (standard ONNX QDQ, no oq ops)." \
         if args.portable else ""
     title = "SmolLM2-135M: quantization recipes" + ("" if args.no_ort_tools else " and ORT's tools")
+    exporter = "" if args.exporter == "dynamo" else f" SmolLM2 exported by `oqcompile export --exporter {args.exporter}`."
     report.write_section(args.section, title, f"""
 Perplexity on {scope} of Pride and Prejudice, windows of {args.seq}; calibration on the first
 {args.calib_tokens} tokens of Emma (windows of {args.calib_seq}). Compile time and peak RSS include
-calibration (ORT CPU, streaming statistics) and saving.{portable}{ort_tools}
+calibration (ORT CPU, streaming statistics) and saving.{portable}{ort_tools}{exporter}
 SmolLM2's weights already carry Q4_1 rounding (GGUF source).
 
 {table}

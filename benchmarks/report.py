@@ -21,11 +21,11 @@ RESULTS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
 MODEL = "smollm2-135m"
 
 
-def export_step(path: str) -> None:
-    """Export SmolLM2 (dynamo, fp32) to ``path``."""
+def export_step(path: str, exporter: str = "dynamo") -> None:
+    """Export SmolLM2 (fp32, by ``exporter``) to ``path``."""
     from oqcompile.models.export import export_to_file
 
-    export_to_file(MODEL, path)
+    export_to_file(MODEL, path, exporter=exporter)
 
 
 def compile_step(source: str, recipe: str, target: str, calib_tokens: int, calib_seq: int = 1024,

@@ -1,6 +1,7 @@
 """The numbers the tiny-model tests bound: the logit error of every quantization recipe, lowered
 against portable, the 4-bit KV cache, MatMulNBits against DequantizeLinear, the checks that
-must hold to float rounding, the exports against PyTorch, and oqcompile.quant on synthetic data.
+must hold to float rounding, the exports against PyTorch, the GenAI builder's graphs, and
+oqcompile.quant on synthetic data.
 
 The exports, calibration (32 rows of 32 random tokens, seed 5) and input ids (2 x 24 random
 tokens, seed 0) are those of tests/test_quantize.py, so every number is the one the test
@@ -164,6 +165,31 @@ def float_rounding_errors(work: Workspace) -> list[list]:
     ]
 
 
+def genai_errors(work: Workspace) -> list[list]:
+    """tests/test_genai_inputs.py: graphs of the ONNX Runtime GenAI model builder."""
+    from oqcompile import modelio
+    from oqcompile.passes.split_skip_norms import SplitSkipNorms
+
+    qwen2 = work.export("tiny-qwen2", "genai")
+    model = modelio.load(qwen2)
+    SplitSkipNorms()(model)
+    split = relative_error(logits(modelio.save(model, work.path("split"))), logits(qwen2))
+    rotate = max(relative_error(logits(work.compile(work.export(m, "genai"), "rotate", portable=p)),
+                                logits(work.export(m, "genai")))
+                 for m, p in itertools.product(FAMILIES[:3], (True, False)))
+    rows = [["`test_split_skip_norms_alone_keeps_logits`", "tiny-qwen2, skip norms split into Add + norm",
+             f"{split:.1e}"],
+            ["`test_rotate_keeps_genai_logits`", "rotate on every LLaMA family, portable and lowered, against "
+             "the export", f"{rotate:.1e}"]]
+    for model_id in FAMILIES[:3]:
+        source = work.export(model_id, "genai")
+        worst = max(relative_error(logits(work.compile(source, "quarot-w8a8", portable=p)), logits(source))
+                    for p in (True, False))
+        rows.append(["`test_w8a8_on_genai_graph_runs_lowered_and_portable`" if model_id == FAMILIES[0] else "",
+                     f"{model_id}, quarot-w8a8 against the export (worst of portable and lowered)", f"{worst:.4f}"])
+    return rows
+
+
 def padded_kv_error(work: Workspace) -> float:
     """tests/test_fuse_ort.py: ids 2 x 12 (seed 3), the second sequence left-padded by 5."""
     from oqcompile import evaluate
@@ -255,8 +281,9 @@ def main() -> None:
         singles = report.markdown_table(["test", "what", "error"], single_errors(work))
         rounding = report.markdown_table(["test", "what", "worst error"], float_rounding_errors(work))
         exports = report.markdown_table(["test", "what", "worst error"], export_errors(work))
+        genai = report.markdown_table(["test", "what", "error"], genai_errors(work))
     ratios = report.markdown_table(["test", "what", "ratio"], quant_ratios())
-    print(recipes, singles, rounding, exports, ratios, sep="\n\n")
+    print(recipes, singles, rounding, exports, genai, ratios, sep="\n\n")
     report.write_section("tiny-errors", "Tiny models and synthetic data: the numbers the tests bound", f"""
 Logits of the tiny models (2 x 24 random token ids, seed 0) through ORT CPU; the error of
 logits `y` against `x` is max|y - x| / max|x|. Quantization recipes calibrate on 32 rows of
@@ -275,6 +302,11 @@ Checks that hold to float rounding (worst case over each test's models, recipes 
 Exports against PyTorch (tests/test_export.py, its ids: 2 x 12 random token ids, seed 1):
 
 {exports}
+
+Graphs written by the ONNX Runtime GenAI model builder (`oqcompile export --exporter genai`: skip norms,
+packed QKV into GroupQueryAttention with RoPE inside), on the ids above:
+
+{genai}
 
 The quantizers of oqcompile.quant on the seeded synthetic data of tests/test_quant.py:
 

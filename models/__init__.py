@@ -14,12 +14,13 @@ import pathlib
 
 from oqcompile.errors import OQError
 
-__all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "load_torch_model", "load_tokenizer"]
+__all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "TORCH_EXPORTERS", "load_torch_model", "load_tokenizer"]
 
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt",
              "llama-1b-shaped", "llama-3b-shaped", "llama-8b-shaped")
-EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
+TORCH_EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
+EXPORTERS = (*TORCH_EXPORTERS, "genai")  # and the ONNX Runtime GenAI model builder
 
 
 def load_torch_model(model: str):

@@ -49,13 +49,21 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
                    kv_cache: bool = False):
     """Export the registered model (or local HF directory) ``model_id`` to ``path``.
 
-    The file records ``oq.source_model = model_id`` (eval and calibration find the
+    ``exporter="genai"`` runs the ONNX Runtime GenAI model builder instead of ``torch.onnx``
+    (:mod:`oqcompile.models.genai`; ``dtype`` fp32 or int4). The file records
+    ``oq.source_model = model_id`` (eval and calibration find the
     tokenizer by it). Returns the written path.
     """
     from oqcompile.models import load_torch_model
     from oqcompile.models.shaped import SHAPED_CONFIGS, export_shaped
 
     modelio.check_writable(path)
+    if exporter == "genai":
+        from oqcompile.models.genai import export_genai
+
+        return export_genai(model_id, path, dtype)
+    if dtype not in ("fp32", "fp16"):
+        raise OQError(f"torch.onnx exports fp32 or fp16, not {dtype} (int4: --exporter genai)")
     if model_id in SHAPED_CONFIGS:
         if exporter == "legacy":
             raise OQError(f"{model_id} is exported from a weightless model: use a dynamo exporter")

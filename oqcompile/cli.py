@@ -57,9 +57,12 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"one of {', '.join(MODEL_IDS)} or a local HF model directory "
                              f"(default {DEFAULT_MODEL})")
     export.add_argument("-o", "--output", required=True, help="output .onnx file")
-    export.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
+    export.add_argument("--dtype", choices=("fp32", "fp16", "int4"), default="fp32",
+                        help="weights (int4: the genai exporter's MatMulNBits only)")
     export.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
-                        help="torch.onnx.export flavour (default: dynamo with its optimizer)")
+                        help="torch.onnx.export flavour (default: dynamo with its optimizer), or genai: the ONNX "
+                             "Runtime GenAI model builder (a KV-cache model with genai_config.json and the "
+                             "tokenizer beside it)")
     export.add_argument("--kv-cache", action="store_true",
                         help="decoder signature with attention_mask and past_key_values.* inputs "
                              "and present.* outputs (dynamo exporters only)")
@@ -119,9 +122,12 @@ def _export(args) -> int:
 
 def _inspect(args) -> int:
     from oqcompile import modelio
+    from oqcompile.passes.split_skip_norms import SplitSkipNorms
     from oqcompile.structure import analyze
 
-    summary = analyze(modelio.load(args.file)).summary()
+    model = modelio.load(args.file)
+    SplitSkipNorms()(model)  # in memory only: the map names the residual adds and norms apart
+    summary = analyze(model).summary()
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -19,14 +19,16 @@ import time
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from oqcompile import __version__, modelio, scratch
+from oqcompile import __version__, genai_folder, modelio, scratch
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
 from oqcompile.passes.drop_nan_guard import DropNanGuard
 from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.lower import Lower
+from oqcompile.passes.split_skip_norms import SplitSkipNorms, holds_skip_norms
 from oqcompile.recipes import build_recipe
+from oqcompile.runtime import LIBRARY_METADATA
 
 __all__ = ["CompileSummary", "compile_file", "optimize", "run_passes"]
 
@@ -54,20 +56,23 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
 
     New weights are spilled to a scratch folder beside ``target`` as passes make them
     (:mod:`oqcompile.scratch`), so memory stays near the weights one pass works on at a time.
-    ``source`` is never modified and ``target`` appears only when complete; every expected
-    failure (unreadable input, no transformer, unwritable output, unknown recipe, missing
-    calibration) raises :class:`OQError` before anything is written.
+    When ``source`` lies in an ONNX Runtime GenAI folder, ``target``'s folder becomes one too
+    (:mod:`oqcompile.genai_folder`). ``source`` is never modified and ``target`` appears only
+    when complete; every expected failure (unreadable input, no transformer, unwritable output,
+    unknown recipe, missing calibration) raises :class:`OQError` before anything is written.
     """
     source, target = pathlib.Path(source), pathlib.Path(target)
     modelio.check_writable(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise OQError(f"{target}: refusing to overwrite the input file")
+    genai_folder.check_target(source, target)
     passes = build_recipe(recipe, seed, calibration, progress)
     start = time.perf_counter()
     with scratch.spilled_weights(target.parent):
         model = modelio.load(source)
         passes = _apply(model, recipe, seed, passes, portable)
         modelio.save(model, target)
+    genai_folder.write_folder(source, target, lowered=LIBRARY_METADATA in model.metadata_props)
     calibrated = any(p.needs_calibration for p in passes)
     return CompileSummary(target, recipe, seed, portable, [p.name for p in passes],
                           calibration.source if calibrated else None, time.perf_counter() - start,
@@ -95,10 +100,12 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
 
 def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],
            portable: bool) -> list[TransformerPass]:
-    """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``, then ``drop_nan_guard``),
-    record them; return what ran."""
+    """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``, then ``drop_nan_guard``;
+    ``split_skip_norms`` first where the graph has ORT's skip norms), record them; return what ran."""
     appended = (DropNanGuard,) if portable else (Lower, FuseOrt, DropNanGuard)
     passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
+    if holds_skip_norms(model):  # ORT's fused residual add + norm: the passes edit the two apart
+        passes.insert(0, SplitSkipNorms())
     run_passes(model, passes)
     ir.passes.common.DeduplicateInitializersPass()(model)
     model.metadata_props.update({

@@ -19,11 +19,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 from tqdm import tqdm
 
+from oqcompile import modelio
 from oqcompile.errors import OQError
 from oqcompile.modelio import metadata
 from oqcompile.runtime import LIBRARY_METADATA, session_options
 
-__all__ = ["PerplexityResult", "feeds", "graph_feeds", "perplexity", "prefill_and_decode", "session"]
+__all__ = ["PerplexityResult", "cache_dims", "feeds", "graph_feeds", "perplexity", "prefill_and_decode", "session"]
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32}
@@ -59,6 +60,8 @@ def session(path: str | os.PathLike, threads: int | None = None,
         missing_library = error
     if threads:
         options.intra_op_num_threads = threads
+    for name, size in cache_dims(modelio.load(path).graph).items():
+        options.add_free_dimension_override_by_name(name, size)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises several pybind exception types
@@ -120,17 +123,44 @@ def _run_logits(sess: ort.InferenceSession, input_ids: np.ndarray) -> np.ndarray
 
 
 def feeds(sess: ort.InferenceSession, input_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Inputs for one full-sequence run: ``input_ids`` plus, for KV-cache exports, an all-ones
-    ``attention_mask`` and empty ``past_key_values.*`` (every symbolic dim but batch set to 0)."""
+    """Inputs for one full-sequence run: ``input_ids`` plus, where the model has them, an all-ones
+    ``attention_mask``, ``position_ids`` from 0 and empty ``past_key_values.*`` (every symbolic dim
+    but batch set to 0; :func:`session` fixes the head size ORT's fused attention needs)."""
     return _feeds([(spec.name, spec.type, _NUMPY_TYPES.get(spec.type), spec.shape) for spec in sess.get_inputs()],
                   input_ids)
 
 
 def graph_feeds(graph: ir.Graph, input_ids: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`feeds` for the inputs of ``graph`` (for runs of a part of it)."""
+    sizes = cache_dims(graph)
     return _feeds([(value.name, str(value.type), value.dtype.numpy() if value.dtype else None,
-                    [dim if isinstance(dim, int) else None for dim in value.shape or ()]) for value in graph.inputs],
-                  input_ids)
+                    [dim if isinstance(dim, int) else sizes.get(dim.value) for dim in value.shape or ()])
+                   for value in graph.inputs], input_ids)
+
+
+def cache_dims(graph: ir.Graph) -> dict[str, int]:
+    """Sizes of the named dims of the past key/value inputs ORT's ``GroupQueryAttention`` reads.
+
+    The op takes its cache as ``[batch, kv heads, length, head size]``; the ONNX Runtime GenAI
+    builder names the head size (``kv_cache_dim``), which an empty past must still match. It
+    follows from the op's query width: ``heads · head size``, or ``(heads + 2 · kv heads) · head
+    size`` when q, k and v come packed.
+    """
+    sizes = {}
+    for node in graph:
+        if node.op_type != "GroupQueryAttention" or node.inputs[0].shape is None:
+            continue
+        width, key = node.inputs[0].shape[-1], node.inputs[1] if len(node.inputs) > 1 else None
+        heads, kv_heads = node.attributes.get_int("num_heads", 0), node.attributes.get_int("kv_num_heads", 0)
+        if not isinstance(width, int) or not heads:
+            continue
+        head_size = width // heads if key is not None else width // (heads + 2 * kv_heads)
+        for past in node.inputs[3:5]:
+            if past is not None and past.is_graph_input() and past.shape is not None and len(past.shape) == 4:
+                for dim, size in ((past.shape[1], kv_heads), (past.shape[3], head_size)):
+                    if not isinstance(dim, int) and dim.value:
+                        sizes[dim.value] = size
+    return sizes
 
 
 def _feeds(inputs: list[tuple[str, str, type | None, list]], input_ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -142,13 +172,15 @@ def _feeds(inputs: list[tuple[str, str, type | None, list]], input_ids: np.ndarr
             result[name] = input_ids.astype(dtype)
         elif name == "attention_mask":
             result[name] = np.ones((batch, length), dtype)
+        elif name == "position_ids":  # an empty past: positions start at 0
+            result[name] = np.broadcast_to(np.arange(length, dtype=dtype), (batch, length)).copy()
         elif name.startswith("past") and dtype is not None:
             shape = [d if isinstance(d, int) else 0 for d in shape]
             shape[0] = batch
             result[name] = np.zeros(shape, dtype)
         else:
             raise OQError(f"model input {name!r} ({type_name}) is not one oqcompile knows how to "
-                          "feed: expected input_ids, attention_mask and past_key_values.*")
+                          "feed: expected input_ids, attention_mask, position_ids and past_key_values.*")
     return result
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "remove_if_unused",
     "replace_input",
     "require_opset",
+    "transposed_constant",
     "unique_name",
 ]
 
@@ -90,6 +91,15 @@ def is_const(value: ir.Value | None) -> bool:
     if node is not None and node.op_type == "DequantizeLinear":
         return all(is_const(v) for v in node.inputs if v is not None)
     return node is not None and node.op_type in ("Transpose", "Cast") and is_const(node.inputs[0])
+
+
+def transposed_constant(value: ir.Value | None) -> ir.Value | None:
+    """``W`` when ``value`` is ``Transpose(W, perm=[1, 0])`` of a constant 2-D ``W``, else None."""
+    node = value.producer() if value is not None else None
+    if (node is None or node.op_type != "Transpose" or not is_const(node.inputs[0])
+            or tuple(node.attributes.get_ints("perm", (1, 0))) != (1, 0)):
+        return None
+    return node.inputs[0]
 
 
 def producer_op(value: ir.Value) -> str | None:

@@ -41,7 +41,7 @@ class QuantizeEmbedding(TransformerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         embedding = analyze(model).embedding
         require_opset(model, 21)  # blocked DequantizeLinear
-        table_value = embedding.node.inputs[0]
+        table_value = embedding.stored_value()
         if table_value.dtype not in FLOAT_TYPES:
             raise ir.passes.PreconditionError(f"the token embedding table {table_value.name} is "
                                               f"{table_value.dtype}, not float: already quantized?")
@@ -55,7 +55,7 @@ class QuantizeEmbedding(TransformerPass):
         graph, gather, name = embedding.node.graph, embedding.node, embedding.name
         codes = add_initializer(graph, f"{name}.weight_int8", np.ascontiguousarray(quantized.codes.T))
         scales = add_initializer(graph, f"{name}.weight_scale",
-                                 np.ascontiguousarray(quantized.scales.T).astype(table_value.dtype.numpy()))
+                                 np.ascontiguousarray(quantized.scales.T).astype(embedding.dtype))
         ids = gather.inputs[1]
         gathered_scales = ir.node("Gather", [scales, ids], attributes={"axis": 0}, name=f"{name}/gather_scales")
         rows = gather.outputs[0]

@@ -41,6 +41,11 @@ class QuantizeKV(TransformerPass):
         require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         for block in analyze(model).blocks:
             attn = block.attention
+            if attn.fused is not None:
+                raise ir.passes.PreconditionError(
+                    f"the keys and values of block {block.index} are cached inside {attn.fused.op_type} "
+                    f"{attn.fused.name}, out of reach of a quantize-dequantize: KV quantization needs the "
+                    "attention written out as ops")
             group = self.group or attn.head_dim
             if attn.head_dim % group:
                 raise ir.passes.PreconditionError(

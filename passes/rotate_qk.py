@@ -9,11 +9,16 @@ the cached keys lose their outlier channels.
 - Without RoPE (OPT), q and k are plain linear outputs and the rotation is folded into the
   projections: ``W_q' = W_q (I_h ⊗ H_d)``, ``b_q' = b_q (I_h ⊗ H_d)``, and likewise for k
   with its ``h_kv`` heads. Scalar score scalings commute with it.
+- Where RoPE runs inside ORT's fused attention (``GroupQueryAttention`` with ``do_rotary``,
+  as the ONNX Runtime GenAI builder writes it), there is no post-RoPE q or k in the graph:
+  that block is left unrotated with a warning. R3 serves KV-cache quantization only, which
+  such graphs keep inside the kernel anyway.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import onnx_ir as ir
@@ -25,6 +30,8 @@ from oqcompile.structure import analyze
 
 __all__ = ["RotateQK"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class RotateQK(TransformerPass):
@@ -33,8 +40,16 @@ class RotateQK(TransformerPass):
     name = "rotate_qk"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        for block in analyze(model).blocks:
+        blocks = analyze(model).blocks
+        inside = [block.attention.fused for block in blocks if block.attention.rotary_inside]
+        if inside:
+            logger.warning("R3 not applied to %d of %d blocks: %s (e.g. %s) applies RoPE inside the kernel, and "
+                           "the rotation must come after it; the other rotations are unaffected",
+                           len(inside), len(blocks), inside[0].op_type, inside[0].name)
+        for block in blocks:
             attn = block.attention
+            if attn.rotary_inside:
+                continue
             if attn.q_rotary is not None and attn.k_rotary is not None:
                 insert_hadamard(attn.q_rotary, attn.head_dim, attn.q.name)
                 insert_hadamard(attn.k_rotary, attn.head_dim, attn.k.name)
@@ -45,4 +60,4 @@ class RotateQK(TransformerPass):
             else:
                 raise ir.passes.PreconditionError(
                     f"attention of block {block.index} applies RoPE to only one of q and k")
-        return ir.passes.PassResult(model, modified=True)
+        return ir.passes.PassResult(model, modified=len(inside) < len(blocks))

@@ -11,7 +11,7 @@ import pytest
 from oqcompile.cache import cache_dir
 from oqcompile import evaluate
 from oqcompile.evaluate import feeds
-from oqcompile.models import EXPORTERS  # noqa: F401  (re-exported to the tests)
+from oqcompile.models import TORCH_EXPORTERS  # noqa: F401  (re-exported to the tests)
 
 LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
 FAMILIES = (*LLAMA_FAMILIES, "tiny-opt")
@@ -75,3 +75,18 @@ def run_logits(path: pathlib.Path, input_ids: np.ndarray) -> np.ndarray:
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture(scope="session")
+def smollm2_genai() -> pathlib.Path:
+    """SmolLM2-135M through the ONNX Runtime GenAI model builder (fp32), in its own folder of $OQ_CACHE."""
+    import onnxruntime_genai
+
+    from oqcompile.models import genai
+
+    source = pathlib.Path(genai.__file__).read_bytes()
+    key = hashlib.sha256(source + onnxruntime_genai.__version__.encode())
+    path = cache_dir("exports", f"smollm2-135m-genai-{key.hexdigest()[:12]}") / "model.onnx"
+    if not path.is_file():
+        export_to("smollm2-135m", "genai", path)
+    return path

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import EXPORTERS, FAMILIES, relative_error, run_logits
+from conftest import TORCH_EXPORTERS, FAMILIES, relative_error, run_logits
 from oqcompile import compile_file, modelio
 from oqcompile.compiler import optimize
 from oqcompile.rotation import find_rotations
@@ -37,7 +37,7 @@ def test_recipe_keeps_logits(tiny_export, tmp_path, model_id, recipe):
     assert relative_error(actual, expected) <= TOLERANCE
 
 
-@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("exporter", TORCH_EXPORTERS)
 @pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
 def test_rotate_on_every_exporter(tiny_export, tmp_path, model_id, exporter):
     source = tiny_export(model_id, exporter)

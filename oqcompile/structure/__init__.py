@@ -21,6 +21,12 @@ How it is found:
    v the context MatMul's right input); otherwise it is the MLP (the reader feeding the
    activation function is the gate). The stream value read by a norm but by no residual
    ``Add`` is the final norm's input; the linear reading that norm is the lm_head.
+4. Attention may also be one of ONNX Runtime's fused ops (``GroupQueryAttention``,
+   ``MultiHeadAttention``): q, k and v are the linears feeding its inputs 0, 1 and 2, or
+   column ranges of one packed projection feeding input 0 (the GenAI builder's QKV). ORT's
+   skip norms (residual add and norm in one op) are read once split apart
+   (:mod:`oqcompile.passes.split_skip_norms`, which ``optimize`` and ``inspect`` run first);
+   a token table may be stored transposed (``Gather(Transpose(W))``).
 
 Exporters may put ``Cast``/``Identity`` nodes anywhere; they are looked through.
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from oqcompile import qdq
-from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op
+from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op, transposed_constant
 from oqcompile.structure.roles import Linear, Norm, StructureError
 
 __all__ = ["const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim", "is_scalar_const", "match_linear",
@@ -92,12 +92,10 @@ def match_linear(node: ir.Node) -> Linear | None:
         weight_input = node.inputs[1]
         if is_const(node.inputs[0]) or weight_input is None:
             return None
-        producer = weight_input.producer()
         if _is_stored_weight(weight_input):
             slot, transposed = (node, 1), False
-        elif (producer is not None and producer.op_type == "Transpose" and is_const(producer.inputs[0])
-              and tuple(producer.attributes.get_ints("perm", (1, 0))) == (1, 0)):
-            slot, transposed = (producer, 0), True
+        elif transposed_constant(weight_input) is not None:
+            slot, transposed = (weight_input.producer(), 0), True
         else:
             return None
         if const_ndim(slot[0].inputs[slot[1]]) != 2:

@@ -13,7 +13,7 @@ import onnx_ir as ir
 
 from oqcompile import qdq
 from oqcompile.errors import OQError
-from oqcompile.graph import add_initializer, append_op, const_array, replace_input
+from oqcompile.graph import add_initializer, append_op, const_array, replace_input, transposed_constant
 from oqcompile.quant import QuantizedWeight
 from oqcompile.weight_math import RotationLike, float64_rows, right_multiplier
 
@@ -26,7 +26,12 @@ class StructureError(OQError):
 
 @dataclasses.dataclass
 class Linear:
-    """A linear layer ``y = x W + b`` with a constant weight, ``W`` seen as ``[in, out]``."""
+    """A linear layer ``y = x W + b`` with a constant weight, ``W`` seen as ``[in, out]``.
+
+    With ``columns = (start, stop)`` the role is those output columns of a packed weight
+    (q, k or v of a fused QKV projection): its weight and bias are that slice, edits rewrite
+    the slice inside the packed weight, and ``output`` is the packed output (all columns).
+    """
 
     name: str
     node: ir.Node  # MatMul or Gemm
@@ -35,6 +40,11 @@ class Linear:
     weight_slot: tuple[ir.Node, int]  # where the stored weight constant is plugged in
     transposed: bool  # the stored constant is [out, in]
     bias_slot: tuple[ir.Node, int] | None = None
+    columns: tuple[int, int] | None = None
+
+    def column_range(self, name: str, start: int, stop: int) -> Linear:
+        """The role ``name`` held by output columns ``[start, stop)`` of this (packed) linear."""
+        return dataclasses.replace(self, name=name, columns=(start, stop))
 
     @property
     def in_features(self) -> int:
@@ -42,25 +52,33 @@ class Linear:
 
     @property
     def out_features(self) -> int:
+        if self.columns is not None:
+            return self.columns[1] - self.columns[0]
         return self._weight_shape()[1]
 
     def _weight_shape(self) -> tuple[int, int]:
         """``[in, out]`` from the stored value's shape, without reading (or dequantizing) the weight."""
         shape = self.weight_value().shape
         if shape is None or len(shape) != 2 or not shape.is_static():
-            return self.weight().shape
+            return self._stored_weight().shape
         return (shape[1], shape[0]) if self.transposed else (shape[0], shape[1])
 
-    def weight(self) -> np.ndarray:
+    def _stored_weight(self) -> np.ndarray:
+        """The whole stored weight as ``[in, out]`` (all columns of a packed one)."""
         node, index = self.weight_slot
         stored = const_array(node.inputs[index])
         return stored.T if self.transposed else stored
+
+    def weight(self) -> np.ndarray:
+        weight = self._stored_weight()
+        return weight if self.columns is None else weight[:, self.columns[0]:self.columns[1]]
 
     def bias(self) -> np.ndarray | None:
         if self.bias_slot is None:
             return None
         node, index = self.bias_slot
-        return const_array(node.inputs[index])
+        bias = const_array(node.inputs[index])
+        return bias if self.columns is None else bias[self.columns[0]:self.columns[1]]
 
     def weight_value(self) -> ir.Value:
         node, index = self.weight_slot
@@ -68,6 +86,8 @@ class Linear:
 
     def set_weight(self, weight: np.ndarray) -> None:
         """Store a new ``[in, out]`` weight (as a new initializer; shared ones are never mutated)."""
+        if self.columns is not None:
+            weight = _with_columns(self._stored_weight(), self.columns, weight)
         node, index = self.weight_slot
         stored = (weight.T if self.transposed else weight).astype(self._weight_type(), copy=False)
         replace_input(node, index, add_initializer(node.graph, f"{self.name}.weight", stored))
@@ -77,6 +97,8 @@ class Linear:
 
         A transposed weight (``Transpose`` node, ``Gemm transB``) is stored ``[in, out]`` from then on.
         """
+        if self.columns is not None:
+            raise OQError(f"{self.name} is a column range of a packed weight: quantize the packed linear")
         dequantized = qdq.dequantize_weight(self.node, self.name, weight, self.output.dtype or ir.DataType.FLOAT)
         replace_input(self.node, 1, dequantized)
         if self.node.op_type == "Gemm":
@@ -97,6 +119,10 @@ class Linear:
 
     def set_bias(self, bias: np.ndarray) -> None:
         """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
+        if self.columns is not None:
+            whole = (np.zeros(self._weight_shape()[1]) if self.bias_slot is None
+                     else const_array(self.bias_slot[0].inputs[self.bias_slot[1]]))
+            bias = _with_columns(whole[None], self.columns, bias[None])[0]
         value = add_initializer(self.node.graph, f"{self.name}.bias", bias.astype(self._float_type()))
         if self.bias_slot is not None:
             replace_input(*self.bias_slot, value)
@@ -170,21 +196,31 @@ class Norm:
 
 @dataclasses.dataclass
 class Embedding:
-    """A ``Gather`` from a constant ``[rows, hidden]`` table."""
+    """A ``Gather`` from a constant ``[rows, hidden]`` table.
+
+    The table may be stored transposed, ``Gather(Transpose(W), ids)`` with ``W`` ``[hidden, rows]``:
+    the ONNX Runtime GenAI model builder reads a tied table from the lm_head's weight that way.
+    """
 
     name: str
     node: ir.Node
 
+    def stored_value(self) -> ir.Value:
+        """The constant holding the table (behind the ``Transpose``, if any)."""
+        return transposed_constant(self.node.inputs[0]) or self.node.inputs[0]
+
     def table(self) -> np.ndarray:
-        return const_array(self.node.inputs[0])
+        stored = const_array(self.stored_value())
+        return stored.T if self.stored_value() is not self.node.inputs[0] else stored
 
     def set_table(self, table: np.ndarray) -> None:
+        """Store a new ``[rows, hidden]`` table, read by the ``Gather`` directly."""
         replace_input(self.node, 0, add_initializer(self.node.graph, f"{self.name}.weight",
                                                     table.astype(self.dtype, copy=False)))
 
     @property
     def dtype(self) -> np.dtype:
-        return self.node.inputs[0].dtype.numpy()
+        return self.stored_value().dtype.numpy()
 
     def rotate(self, rotation: RotationLike) -> None:
         """``E' = E R`` (formed in float64): the rows the stream starts from, rotated."""
@@ -193,6 +229,14 @@ class Embedding:
 
 @dataclasses.dataclass
 class Attention:
+    """Attention between the q/k/v projections and o_proj.
+
+    Written out as ops (``scores``/``context`` MatMuls, RoPE as Mul/Add), or as one of ONNX
+    Runtime's fused ops (``fused``: ``GroupQueryAttention``, ``MultiHeadAttention``), which
+    may apply RoPE inside the kernel. With a packed QKV projection (``packed``), q, k and v are
+    column ranges of its weight.
+    """
+
     q: Linear
     k: Linear
     v: Linear
@@ -200,14 +244,22 @@ class Attention:
     num_heads: int
     num_kv_heads: int
     head_dim: int
-    scores: ir.Node  # MatMul(q, k^T)
-    context: ir.Node  # MatMul(softmax, v)
-    q_rotary: ir.Value | None  # q after RoPE ([..., head_dim] last), None without RoPE
+    scores: ir.Node | None  # MatMul(q, k^T); None inside a fused op
+    context: ir.Node | None  # MatMul(softmax, v)
+    q_rotary: ir.Value | None  # q after RoPE ([..., head_dim] last), None without RoPE or inside a fused op
     k_rotary: ir.Value | None
+    fused: ir.Node | None = None
+    packed: Linear | None = None
 
     @property
     def readers(self) -> list[Linear]:
-        return [self.q, self.k, self.v]
+        """The linears reading the attention norm (the packed one once, if packed)."""
+        return [self.packed] if self.packed is not None else [self.q, self.k, self.v]
+
+    @property
+    def rotary_inside(self) -> bool:
+        """RoPE is applied inside the fused op (``do_rotary``), out of the passes' reach."""
+        return self.fused is not None and bool(self.fused.attributes.get_int("do_rotary", 0))
 
 
 @dataclasses.dataclass
@@ -247,7 +299,7 @@ class Transformer:
     @property
     def tied(self) -> bool:
         """lm_head reads the token embedding table itself."""
-        return self.lm_head.weight_value() is self.embedding.node.inputs[0]
+        return self.lm_head.weight_value() is self.embedding.stored_value()
 
     def norms(self) -> list[Norm]:
         return [n for b in self.blocks for n in (b.attn_norm, b.mlp_norm)] + [self.final_norm]
@@ -283,7 +335,9 @@ class Transformer:
             "head_dim": first.attention.head_dim,
             "intermediate_size": first.mlp.up.out_features,
             "norm": first.attn_norm.kind + (" (fused op)" if first.attn_norm.fused else " (decomposed)"),
-            "rope": first.attention.q_rotary is not None,
+            "attention": first.attention.fused.op_type if first.attention.fused is not None else "ops",
+            "rope": ("inside the attention op" if first.attention.rotary_inside
+                     else first.attention.q_rotary is not None),
             "gated_mlp": first.mlp.gate is not None,
             "tied_embeddings": self.tied,
             "positional_embeddings": len(self.positional),
@@ -308,6 +362,14 @@ class Transformer:
         }
 
 
+def _with_columns(whole: np.ndarray, columns: tuple[int, int], part: np.ndarray) -> np.ndarray:
+    """A copy of ``whole`` (``[rows, all columns]``) with columns ``[start, stop)`` set to ``part``."""
+    result = np.array(whole)
+    result[:, columns[0]:columns[1]] = part
+    return result
+
+
 def _linear_summary(linear: Linear) -> str:
     bias = "+bias" if linear.bias_slot else ""
-    return f"{linear.node.name} [{linear.in_features}x{linear.out_features}]{bias}"
+    columns = f" columns {linear.columns[0]}:{linear.columns[1]}" if linear.columns else ""
+    return f"{linear.node.name}{columns} [{linear.in_features}x{linear.out_features}]{bias}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from oqcompile.graph import transposed_constant
 from oqcompile.structure.matchers import (const_ndim, dynamic_matmul_hits, feeds_softmax, find_head_dim,
                                           is_scalar_const, match_linear, match_norm, peel_consumers,
                                           peel_index_reshapes, peel_noop, positional_gather, rope_output)
@@ -19,8 +20,8 @@ from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, 
 
 __all__ = ["analyze"]
 
-_ORT_FUSED_OPS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization", "MultiHeadAttention",
-                  "GroupQueryAttention", "Attention"}
+_SKIP_NORMS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization"}
+_FUSED_ATTENTION = {"GroupQueryAttention", "MultiHeadAttention"}  # q, k, v come in as activations
 
 
 def analyze(model: ir.Model) -> Transformer:
@@ -45,11 +46,16 @@ class _Analyzer:
                 self.norms_by_input[id(norm.input)] = norm
 
     def run(self) -> Transformer:
-        fused = sorted({node.op_type for node in self.graph if node.domain == "com.microsoft"} & _ORT_FUSED_OPS)
-        if fused:
-            raise StructureError(f"the graph holds ONNX Runtime's fused {', '.join(fused)} (as oqcompile's "
-                                 "fuse_ort or ORT's transformer optimizer write them), which the structure "
-                                 "analysis does not read: give it the unfused graph (optimize --portable)")
+        for node in self.graph:
+            if node.domain != "com.microsoft":
+                continue
+            if node.op_type in _SKIP_NORMS:
+                raise StructureError(f"{node.op_type} {node.name} fuses a residual add with a norm: split it "
+                                     "first (the split_skip_norms pass; optimize and inspect do this themselves)")
+            if node.op_type == "Attention":
+                raise StructureError(f"ONNX Runtime's Attention {node.name} holds the q/k/v weights inside the "
+                                     "op: export without ORT's attention fusion (GroupQueryAttention and "
+                                     "MultiHeadAttention are read)")
         if not self.linears_by_output:
             raise StructureError("no linear layer (MatMul/Gemm with a constant weight) in the graph: "
                                  "not a transformer language model")
@@ -87,7 +93,7 @@ class _Analyzer:
         graph_inputs = {id(v) for v in self.graph.inputs}
         for node in self.graph:
             if (node.op_type == "Gather" and node.attributes.get_int("axis", 0) == 0
-                    and const_ndim(node.inputs[0]) == 2
+                    and const_ndim(transposed_constant(node.inputs[0]) or node.inputs[0]) == 2
                     and id(peel_index_reshapes(node.inputs[1])) in graph_inputs):
                 return Embedding("embed_tokens", node)
         raise StructureError("no token embedding (Gather from a constant table indexed by a graph "
@@ -140,6 +146,10 @@ class _Analyzer:
     # -- sub-layers ----------------------------------------------------------------------
 
     def _sublayer(self, readers: list[Linear], writer: Linear):
+        fused = {id(node): node for reader in readers for node in peel_consumers(reader.output)
+                 if node.domain == "com.microsoft" and node.op_type in _FUSED_ATTENTION}
+        if fused:
+            return self._fused_attention(readers, writer, list(fused.values()))
         hits = {id(r): dynamic_matmul_hits(r.output, writer.node) for r in readers}
         if not any(hits.values()):
             return self._mlp(readers, writer)
@@ -187,6 +197,44 @@ class _Analyzer:
             q_rotary=rope_output(q), k_rotary=rope_output(k))
 
 
+    def _fused_attention(self, readers: list[Linear], writer: Linear, fused: list[ir.Node]) -> Attention:
+        """q/k/v feeding ORT's ``GroupQueryAttention``/``MultiHeadAttention``: inputs 0, 1, 2, or one
+        packed projection into input 0 (GQA: columns ``[q | k | v]``, ``num_heads``, ``kv_num_heads``,
+        ``num_kv_heads`` heads each)."""
+        if len(fused) != 1:
+            raise StructureError(f"the linears before {writer.node.name} feed {len(fused)} attention ops")
+        node = fused[0]
+        num_heads = node.attributes.get_int("num_heads", 0)
+        num_kv_heads = node.attributes.get_int("kv_num_heads", num_heads)
+        slots = {}
+        for reader in readers:
+            uses = [index for index, value in enumerate(node.inputs[:3]) if value is not None
+                    and peel_noop(value) is peel_noop(reader.output)]
+            if len(uses) != 1:
+                raise StructureError(f"{reader.node.name} does not feed exactly one of the query, key and "
+                                     f"value inputs of {node.name}")
+            slots[uses[0]] = reader
+        packed = None
+        if set(slots) == {0} and all(value is None for value in node.inputs[1:3]):
+            packed = slots[0]
+            head_dim = packed.out_features // (num_heads + 2 * num_kv_heads)
+            if node.op_type != "GroupQueryAttention" or head_dim * (num_heads + 2 * num_kv_heads) != packed.out_features:
+                raise StructureError(f"cannot split the {packed.out_features} packed q/k/v columns of "
+                                     f"{packed.node.name} into {num_heads} query and {num_kv_heads} key/value heads")
+            q_end, k_end = num_heads * head_dim, (num_heads + num_kv_heads) * head_dim
+            q, k, v = (packed.column_range("", 0, q_end), packed.column_range("", q_end, k_end),
+                       packed.column_range("", k_end, packed.out_features))
+        elif set(slots) == {0, 1, 2}:
+            q, k, v = slots[0], slots[1], slots[2]
+            head_dim = q.out_features // num_heads
+        else:
+            raise StructureError(f"{node.op_type} {node.name} is fed by neither one packed q/k/v projection "
+                                 "nor three separate ones")
+        return Attention(q=q, k=k, v=v, o=writer, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                         head_dim=head_dim, scores=None, context=None, q_rotary=None, k_rotary=None,
+                         fused=node, packed=packed)
+
+
 def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
     for b in blocks:
         prefix = f"layers.{b.index}"
@@ -195,6 +243,8 @@ def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
         for role, lin in (("q_proj", b.attention.q), ("k_proj", b.attention.k),
                           ("v_proj", b.attention.v), ("o_proj", b.attention.o)):
             lin.name = f"{prefix}.self_attn.{role}"
+        if b.attention.packed is not None:
+            b.attention.packed.name = f"{prefix}.self_attn.qkv_proj"
         gated = b.mlp.gate is not None
         b.mlp.up.name = f"{prefix}.mlp.{'up_proj' if gated else 'fc1'}"
         b.mlp.down.name = f"{prefix}.mlp.{'down_proj' if gated else 'fc2'}"

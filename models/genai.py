@@ -1,0 +1,87 @@
+"""Export through the ONNX Runtime GenAI model builder (``onnxruntime_genai.models.builder``).
+
+The builder is how most people get an LLM onto ONNX Runtime; its graphs use ORT's fused ops
+(``GroupQueryAttention`` with a packed QKV input and RoPE inside, ``SkipSimplifiedLayerNormalization``)
+and GenAI's inputs (``attention_mask``, ``past_key_values.*`` with a named head size). The model is
+written as a Hugging Face folder (float weights, its tokenizer) in a temporary folder beside the
+output, the builder runs on it (``-e cpu``), and the model it writes is saved to the output path
+with ``genai_config.json`` and the tokenizer files beside it, the config naming that file.
+
+Tiny models have no tokenizer; the builder insists on one, so they get a placeholder word-level
+tokenizer over their vocabulary (tokens ``t0`` ... ``t{vocab-1}``).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from oqcompile import modelio
+from oqcompile.errors import OQError
+
+__all__ = ["GENAI_PRECISIONS", "export_genai"]
+
+GENAI_PRECISIONS = ("fp32", "int4")  # what the builder writes for CPU (its fp16 is for GPUs)
+
+
+def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -> pathlib.Path:
+    """Export ``model_id`` with the GenAI builder to ``path`` (see module doc); returns ``path``."""
+    from oqcompile.models import load_torch_model
+
+    path = pathlib.Path(path)
+    modelio.check_writable(path)
+    if dtype not in GENAI_PRECISIONS:
+        raise OQError(f"the GenAI builder writes {' or '.join(GENAI_PRECISIONS)} models for CPUs, not {dtype}")
+    with tempfile.TemporaryDirectory(prefix=".genai-", dir=path.parent) as work:
+        work = pathlib.Path(work)
+        _save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
+        built = work / "built"
+        result = subprocess.run(
+            [sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", model_id, "-i", str(work / "hf"),
+             "-o", str(built), "-p", dtype, "-e", "cpu", "-c", str(work / "cache")],
+            capture_output=True, text=True)
+        if result.returncode != 0 or not (built / "model.onnx").is_file():
+            last = (result.stderr.strip() or result.stdout.strip() or "no model written").splitlines()[-1]
+            raise OQError(f"the ONNX Runtime GenAI builder failed on {model_id}: {last}")
+        model = modelio.load(built / "model.onnx")
+        model.metadata_props["oq.source_model"] = model_id
+        modelio.save(model, path)
+        config = json.loads((built / "genai_config.json").read_text())
+        config["model"]["decoder"]["filename"] = path.name
+        (path.parent / "genai_config.json").write_text(json.dumps(config, indent=4))
+        for extra in built.iterdir():
+            if extra.name not in ("model.onnx", "model.onnx.data", "genai_config.json"):
+                shutil.copy2(extra, path.parent / extra.name)
+    return path
+
+
+def _save_hf_folder(torch_model, model_id: str, folder: pathlib.Path) -> None:
+    """``torch_model`` (float weights) and its tokenizer as a Hugging Face folder."""
+    import transformers
+
+    from oqcompile.models import load_tokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    torch_model.config.__dict__.pop("quantization_config", None)  # SmolLM2 is read from GGUF: save it as float
+    torch_model.hf_quantizer = None
+    torch_model.save_pretrained(folder)
+    try:
+        tokenizer = load_tokenizer(model_id)
+    except OQError:
+        tokenizer = _placeholder_tokenizer(torch_model.config.vocab_size)
+    tokenizer.save_pretrained(folder)
+
+
+def _placeholder_tokenizer(vocab_size: int):
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocabulary = {f"t{index}": index for index in range(vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", bos_token="t1",
+                                                eos_token="t2", pad_token="t2")
