@@ -19,7 +19,7 @@ import time
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from oqcompile import __version__, genai_folder, modelio, scratch
+from oqcompile import __version__, evaluate, genai_folder, modelio, scratch
 from oqcompile.calibrate import CalibrationData
 from oqcompile.errors import OQError
 from oqcompile.passes.base import TransformerPass
@@ -58,8 +58,9 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
     (:mod:`oqcompile.scratch`), so memory stays near the weights one pass works on at a time.
     When ``source`` lies in an ONNX Runtime GenAI folder, ``target``'s folder becomes one too
     (:mod:`oqcompile.genai_folder`). ``source`` is never modified and ``target`` appears only
-    when complete; every expected failure (unreadable input, no transformer, unwritable output,
-    unknown recipe, missing calibration) raises :class:`OQError` before anything is written.
+    when complete and ONNX Runtime loads it (:func:`oqcompile.evaluate.check_loads`); every expected
+    failure (unreadable input, no transformer, unwritable output, unknown recipe, missing
+    calibration, an output ORT refuses) raises :class:`OQError` and leaves nothing written.
     """
     source, target = pathlib.Path(source), pathlib.Path(target)
     modelio.check_writable(target)
@@ -71,7 +72,7 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
     with scratch.spilled_weights(target.parent):
         model = modelio.load(source)
         passes = _apply(model, recipe, seed, passes, portable)
-        modelio.save(model, target)
+        modelio.save(model, target, check=lambda staged: evaluate.check_loads(staged, target))
     genai_folder.write_folder(source, target, lowered=LIBRARY_METADATA in model.metadata_props)
     calibrated = any(p.needs_calibration for p in passes)
     return CompileSummary(target, recipe, seed, portable, [p.name for p in passes],

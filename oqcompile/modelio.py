@@ -15,11 +15,12 @@ their weights in ``<name>.data`` beside the ``.onnx`` file (ONNX external data).
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import shutil
-import logging
 import tempfile
+from collections.abc import Callable
 
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
@@ -90,8 +91,10 @@ def check_writable(path: str | os.PathLike) -> pathlib.Path:
     return parent
 
 
-def save(model: ir.Model, path: str | os.PathLike) -> pathlib.Path:
-    """Write ``model`` to ``path`` atomically (plus ``path.data`` for large weights)."""
+def save(model: ir.Model, path: str | os.PathLike,
+         check: Callable[[pathlib.Path], None] | None = None) -> pathlib.Path:
+    """Write ``model`` to ``path`` atomically (plus ``path.data`` for large weights); ``check``
+    (e.g. that ONNX Runtime loads it) runs on the written file before it is moved into place."""
     path = pathlib.Path(path)
     parent = check_writable(path)
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values()
@@ -102,6 +105,8 @@ def save(model: ir.Model, path: str | os.PathLike) -> pathlib.Path:
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
     try:
         ir.save(model, staging / path.name, external_data=data_name)
+        if check is not None:
+            check(staging / path.name)
         if data_name:
             os.replace(staging / data_name, parent / data_name)
         os.replace(staging / path.name, path)

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from oqcompile.graph import NodeMetadata, add_initializer, copy_type
+from oqcompile.graph import FLOAT_TYPES, NodeMetadata, add_initializer, copy_type
 from oqcompile.hadamard import hadamard, kronecker_factors, kronecker_pair
 
 __all__ = ["Rotation", "RotationTag", "find_rotations", "insert_hadamard", "remove_rotation"]
@@ -53,6 +53,18 @@ class Rotation(RotationTag):
         return h.T if self.inverse else h
 
 
+def _float_type(value: ir.Value) -> np.dtype:
+    """The float type of ``value``; where the exporter recorded none (TorchScript fp16 exports), that
+    of a float input its readers take beside it (the weight of the linear it feeds), else float32."""
+    if value.dtype is not None:
+        return value.dtype.numpy()
+    for user in value.consumers():
+        for other in user.inputs:
+            if other is not None and other is not value and other.dtype in FLOAT_TYPES:
+                return other.dtype.numpy()
+    return np.dtype(np.float32)
+
+
 def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = False,
                     online: bool = True) -> ir.Value:
     """Insert ``value · H_size`` (or ``· H_sizeᵀ``) right after ``value``'s producer; return the new value.
@@ -65,7 +77,8 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
     h_a, h_b = kronecker_pair(size)  # orthonormal factors: H_n = H_a ⊗ H_b
     if inverse:
         h_a, h_b = h_a.T, h_b.T
-    dtype = value.dtype.numpy() if value.dtype is not None else np.float32
+    dtype = _float_type(value)
+    kind = f"{np.dtype(dtype).name}.{size}"
     rotated_name = f"{name}/hadamard{'_inverse' if inverse else ''}"
     tape = ir.tape.Tape()
 
@@ -76,7 +89,7 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
         return add_initializer(graph, key, array)
 
     if a == 1:
-        right = const(f"{size}{'.T' if inverse else ''}", h_b.astype(dtype))
+        right = const(f"{kind}{'.T' if inverse else ''}", h_b.astype(dtype))
         output = tape.op("MatMul", [value, right], name=f"{rotated_name}/matmul")
     else:
         shape = tape.op("Shape", [value], name=f"{rotated_name}/shape")
@@ -84,10 +97,10 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
         split = tape.op("Concat", [lead, const(f"split.{a}x{b}", np.array([a, b], np.int64))], {"axis": 0},
                         name=f"{rotated_name}/split_shape")
         reshaped = tape.op("Reshape", [value, split], name=f"{rotated_name}/split")
-        right = tape.op("MatMul", [reshaped, const(f"{b}{'.T' if inverse else ''}", h_b.astype(dtype))],
+        right = tape.op("MatMul", [reshaped, const(f"{kind}.{b}{'.T' if inverse else ''}", h_b.astype(dtype))],
                         name=f"{rotated_name}/matmul_right")
         # Left factor applied as MatMul(H_aᵀ, X): for the inverse, (H_aᵀ)ᵀ = H_a.
-        left = tape.op("MatMul", [const(f"{a}{'' if inverse else '.T'}", h_a.T.astype(dtype)), right],
+        left = tape.op("MatMul", [const(f"{kind}.{a}{'' if inverse else '.T'}", h_a.T.astype(dtype)), right],
                        name=f"{rotated_name}/matmul_left")
         output = tape.op("Reshape", [left, shape], name=f"{rotated_name}/merge")
     output.name = f"{rotated_name}/output"

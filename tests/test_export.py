@@ -59,9 +59,13 @@ def test_rotate_keeps_kv_cache_decoding(tiny_export, tmp_path, model_id):
     assert relative_error(last, expected_last) <= 1e-4
 
 
-def test_rotate_on_fp16_export(tiny_export, tmp_path):
-    source = tiny_export("tiny-llama", dtype="fp16")
-    rotated = run_logits(compile_file(source, tmp_path / "rotated.onnx", "rotate", seed=1).target,
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_rotate_on_fp16_export(tiny_export, tmp_path, exporter, portable):
+    """The TorchScript exporter records no types inside the graph: the inserted Hadamards take the
+    type of the weights beside them (once were float32 beside float16 MatMuls, refused by ORT)."""
+    source = tiny_export("tiny-llama", exporter, dtype="fp16")
+    rotated = run_logits(compile_file(source, tmp_path / "rotated.onnx", "rotate", seed=1, portable=portable).target,
                          IDS).astype(np.float32)
     assert relative_error(rotated, run_logits(source, IDS).astype(np.float32)) <= 5e-3
 
@@ -91,3 +95,16 @@ def test_shaped_export_draws_its_weights_when_saved_and_rotates(tmp_path):
     rotated = compile_file(paths[0], tmp_path / "rotated.onnx", "rotate", portable=True).target
     assert relative_error(run_logits(rotated, ids).astype(np.float32),
                           run_logits(paths[0], ids).astype(np.float32)) <= 5e-3
+
+
+def test_output_that_ort_refuses_is_not_written(tiny_export, tmp_path, monkeypatch):
+    """The bug above, put back: compile_file checks that ORT loads the result before it appears."""
+    import oqcompile.rotation
+
+    from oqcompile.errors import OQError
+
+    monkeypatch.setattr(oqcompile.rotation, "_float_type", lambda value: np.dtype(np.float32))
+    with pytest.raises(OQError, match="rotated.onnx: not written, ONNX Runtime cannot load it .*MatMul"):
+        compile_file(tiny_export("tiny-llama", "legacy", dtype="fp16"), tmp_path / "rotated.onnx", "rotate",
+                     portable=True)
+    assert list(tmp_path.iterdir()) == []
