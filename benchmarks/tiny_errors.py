@@ -138,6 +138,9 @@ def float_rounding_errors(work: Workspace) -> list[list]:
                  for m, r in itertools.product(FAMILIES, rotations))
     exporters = max(relative_error(logits(work.compile(work.export(m, e), "rotate")), logits(work.export(m, e)))
                     for m, e in itertools.product(MODELS, ("dynamo", "dynamo-noopt", "legacy")))
+    opsets = max(relative_error(logits(work.compile(work.export(m, opset=o), "rotate", portable=p), IDS[:1]),
+                                logits(work.export(m, opset=o), IDS[:1]))
+                 for m, o, p in itertools.product(("tiny-llama", "tiny-qwen2"), (18, 23), (True, False)))
     folding = max(relative_error(logits(work.compile(work.export(m), [(p, {})])), logits(work.export(m)))
                   for m, p in itertools.product(("tiny-llama", "tiny-opt", "tiny-qwen2"), ("outliertune", "smoothquant")))
     after_rotation = [("fuse_norms", {}), ("rotate_residual", {}), ("online_hadamard", {}), ("outliertune", {"bits": 4})]
@@ -154,6 +157,8 @@ def float_rounding_errors(work: Workspace) -> list[list]:
     return [
         ["`test_passes.py` (recipe on every family, rotate on every exporter)",
          "rotation recipes against fp (lowered: `fuse_ort` included)", f"{max(passes, exporters):.1e}"],
+        ["`test_rotate_at_opsets_18_and_23`", "rotate (lowered, portable) on dynamo exports at opsets 18 and 23 "
+         "(ONNX Attention, RotaryEmbedding), first row of the ids", f"{opsets:.1e}"],
         ["`test_fused_kv_cache_model_keeps_left_padded_batches`",
          "rotate + fuse_ort, KV cache, left-padded batch: prefill and decode at real tokens", f"{padded:.1e}"],
         ["`test_scale_folding_alone_keeps_logits`", "OutlierTune / SmoothQuant without quantization",

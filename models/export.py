@@ -46,11 +46,13 @@ def export_model(torch_model, *, dtype: str = "fp32", legacy: bool = False,
 
 
 def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str = "fp32",
-                   kv_cache: bool = False):
+                   kv_cache: bool = False, opset: int = 20):
     """Export the registered model (or local HF directory) ``model_id`` to ``path``.
 
     ``exporter="genai"`` runs the ONNX Runtime GenAI model builder instead of ``torch.onnx``
-    (:mod:`oqcompile.models.genai`; ``dtype`` fp32 or int4). The file records
+    (:mod:`oqcompile.models.genai`; ``dtype`` fp32 or int4). ``opset``: the ONNX opset of
+    ``torch.onnx`` (at 23 the dynamo exporter writes attention, RoPE and RMS norms as the ONNX
+    ``Attention``, ``RotaryEmbedding`` and ``RMSNormalization`` ops). The file records
     ``oq.source_model = model_id`` (eval and calibration find the
     tokenizer by it). Returns the written path.
     """
@@ -70,7 +72,7 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
         model = export_shaped(model_id, dtype=dtype, kv_cache=kv_cache, optimize=exporter == "dynamo")
     else:
         model = export_model(load_torch_model(model_id), dtype=dtype, legacy=exporter == "legacy",
-                             optimize=exporter == "dynamo", kv_cache=kv_cache)
+                             optimize=exporter == "dynamo", kv_cache=kv_cache, opset=opset)
     model.metadata_props["oq.source_model"] = model_id
     return modelio.save(model, path)
 

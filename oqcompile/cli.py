@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch.onnx.export flavour (default: dynamo with its optimizer), or genai: the ONNX "
                              "Runtime GenAI model builder (a KV-cache model with genai_config.json and the "
                              "tokenizer beside it)")
+    export.add_argument("--opset", type=int, default=20,
+                        help="ONNX opset of the torch exporters (at 23, dynamo writes the ONNX Attention, "
+                             "RotaryEmbedding and RMSNormalization ops)")
     export.add_argument("--kv-cache", action="store_true",
                         help="decoder signature with attention_mask and past_key_values.* inputs "
                              "and present.* outputs (dynamo exporters only)")
@@ -113,7 +116,8 @@ def _export(args) -> int:
     from oqcompile.models.export import export_to_file
 
     start = time.perf_counter()
-    export_to_file(args.model, args.output, exporter=args.exporter, dtype=args.dtype, kv_cache=args.kv_cache)
+    export_to_file(args.model, args.output, exporter=args.exporter, dtype=args.dtype, kv_cache=args.kv_cache,
+                   opset=args.opset)
     cache = ", KV cache" if args.kv_cache else ""
     print(f"exported {args.model} ({args.dtype}, {args.exporter}{cache}) to {args.output} "
           f"in {time.perf_counter() - start:.1f} s")

@@ -41,11 +41,11 @@ class QuantizeKV(TransformerPass):
         require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         for block in analyze(model).blocks:
             attn = block.attention
-            if attn.fused is not None:
+            if attn.packed is not None or attn.rotary_inside:
                 raise ir.passes.PreconditionError(
                     f"the keys and values of block {block.index} are cached inside {attn.fused.op_type} "
-                    f"{attn.fused.name}, out of reach of a quantize-dequantize: KV quantization needs the "
-                    "attention written out as ops")
+                    f"{attn.fused.name} (packed with the queries or rotated inside the op), out of reach of a "
+                    "quantize-dequantize: KV quantization needs separate k and v inputs with RoPE outside")
             group = self.group or attn.head_dim
             if attn.head_dim % group:
                 raise ir.passes.PreconditionError(

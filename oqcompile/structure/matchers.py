@@ -18,7 +18,8 @@ from oqcompile import qdq
 from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op, transposed_constant
 from oqcompile.structure.roles import Linear, Norm, StructureError
 
-__all__ = ["const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim", "is_scalar_const", "match_linear",
+__all__ = ["FUSED_ATTENTION", "const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim",
+           "is_fused_attention", "is_scalar_const", "match_linear",
            "match_norm", "peel_consumers", "peel_index_reshapes", "peel_noop", "positional_gather", "rope_output"]
 
 
@@ -204,8 +205,18 @@ def _trailing_bias(output: ir.Value) -> tuple[ir.Value, tuple[ir.Node, int] | No
 # -- attention details --------------------------------------------------------------------
 
 
+# Attention as one op, q/k/v its inputs 0/1/2: ORT's contrib ops and the ONNX Attention op (opset 23).
+FUSED_ATTENTION = {("com.microsoft", "GroupQueryAttention"), ("com.microsoft", "MultiHeadAttention"),
+                   ("", "Attention")}
+
+
+def is_fused_attention(node: ir.Node) -> bool:
+    return (node.domain, node.op_type) in FUSED_ATTENTION
+
+
 def dynamic_matmul_hits(start: ir.Value, writer: ir.Node) -> set[tuple[ir.Node, int]]:
-    """The first MatMuls between two activations reached from ``start`` (node, input slot)."""
+    """The first MatMuls between two activations, or attention ops (:data:`FUSED_ATTENTION`),
+    reached from ``start`` (node, input slot)."""
     hits, seen, queue = set(), set(), deque([start])
     while queue:
         value = queue.popleft()
@@ -213,6 +224,9 @@ def dynamic_matmul_hits(start: ir.Value, writer: ir.Node) -> set[tuple[ir.Node, 
             if id(node) in seen or node is writer:
                 continue
             seen.add(id(node))
+            if is_fused_attention(node):
+                hits.add((node, list(node.inputs).index(value)))
+                continue
             if node.op_type == "MatMul" and not is_const(node.inputs[0]) and not is_const(node.inputs[1]):
                 hits.add((node, 0 if node.inputs[0] is value else 1))
                 continue
@@ -262,10 +276,15 @@ def find_head_dim(scores: ir.Node, q: Linear) -> int:
 
 
 def rope_output(projection: Linear) -> ir.Value | None:
-    """The RoPE ``Add(x*cos, rotate_half(x)*sin)`` fed by a q or k projection (after its head split)."""
+    """The RoPE ``Add(x*cos, rotate_half(x)*sin)``, or a 4-D ``RotaryEmbedding`` op, fed by a q or k
+    projection (after its head split)."""
     value = projection.output
     for _ in range(8):
         users = [n for n in value.consumers() if n.op_type not in ("Shape", "Size")]
+        for rotary in users:  # the ONNX (opset 23) or ORT op, on [batch, heads, sequence, head size]
+            if (rotary.op_type == "RotaryEmbedding" and rotary.inputs[0] is value and value.shape is not None
+                    and len(value.shape) == 4):
+                return rotary.outputs[0]
         for mul in users:
             if mul.op_type != "Mul":
                 continue

@@ -14,14 +14,13 @@ import onnx_ir as ir
 
 from oqcompile.graph import transposed_constant
 from oqcompile.structure.matchers import (const_ndim, dynamic_matmul_hits, feeds_softmax, find_head_dim,
-                                          is_scalar_const, match_linear, match_norm, peel_consumers,
+                                          is_fused_attention, is_scalar_const, match_linear, match_norm, peel_consumers,
                                           peel_index_reshapes, peel_noop, positional_gather, rope_output)
 from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, Norm, StructureError, Transformer
 
 __all__ = ["analyze"]
 
 _SKIP_NORMS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization"}
-_FUSED_ATTENTION = {"GroupQueryAttention", "MultiHeadAttention"}  # q, k, v come in as activations
 
 
 def analyze(model: ir.Model) -> Transformer:
@@ -146,13 +145,11 @@ class _Analyzer:
     # -- sub-layers ----------------------------------------------------------------------
 
     def _sublayer(self, readers: list[Linear], writer: Linear):
-        fused = {id(node): node for reader in readers for node in peel_consumers(reader.output)
-                 if node.domain == "com.microsoft" and node.op_type in _FUSED_ATTENTION}
-        if fused:
-            return self._fused_attention(readers, writer, list(fused.values()))
         hits = {id(r): dynamic_matmul_hits(r.output, writer.node) for r in readers}
         if not any(hits.values()):
             return self._mlp(readers, writer)
+        if any(is_fused_attention(node) for reached in hits.values() for node, _ in reached):
+            return self._fused_attention(readers, writer, hits)
         return self._attention(readers, writer, hits)
 
     def _mlp(self, readers: list[Linear], writer: Linear) -> MLP:
@@ -197,28 +194,22 @@ class _Analyzer:
             q_rotary=rope_output(q), k_rotary=rope_output(k))
 
 
-    def _fused_attention(self, readers: list[Linear], writer: Linear, fused: list[ir.Node]) -> Attention:
-        """q/k/v feeding ORT's ``GroupQueryAttention``/``MultiHeadAttention``: inputs 0, 1, 2, or one
-        packed projection into input 0 (GQA: columns ``[q | k | v]``, ``num_heads``, ``kv_num_heads``,
-        ``num_kv_heads`` heads each)."""
-        if len(fused) != 1:
-            raise StructureError(f"the linears before {writer.node.name} feed {len(fused)} attention ops")
-        node = fused[0]
-        num_heads = node.attributes.get_int("num_heads", 0)
+    def _fused_attention(self, readers: list[Linear], writer: Linear, hits) -> Attention:
+        """q/k/v reaching inputs 0, 1, 2 of one attention op, or one packed projection reaching input 0
+        of ``GroupQueryAttention`` (the GenAI builder's QKV: columns ``[q | k | v]``)."""
+        nodes = {id(node): node for reached in hits.values() for node, _ in reached}
+        if len(nodes) != 1 or any(len(reached) != 1 for reached in hits.values()):
+            raise StructureError(f"the linears before {writer.node.name} do not each feed one input of one "
+                                 "attention op")
+        node = next(iter(nodes.values()))
+        slots = {next(iter(hits[id(reader)]))[1]: reader for reader in readers}
+        num_heads = node.attributes.get_int("num_heads", node.attributes.get_int("q_num_heads", 0))
         num_kv_heads = node.attributes.get_int("kv_num_heads", num_heads)
-        slots = {}
-        for reader in readers:
-            uses = [index for index, value in enumerate(node.inputs[:3]) if value is not None
-                    and peel_noop(value) is peel_noop(reader.output)]
-            if len(uses) != 1:
-                raise StructureError(f"{reader.node.name} does not feed exactly one of the query, key and "
-                                     f"value inputs of {node.name}")
-            slots[uses[0]] = reader
         packed = None
-        if set(slots) == {0} and all(value is None for value in node.inputs[1:3]):
+        if set(slots) == {0} and node.op_type == "GroupQueryAttention" and num_heads:
             packed = slots[0]
-            head_dim = packed.out_features // (num_heads + 2 * num_kv_heads)
-            if node.op_type != "GroupQueryAttention" or head_dim * (num_heads + 2 * num_kv_heads) != packed.out_features:
+            head_dim, rest = divmod(packed.out_features, num_heads + 2 * num_kv_heads)
+            if rest:
                 raise StructureError(f"cannot split the {packed.out_features} packed q/k/v columns of "
                                      f"{packed.node.name} into {num_heads} query and {num_kv_heads} key/value heads")
             q_end, k_end = num_heads * head_dim, (num_heads + num_kv_heads) * head_dim
@@ -226,13 +217,14 @@ class _Analyzer:
                        packed.column_range("", k_end, packed.out_features))
         elif set(slots) == {0, 1, 2}:
             q, k, v = slots[0], slots[1], slots[2]
-            head_dim = q.out_features // num_heads
+            head_dim = q.out_features // num_heads if num_heads else find_head_dim(node, q)
         else:
             raise StructureError(f"{node.op_type} {node.name} is fed by neither one packed q/k/v projection "
                                  "nor three separate ones")
-        return Attention(q=q, k=k, v=v, o=writer, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                         head_dim=head_dim, scores=None, context=None, q_rotary=None, k_rotary=None,
-                         fused=node, packed=packed)
+        return Attention(q=q, k=k, v=v, o=writer, num_heads=q.out_features // head_dim,
+                         num_kv_heads=k.out_features // head_dim, head_dim=head_dim, scores=None, context=None,
+                         q_rotary=rope_output(q) if packed is None else None,
+                         k_rotary=rope_output(k) if packed is None else None, fused=node, packed=packed)
 
 
 def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
