@@ -24,7 +24,7 @@ from oqcompile.errors import OQError
 from oqcompile.modelio import metadata
 from oqcompile.runtime import LIBRARY_METADATA, session_options
 
-__all__ = ["PerplexityResult", "cache_dims", "check_loads", "feeds", "graph_feeds", "perplexity", "prefill_and_decode", "session"]
+__all__ = ["PerplexityResult", "cache_dims", "check_loads", "check_vocabulary", "feeds", "graph_feeds", "perplexity", "prefill_and_decode", "session"]
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32}
@@ -94,6 +94,9 @@ def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray],
     """
     if not callable(model):
         _check_signature(model)
+        vocab = model.get_outputs()[0].shape[-1]
+        if isinstance(vocab, int):
+            check_vocabulary(tokens, vocab)
     logits_of = model if callable(model) else functools.partial(_run_logits, model)
     windows = len(tokens) // seq
     if windows == 0:
@@ -115,6 +118,14 @@ def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray],
         nll_sum += float((log_z - picked).sum())
         count += targets.size
     return PerplexityResult(float(np.exp(nll_sum / count)), windows * seq, count, windows, seq)
+
+
+def check_vocabulary(tokens: np.ndarray, vocab_size: int) -> None:
+    """Refuse token ids the model has no embedding row for (a tokenizer that is not the model's)."""
+    largest = int(np.max(tokens, initial=0))
+    if largest >= vocab_size:
+        raise OQError(f"the text's token ids reach {largest}, but the model's vocabulary has {vocab_size} "
+                      "tokens: give the model's own tokenizer (--tokenizer)")
 
 
 def _check_signature(sess: ort.InferenceSession) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import onnx_ir as ir
 
 from oqcompile.calibrate import ActivationStats, CalibrationData, collect_statistics, stream_statistics
+from oqcompile.evaluate import check_vocabulary
 from oqcompile.structure import analyze
 
 __all__ = ["CalibratedPass", "TransformerPass"]
@@ -55,18 +56,19 @@ class CalibratedPass(TransformerPass):
                    sample_tokens: int = 0) -> dict[str, ActivationStats]:
         """Statistics of ``values`` on the calibration data, a transformer block at a time
         (:func:`oqcompile.calibrate.collect_statistics`)."""
-        return collect_statistics(model, values, self._calibration(), block_outputs(model), gram=gram,
+        return collect_statistics(model, values, self._calibration(model), block_outputs(model), gram=gram,
                                   sample_tokens=sample_tokens, progress=self.progress)
 
     def stream_statistics(self, model: ir.Model, values: Sequence[ir.Value], gram: bool = False,
                           sample_tokens: int = 0) -> Iterator[dict[str, ActivationStats]]:
         """The same, yielded block by block (:func:`oqcompile.calibrate.stream_statistics`)."""
-        return stream_statistics(model, values, self._calibration(), block_outputs(model), gram=gram,
+        return stream_statistics(model, values, self._calibration(model), block_outputs(model), gram=gram,
                                  sample_tokens=sample_tokens, progress=self.progress)
 
-    def _calibration(self) -> CalibrationData:
+    def _calibration(self, model: ir.Model) -> CalibrationData:
         if self.calibration is None:
             raise ir.passes.PreconditionError(f"{self.name} needs calibration data (calibration tokens)")
+        check_vocabulary(self.calibration.windows, analyze(model).embedding.rows)
         return self.calibration
 
 

@@ -160,3 +160,21 @@ def test_output_cut_by_a_closed_pipe_ends_quietly(tiny_export):
     process.stdout.close()  # the reader is gone before the first line is written
     stderr = process.stderr.read().decode()
     assert process.wait() == 141 and stderr == ""
+
+
+@pytest.fixture(scope="module")
+def large_tokenizer_dir(tmp_path_factory):
+    """A 1000-id BPE tokenizer: more ids than the tiny models' 256-token vocabulary."""
+    from oqcompile.data import CALIBRATION_BOOK, book_text
+
+    return save_tokenizer(tmp_path_factory.mktemp("large-tokenizer"), book_text(CALIBRATION_BOOK)[:20000],
+                          vocab_size=1000)
+
+
+@pytest.mark.parametrize("command", ["eval", "optimize"])
+def test_tokenizer_larger_than_the_vocabulary_is_one_line(tiny_export, large_tokenizer_dir, tmp_path, command):
+    arguments = ["--tokens", 2048] if command == "eval" else ["-o", tmp_path / "q.onnx", "--recipe",
+                                                               "outliertune-w8a8", "--calib-tokens", 2048]
+    result = oqcompile(command, tiny_export("tiny-llama"), *arguments, "--tokenizer", large_tokenizer_dir)
+    assert_one_line_error(result, "but the model's vocabulary has 256 tokens")
+    assert list(tmp_path.iterdir()) == []

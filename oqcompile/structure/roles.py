@@ -222,6 +222,14 @@ class Embedding:
     def dtype(self) -> np.dtype:
         return self.stored_value().dtype.numpy()
 
+    @property
+    def rows(self) -> int:
+        """The table's row count (the vocabulary), from the stored shape."""
+        shape = self.stored_value().shape
+        if shape is None or not shape.is_static():
+            return self.table().shape[0]
+        return shape[1] if self.stored_value() is not self.node.inputs[0] else shape[0]
+
     def rotate(self, rotation: RotationLike) -> None:
         """``E' = E R`` (formed in float64): the rows the stream starts from, rotated."""
         self.set_table(float64_rows(self.table(), right_multiplier(rotation), self.dtype))
@@ -328,7 +336,7 @@ class Transformer:
         first = self.blocks[0]
         return {
             "hidden_size": self.hidden_size,
-            "vocab_size": int(self.embedding.table().shape[0]),
+            "vocab_size": self.embedding.rows,
             "num_blocks": len(self.blocks),
             "num_heads": first.attention.num_heads,
             "num_kv_heads": first.attention.num_kv_heads,
