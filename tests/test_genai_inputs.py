@@ -138,3 +138,10 @@ def test_genai_output_into_its_input_folder_is_refused(tiny_export):
     with pytest.raises(OQError, match="write the output to another folder"):
         compile_file(source, source.parent / "rotated.onnx", "rotate")
     assert not (source.parent / "rotated.onnx").exists()
+
+
+def test_genai_int4_model_is_refused_with_a_reason(tiny_export, tmp_path):
+    source = tiny_export("tiny-llama", "genai", dtype="int4")
+    with pytest.raises(OQError, match="MatMulNBits .*already quantized.*-p fp32"):
+        compile_file(source, tmp_path / "model.onnx", "rotate")
+    assert list(tmp_path.iterdir()) == []

@@ -51,6 +51,10 @@ class _Analyzer:
             if node.op_type in _SKIP_NORMS:
                 raise StructureError(f"{node.op_type} {node.name} fuses a residual add with a norm: split it "
                                      "first (the split_skip_norms pass; optimize and inspect do this themselves)")
+            if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
+                raise StructureError(f"{node.op_type} {node.name}: the model is already quantized (ONNX Runtime's "
+                                     "blockwise int4/int8 weights); oqcompile rewrites float weights: give it the "
+                                     "float export (the GenAI builder's -p fp32)")
             if node.op_type == "Attention":
                 raise StructureError(f"ONNX Runtime's Attention {node.name} holds the q/k/v weights inside the "
                                      "op: export without ORT's attention fusion (GroupQueryAttention and "
