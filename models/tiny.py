@@ -28,6 +28,11 @@ TINY_CONFIGS: dict[str, transformers.PretrainedConfig] = {
     "tiny-qwen2": transformers.Qwen2Config(
         hidden_size=112, intermediate_size=144, num_hidden_layers=2, num_attention_heads=7,
         num_key_value_heads=7, tie_word_embeddings=True, **_COMMON),
+    # Packed projections (qkv_proj, gate_up_proj) as Phi-3 has them; hidden 96 = 12*8 (6 heads of 16), FFN 160.
+    "tiny-phi3": transformers.Phi3Config(
+        hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        **_COMMON),
     # LayerNorm with bias, ReLU, learned positions; hidden 64, FFN 320 = 40*8.
     "tiny-opt": transformers.OPTConfig(
         hidden_size=64, ffn_dim=320, num_hidden_layers=2, num_attention_heads=4,

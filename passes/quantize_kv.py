@@ -41,7 +41,7 @@ class QuantizeKV(TransformerPass):
         require_opset(model, 21)  # INT4 codes and blocked (per-token/group) QDQ
         for block in analyze(model).blocks:
             attn = block.attention
-            if attn.packed is not None or attn.rotary_inside:
+            if attn.fused is not None and (attn.packed is not None or attn.rotary_inside):
                 raise ir.passes.PreconditionError(
                     f"the keys and values of block {block.index} are cached inside {attn.fused.op_type} "
                     f"{attn.fused.name} (packed with the queries or rotated inside the op), out of reach of a "

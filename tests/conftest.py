@@ -13,7 +13,7 @@ from oqcompile import evaluate
 from oqcompile.evaluate import feeds
 from oqcompile.models import TORCH_EXPORTERS  # noqa: F401  (re-exported to the tests)
 
-LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
+LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3")  # phi3: packed qkv, gate_up
 FAMILIES = (*LLAMA_FAMILIES, "tiny-opt")
 
 

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import LLAMA_FAMILIES, relative_error, run_logits
+from conftest import relative_error, run_logits
 from oqcompile import compile_file, modelio
 from oqcompile.calibrate import CalibrationData
 from oqcompile.cli import main
@@ -21,13 +21,15 @@ from oqcompile.models.tiny import TINY_CONFIGS
 from oqcompile.passes.split_skip_norms import SplitSkipNorms, holds_skip_norms
 from oqcompile.structure import analyze
 
+# The builder itself fails on the tiny Phi-3 config (KeyError 'multi_cache'), so Phi-3 is not among these.
+GENAI_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2")
 IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
 CALIBRATION = CalibrationData(np.random.default_rng(5).integers(0, 256, (32, 32)), "random tokens")
 TOLERANCE = 1e-4
 W8A8_ERROR = {"tiny-llama": 0.0249, "tiny-mistral": 0.0314, "tiny-qwen2": 0.0344}
 
 
-@pytest.mark.parametrize("model_id", LLAMA_FAMILIES)
+@pytest.mark.parametrize("model_id", GENAI_FAMILIES)
 def test_genai_graph_maps_to_the_config(tiny_export, model_id):
     from oqcompile.models import load_torch_model
 
@@ -65,7 +67,7 @@ def test_split_skip_norms_alone_keeps_logits(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize("portable", [True, False])
-@pytest.mark.parametrize("model_id", LLAMA_FAMILIES)
+@pytest.mark.parametrize("model_id", GENAI_FAMILIES)
 def test_rotate_keeps_genai_logits(tiny_export, tmp_path, caplog, model_id, portable):
     source = tiny_export(model_id, "genai")
     target = compile_file(source, tmp_path / "rotated.onnx", "rotate", portable=portable).target
@@ -74,7 +76,7 @@ def test_rotate_keeps_genai_logits(tiny_export, tmp_path, caplog, model_id, port
     assert json.loads(modelio.metadata(target)["oq.passes"])[0]["pass"] == "split_skip_norms"
 
 
-@pytest.mark.parametrize("model_id", LLAMA_FAMILIES)
+@pytest.mark.parametrize("model_id", GENAI_FAMILIES)
 def test_w8a8_on_genai_graph_runs_lowered_and_portable(tiny_export, tmp_path, model_id):
     source = tiny_export(model_id, "genai")
     expected = run_logits(source, IDS)

@@ -139,7 +139,7 @@ def test_residual_rotation_requires_fused_norms(tiny_export):
 
 
 @pytest.mark.parametrize("opset", [18, 23])
-@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-qwen2"])
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-qwen2", "tiny-phi3"])
 def test_rotate_at_opsets_18_and_23(tiny_export, tmp_path, model_id, opset):
     """At opset 23 the dynamo exporter writes the ONNX Attention, RotaryEmbedding (R3 goes after it)
     and RMSNormalization ops. One sequence: ORT runs torch's opset-23 RoPE only at batch 1 (its cos/sin

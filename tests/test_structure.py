@@ -1,5 +1,6 @@
 """The structure analysis finds the known module layout on every exporter setting."""
 
+import numpy as np
 import pytest
 
 from conftest import TORCH_EXPORTERS, LLAMA_FAMILIES
@@ -77,3 +78,17 @@ def test_non_transformer_graph_is_refused(tmp_path):
     graph = ir.Graph([x], node.outputs, nodes=[node], initializers=[w], opset_imports={"": 20})
     with pytest.raises(StructureError, match="no token embedding"):
         analyze(ir.Model(graph, ir_version=10))
+
+
+def test_packed_phi3_projections_are_column_ranges(tiny_export):
+    from oqcompile.models import load_torch_model
+
+    layer = load_torch_model("tiny-phi3").model.layers[1]
+    t = analyze(modelio.load(tiny_export("tiny-phi3")))
+    a, mlp = t.blocks[1].attention, t.blocks[1].mlp
+    assert a.packed is not None and a.readers == [a.packed] and mlp.readers == [mlp.packed]
+    qkv = layer.self_attn.qkv_proj.weight.detach().numpy().T
+    assert np.array_equal(np.concatenate([a.q.weight(), a.k.weight(), a.v.weight()], axis=1), qkv)
+    gate_up = layer.mlp.gate_up_proj.weight.detach().numpy().T
+    assert np.array_equal(np.concatenate([mlp.gate.weight(), mlp.up.weight()], axis=1), gate_up)
+    assert a.q_rotary is not None and a.k.output is not a.v.output

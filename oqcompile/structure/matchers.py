@@ -18,7 +18,7 @@ from oqcompile import qdq
 from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op, transposed_constant
 from oqcompile.structure.roles import Linear, Norm, StructureError
 
-__all__ = ["FUSED_ATTENTION", "const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim",
+__all__ = ["FUSED_ATTENTION", "column_views", "const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim",
            "is_fused_attention", "is_scalar_const", "match_linear",
            "match_norm", "peel_consumers", "peel_index_reshapes", "peel_noop", "positional_gather", "rope_output"]
 
@@ -202,6 +202,58 @@ def _trailing_bias(output: ir.Value) -> tuple[ir.Value, tuple[ir.Node, int] | No
     return output, None
 
 
+def column_views(linear: Linear) -> list[Linear] | None:
+    """The column ranges of ``linear``'s output cut out by ``Slice`` or ``Split`` nodes on its last
+    axis (a packed QKV or gate/up projection), in column order; None unless every reader of the
+    output is such a cut and together they cover all columns."""
+    width = linear.out_features
+    cuts = []
+    for node in peel_consumers(linear.output):
+        if node.op_type in ("Shape", "Size"):
+            continue
+        ranges = _last_axis_cuts(node, width)
+        if ranges is None:
+            return None
+        cuts += ranges
+    cuts.sort(key=lambda cut: cut[1])
+    if len(cuts) < 2 or [cut[1] for cut in cuts] != [0] + [cut[2] for cut in cuts[:-1]] or cuts[-1][2] != width:
+        return None
+    return [linear.column_range("", start, stop, output) for output, start, stop in cuts]
+
+
+def _last_axis_cuts(node: ir.Node, width: int) -> list[tuple[ir.Value, int, int]] | None:
+    """``(output, start, stop)`` of a Slice (unit steps) or Split along the last axis of a rank-known
+    input, else None."""
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    if rank is None:
+        return None
+    if node.op_type == "Slice":
+        arrays = [const_array(peel_index_reshapes(v)) if v is not None else None  # noopt: Reshape(constant)
+                  for v in list(node.inputs[1:]) + [None] * 4][:4]
+        starts, ends, axes, steps = arrays
+        if starts is None or ends is None or starts.size != 1 or (axes is not None and axes.size != 1):
+            return None
+        axis = int(axes.reshape(-1)[0]) % rank if axes is not None else 0
+        if axis != rank - 1 or (steps is not None and int(steps.reshape(-1)[0]) != 1):
+            return None
+        start, stop = (min(max(int(b) + (width if int(b) < 0 else 0), 0), width)
+                       for b in (starts.reshape(-1)[0], ends.reshape(-1)[0]))
+        return [(node.outputs[0], start, stop)]
+    if node.op_type == "Split":
+        if node.attributes.get_int("axis", 0) % rank != rank - 1:
+            return None
+        sizes = (const_array(peel_index_reshapes(node.inputs[1])) if len(node.inputs) > 1 and node.inputs[1] is not None
+                 else None)
+        if sizes is None:
+            count = len(node.outputs)
+            if width % count:
+                return None
+            sizes = np.full(count, width // count)
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        return [(output, int(bounds[i]), int(bounds[i + 1])) for i, output in enumerate(node.outputs)]
+    return None
+
+
 # -- attention details --------------------------------------------------------------------
 
 
@@ -221,17 +273,17 @@ def dynamic_matmul_hits(start: ir.Value, writer: ir.Node) -> set[tuple[ir.Node, 
     while queue:
         value = queue.popleft()
         for node in value.consumers():
-            if id(node) in seen or node is writer:
+            if node is writer:
+                continue
+            if is_fused_attention(node) or (
+                    node.op_type == "MatMul" and not is_const(node.inputs[0]) and not is_const(node.inputs[1])):
+                hits.add((node, list(node.inputs).index(value)))  # by every input it is reached at
+                continue
+            if node.op_type in ("Shape", "Size") or (node.op_type == "CastLike" and node.inputs[0] is not value):
+                continue  # they read only the shape or the type of ``value``
+            if id(node) in seen:
                 continue
             seen.add(id(node))
-            if is_fused_attention(node):
-                hits.add((node, list(node.inputs).index(value)))
-                continue
-            if node.op_type == "MatMul" and not is_const(node.inputs[0]) and not is_const(node.inputs[1]):
-                hits.add((node, 0 if node.inputs[0] is value else 1))
-                continue
-            if node.op_type in ("Shape", "Size"):
-                continue
             queue.extend(node.outputs)
         if len(seen) > 500:
             break

@@ -29,8 +29,9 @@ class Linear:
     """A linear layer ``y = x W + b`` with a constant weight, ``W`` seen as ``[in, out]``.
 
     With ``columns = (start, stop)`` the role is those output columns of a packed weight
-    (q, k or v of a fused QKV projection): its weight and bias are that slice, edits rewrite
-    the slice inside the packed weight, and ``output`` is the packed output (all columns).
+    (q, k or v of a fused QKV projection, gate or up of a fused one): its weight and bias are
+    that slice, edits rewrite the slice inside the packed weight, and ``output`` is the slice of
+    the output the graph cuts out (or the packed output, where an op reads it whole).
     """
 
     name: str
@@ -42,9 +43,10 @@ class Linear:
     bias_slot: tuple[ir.Node, int] | None = None
     columns: tuple[int, int] | None = None
 
-    def column_range(self, name: str, start: int, stop: int) -> Linear:
-        """The role ``name`` held by output columns ``[start, stop)`` of this (packed) linear."""
-        return dataclasses.replace(self, name=name, columns=(start, stop))
+    def column_range(self, name: str, start: int, stop: int, output: ir.Value | None = None) -> Linear:
+        """The role ``name`` held by output columns ``[start, stop)`` of this (packed) linear, whose
+        own output is ``output`` (the ``Slice``/``Split`` result) where the graph cuts it out."""
+        return dataclasses.replace(self, name=name, columns=(start, stop), output=output or self.output)
 
     @property
     def in_features(self) -> int:
@@ -240,9 +242,9 @@ class Attention:
     """Attention between the q/k/v projections and o_proj.
 
     Written out as ops (``scores``/``context`` MatMuls, RoPE as Mul/Add), or as one of ONNX
-    Runtime's fused ops (``fused``: ``GroupQueryAttention``, ``MultiHeadAttention``), which
-    may apply RoPE inside the kernel. With a packed QKV projection (``packed``), q, k and v are
-    column ranges of its weight.
+    Runtime's fused ops (``fused``: ``GroupQueryAttention``, ``MultiHeadAttention``) or the ONNX
+    ``Attention`` op, which may apply RoPE inside the kernel. With a packed QKV projection
+    (``packed``), q, k and v are column ranges of its weight.
     """
 
     q: Linear
@@ -275,9 +277,13 @@ class MLP:
     up: Linear  # fc1 when there is no gate
     gate: Linear | None
     down: Linear
+    packed: Linear | None = None  # gate and up as column ranges of one projection (Phi-3's gate_up_proj)
 
     @property
     def readers(self) -> list[Linear]:
+        """The linears reading the MLP norm (the packed one once, if packed)."""
+        if self.packed is not None:
+            return [self.packed]
         return [self.gate, self.up] if self.gate is not None else [self.up]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from oqcompile.graph import transposed_constant
-from oqcompile.structure.matchers import (const_ndim, dynamic_matmul_hits, feeds_softmax, find_head_dim,
+from oqcompile.structure.matchers import (column_views, const_ndim, dynamic_matmul_hits, feeds_softmax, find_head_dim,
                                           is_fused_attention, is_scalar_const, match_linear, match_norm, peel_consumers,
                                           peel_index_reshapes, peel_noop, positional_gather, rope_output)
 from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, Norm, StructureError, Transformer
@@ -157,8 +157,12 @@ class _Analyzer:
         return self._attention(readers, writer, hits)
 
     def _mlp(self, readers: list[Linear], writer: Linear) -> MLP:
+        packed = None
         if len(readers) == 1:
-            return MLP(up=readers[0], gate=None, down=writer)
+            views = column_views(readers[0])
+            if views is None or len(views) != 2:
+                return MLP(up=readers[0], gate=None, down=writer)
+            packed, readers = readers[0], views
         if len(readers) != 2:
             raise StructureError(f"MLP before {writer.node.name} has {len(readers)} input linears")
         feeds_activation = [any(n.op_type != "Mul" for n in peel_consumers(r.output)) for r in readers]
@@ -166,17 +170,33 @@ class _Analyzer:
             raise StructureError(f"cannot tell the gate from the up projection before {writer.node.name}")
         gate = readers[feeds_activation.index(True)]
         up = readers[feeds_activation.index(False)]
-        return MLP(up=up, gate=gate, down=writer)
+        return MLP(up=up, gate=gate, down=writer, packed=packed)
+
+    def _sources(self, readers: list[Linear], writer: Linear, hits) -> tuple[list, Linear | None]:
+        """Each q/k/v candidate with the one attention input it reaches ``(linear, (node, slot))``; a
+        reader reaching several is replaced by the column ranges its output is cut into by
+        ``Slice``/``Split`` (a packed QKV projection, returned second)."""
+        sources, packed = [], None
+        for reader in readers:
+            if len(hits[id(reader)]) <= 1:
+                sources.append((reader, hits[id(reader)]))
+                continue
+            views = column_views(reader)
+            if views is None or len(readers) != 1:
+                raise StructureError(f"{reader.node.name} feeds several attention inputs and its output is "
+                                     "not cut into q, k and v by Slice/Split on the last axis")
+            packed = reader
+            sources += [(view, dynamic_matmul_hits(view.output, writer.node)) for view in views]
+        for reader, reached in sources:
+            if len(reached) != 1:
+                raise StructureError(f"{reader.node.name} feeds several attention inputs")
+        return [(reader, next(iter(reached))) for reader, reached in sources], packed
 
     def _attention(self, readers, writer, hits) -> Attention:
         roles: dict[str, Linear] = {}
         scores = context = None
-        for reader in readers:
-            reached = hits[id(reader)]
-            if len(reached) != 1:
-                raise StructureError(f"{reader.node.name} feeds several attention MatMuls: fused QKV "
-                                     "projections are not supported")
-            (matmul, slot), = reached
+        sources, packed = self._sources(readers, writer, hits)
+        for reader, (matmul, slot) in sources:
             is_scores = feeds_softmax(matmul)
             role = ("q" if slot == 0 else "k") if is_scores else ("v" if slot == 1 else None)
             if role is None or role in roles:
@@ -195,27 +215,27 @@ class _Analyzer:
             q=q, k=k, v=v, o=writer,
             num_heads=q.out_features // head_dim, num_kv_heads=k.out_features // head_dim,
             head_dim=head_dim, scores=scores, context=context,
-            q_rotary=rope_output(q), k_rotary=rope_output(k))
-
+            q_rotary=rope_output(q), k_rotary=rope_output(k), packed=packed)
 
     def _fused_attention(self, readers: list[Linear], writer: Linear, hits) -> Attention:
-        """q/k/v reaching inputs 0, 1, 2 of one attention op, or one packed projection reaching input 0
-        of ``GroupQueryAttention`` (the GenAI builder's QKV: columns ``[q | k | v]``)."""
-        nodes = {id(node): node for reached in hits.values() for node, _ in reached}
-        if len(nodes) != 1 or any(len(reached) != 1 for reached in hits.values()):
-            raise StructureError(f"the linears before {writer.node.name} do not each feed one input of one "
-                                 "attention op")
+        """q/k/v reaching inputs 0, 1, 2 of one attention op, or one packed projection read whole by
+        ``GroupQueryAttention``'s input 0 (the GenAI builder's QKV: columns ``[q | k | v]``)."""
+        sources, packed = self._sources(readers, writer, hits)
+        nodes = {id(node): node for _, (node, _) in sources}
+        if len(nodes) != 1:
+            raise StructureError(f"the linears before {writer.node.name} feed {len(nodes)} attention ops")
         node = next(iter(nodes.values()))
-        slots = {next(iter(hits[id(reader)]))[1]: reader for reader in readers}
+        slots = {slot: reader for reader, (_, slot) in sources}
         num_heads = node.attributes.get_int("num_heads", node.attributes.get_int("q_num_heads", 0))
         num_kv_heads = node.attributes.get_int("kv_num_heads", num_heads)
-        packed = None
-        if set(slots) == {0} and node.op_type == "GroupQueryAttention" and num_heads:
+        whole = set(slots) == {0} and node.op_type == "GroupQueryAttention" and num_heads
+        if whole:
             packed = slots[0]
             head_dim, rest = divmod(packed.out_features, num_heads + 2 * num_kv_heads)
             if rest:
                 raise StructureError(f"cannot split the {packed.out_features} packed q/k/v columns of "
-                                     f"{packed.node.name} into {num_heads} query and {num_kv_heads} key/value heads")
+                                     f"{packed.node.name} into {num_heads} query and {num_kv_heads} key/value "
+                                     "heads")
             q_end, k_end = num_heads * head_dim, (num_heads + num_kv_heads) * head_dim
             q, k, v = (packed.column_range("", 0, q_end), packed.column_range("", q_end, k_end),
                        packed.column_range("", k_end, packed.out_features))
@@ -227,8 +247,8 @@ class _Analyzer:
                                  "nor three separate ones")
         return Attention(q=q, k=k, v=v, o=writer, num_heads=q.out_features // head_dim,
                          num_kv_heads=k.out_features // head_dim, head_dim=head_dim, scores=None, context=None,
-                         q_rotary=rope_output(q) if packed is None else None,
-                         k_rotary=rope_output(k) if packed is None else None, fused=node, packed=packed)
+                         q_rotary=None if whole else rope_output(q), k_rotary=None if whole else rope_output(k),
+                         fused=node, packed=packed)
 
 
 def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
@@ -241,6 +261,8 @@ def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
             lin.name = f"{prefix}.self_attn.{role}"
         if b.attention.packed is not None:
             b.attention.packed.name = f"{prefix}.self_attn.qkv_proj"
+        if b.mlp.packed is not None:
+            b.mlp.packed.name = f"{prefix}.mlp.gate_up_proj"
         gated = b.mlp.gate is not None
         b.mlp.up.name = f"{prefix}.mlp.{'up_proj' if gated else 'fc1'}"
         b.mlp.down.name = f"{prefix}.mlp.{'down_proj' if gated else 'fc2'}"
