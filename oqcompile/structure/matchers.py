@@ -203,7 +203,7 @@ def _trailing_bias(output: ir.Value) -> tuple[ir.Value, tuple[ir.Node, int] | No
 
 
 def column_views(linear: Linear) -> list[Linear] | None:
-    """The column ranges of ``linear``'s output cut out by ``Slice`` or ``Split`` nodes on its last
+    """The column ranges of ``linear``'s output cut out by ``Slice``/``Split``/``SplitToSequence`` on its last
     axis (a packed QKV or gate/up projection), in column order; None unless every reader of the
     output is such a cut and together they cover all columns."""
     width = linear.out_features
@@ -222,8 +222,8 @@ def column_views(linear: Linear) -> list[Linear] | None:
 
 
 def _last_axis_cuts(node: ir.Node, width: int) -> list[tuple[ir.Value, int, int]] | None:
-    """``(output, start, stop)`` of a Slice (unit steps) or Split along the last axis of a rank-known
-    input, else None."""
+    """``(output, start, stop)`` of a Slice (unit steps), Split or SplitToSequence + SequenceAt along
+    the last axis of a rank-known input, else None."""
     rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
     if rank is None:
         return None
@@ -239,19 +239,30 @@ def _last_axis_cuts(node: ir.Node, width: int) -> list[tuple[ir.Value, int, int]
         start, stop = (min(max(int(b) + (width if int(b) < 0 else 0), 0), width)
                        for b in (starts.reshape(-1)[0], ends.reshape(-1)[0]))
         return [(node.outputs[0], start, stop)]
+    if node.op_type not in ("Split", "SplitToSequence") or node.attributes.get_int("axis", 0) % rank != rank - 1:
+        return None
+    sizes = (const_array(peel_index_reshapes(node.inputs[1])) if len(node.inputs) > 1 and node.inputs[1] is not None
+             else None)
     if node.op_type == "Split":
-        if node.attributes.get_int("axis", 0) % rank != rank - 1:
-            return None
-        sizes = (const_array(peel_index_reshapes(node.inputs[1])) if len(node.inputs) > 1 and node.inputs[1] is not None
-                 else None)
         if sizes is None:
-            count = len(node.outputs)
-            if width % count:
+            if width % len(node.outputs):
                 return None
-            sizes = np.full(count, width // count)
+            sizes = np.full(len(node.outputs), width // len(node.outputs))
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         return [(output, int(bounds[i]), int(bounds[i + 1])) for i, output in enumerate(node.outputs)]
-    return None
+    # SplitToSequence (torch's chunk without the optimizer): pieces read back by SequenceAt
+    if sizes is None or sizes.ndim > 1:
+        return None
+    sizes = np.full(-(-width // int(sizes)), int(sizes)) if sizes.ndim == 0 else sizes
+    bounds = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), width)
+    cuts = []
+    for reader in node.outputs[0].consumers():
+        position = const_array(reader.inputs[1]) if reader.op_type == "SequenceAt" else None
+        if position is None:
+            return None
+        index = int(position) % len(sizes)
+        cuts.append((reader.outputs[0], int(bounds[index]), int(bounds[index + 1])))
+    return cuts
 
 
 # -- attention details --------------------------------------------------------------------
