@@ -112,6 +112,9 @@ def single_errors(work: Workspace) -> list[list]:
     tied = work.export("tiny-mistral")
     lm_head8 = work.compile(tied, LM_HEAD_INT8)
     embedding8 = work.compile(llama, [("quantize_embedding", {"group": 32})])
+    layouts = {(m, r): max(relative_error(logits(work.compile(work.export(m), r, portable=p)), logits(work.export(m)))
+                           for p in (True, False))
+               for m, r in (("tiny-phi3", "quarot-w8a8"), ("tiny-gemma2", "naive-w8a8"))}
     return [
         ["`test_kv4_quantizes_the_cache`", "tiny-llama (KV cache), quarot-w4a4kv4-gptq, prefill against fp",
          f"{kv4:.4f}"],
@@ -125,6 +128,10 @@ def single_errors(work: Workspace) -> list[list]:
          "recipe written as DequantizeLinear, run with ORT graph optimizations off", f"{relative_error(nbits, unfused):.1e}"],
         ["", "the same, DequantizeLinear run with ORT's default optimizations (ORT fuses DequantizeLinear + MatMul "
          "into MatMulNBits with int8 activations)", f"{relative_error(nbits, logits(dequantize_linear)):.1e}"],
+        ["`test_packed_and_post_norm_blocks_quantize`", "tiny-phi3 (packed qkv and gate_up), quarot-w8a8 against fp "
+         "(worst of portable and lowered)", f"{layouts['tiny-phi3', 'quarot-w8a8']:.4f}"],
+        ["", "tiny-gemma2 (post-norm blocks), naive-w8a8 against fp (worst of portable and lowered)",
+         f"{layouts['tiny-gemma2', 'naive-w8a8']:.4f}"],
     ]
 
 
@@ -137,7 +144,7 @@ def float_rounding_errors(work: Workspace) -> list[list]:
     passes = max(relative_error(logits(work.compile(work.export(m), r, seed=7)), logits(work.export(m)))
                  for m, r in itertools.product(FAMILIES, rotations))
     exporters = max(relative_error(logits(work.compile(work.export(m, e), "rotate")), logits(work.export(m, e)))
-                    for m, e in itertools.product(MODELS, ("dynamo", "dynamo-noopt", "legacy")))
+                    for m, e in itertools.product((*MODELS, "tiny-phi3"), ("dynamo", "dynamo-noopt", "legacy")))
     opsets = max(relative_error(logits(work.compile(work.export(m, opset=o), "rotate", portable=p), IDS[:1]),
                                 logits(work.export(m, opset=o), IDS[:1]))
                  for m, o, p in itertools.product(("tiny-llama", "tiny-qwen2", "tiny-phi3"), (18, 23), (True, False)))
@@ -154,11 +161,15 @@ def float_rounding_errors(work: Workspace) -> list[list]:
         optimizations = max(optimizations, relative_error(logits(path, optimization=level.ORT_ENABLE_ALL),
                                                           logits(path, optimization=level.ORT_DISABLE_ALL)))
     padded = padded_kv_error(work)
+    post_norm = max(relative_error(logits(work.compile(work.export("tiny-gemma2"), "rotate", portable=p)),
+                                   logits(work.export("tiny-gemma2"))) for p in (True, False))
     return [
         ["`test_passes.py` (recipe on every family, rotate on every exporter)",
          "rotation recipes against fp (lowered: `fuse_ort` included)", f"{max(passes, exporters):.1e}"],
         ["`test_rotate_at_opsets_18_and_23`", "rotate (lowered, portable) on dynamo exports at opsets 18 and 23 "
          "(ONNX Attention, RotaryEmbedding), first row of the ids", f"{opsets:.1e}"],
+        ["`test_post_norm_blocks_decline_r1_and_keep_logits`", "tiny-gemma2, rotate (R1 declined; R2-R4) against "
+         "fp, portable and lowered", f"{post_norm:.1e}"],
         ["`test_fused_kv_cache_model_keeps_left_padded_batches`",
          "rotate + fuse_ort, KV cache, left-padded batch: prefill and decode at real tokens", f"{padded:.1e}"],
         ["`test_scale_folding_alone_keeps_logits`", "OutlierTune / SmoothQuant without quantization",

@@ -1,7 +1,7 @@
 """Model sources: the registered model ids, how each is obtained offline, and ONNX export.
 
 Registered ids: ``smollm2-135m`` (the default real model), the tiny seeded random
-models ``tiny-llama``, ``tiny-mistral``, ``tiny-qwen2``, ``tiny-phi3`` and ``tiny-opt``, and
+models ``tiny-llama``, ``tiny-mistral``, ``tiny-qwen2``, ``tiny-phi3``, ``tiny-gemma2`` and ``tiny-opt``, and
 ``llama-1b-shaped``, ``llama-3b-shaped`` and ``llama-8b-shaped`` (LLaMA-3 shapes with seeded
 random weights, for speed and memory benchmarks; exported without ever holding their weights,
 :mod:`oqcompile.models.shaped`). Any local Hugging Face model directory is accepted wherever an
@@ -17,7 +17,7 @@ from oqcompile.errors import OQError
 __all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "TORCH_EXPORTERS", "load_torch_model", "load_tokenizer"]
 
 DEFAULT_MODEL = "smollm2-135m"
-MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3", "tiny-opt",
+MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3", "tiny-gemma2", "tiny-opt",
              "llama-1b-shaped", "llama-3b-shaped", "llama-8b-shaped")
 TORCH_EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
 EXPORTERS = (*TORCH_EXPORTERS, "genai")  # and the ONNX Runtime GenAI model builder

@@ -33,6 +33,11 @@ TINY_CONFIGS: dict[str, transformers.PretrainedConfig] = {
         hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=6,
         num_key_value_heads=2, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         **_COMMON),
+    # Post-norm blocks (a norm on each sub-layer's output before the residual add), tanh soft-capping.
+    "tiny-gemma2": transformers.Gemma2Config(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=256, tie_word_embeddings=True, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, **_COMMON),
     # LayerNorm with bias, ReLU, learned positions; hidden 64, FFN 320 = 40*8.
     "tiny-opt": transformers.OPTConfig(
         hidden_size=64, ffn_dim=320, num_hidden_layers=2, num_attention_heads=4,

@@ -12,7 +12,9 @@ the cached keys lose their outlier channels.
 - Where RoPE runs inside ORT's fused attention (``GroupQueryAttention`` with ``do_rotary``,
   as the ONNX Runtime GenAI builder writes it), there is no post-RoPE q or k in the graph:
   that block is left unrotated with a warning. R3 serves KV-cache quantization only, which
-  such graphs keep inside the kernel anyway.
+  such graphs keep inside the kernel anyway. Likewise where the graph computes RoPE (it has
+  ``Sin``/``Cos``) in a form not found on q and k: folding ``H_d`` into ``W_q`` would then not
+  commute with the RoPE that follows.
 """
 
 from __future__ import annotations
@@ -46,9 +48,17 @@ class RotateQK(TransformerPass):
             logger.warning("R3 not applied to %d of %d blocks: %s (e.g. %s) applies RoPE inside the kernel, and "
                            "the rotation must come after it; the other rotations are unaffected",
                            len(inside), len(blocks), inside[0].op_type, inside[0].name)
+        has_rope = any(node.op_type in ("Sin", "Cos", "RotaryEmbedding") for node in model.graph)
+        unplaced = [block for block in blocks if has_rope and block.attention.q_rotary is None
+                    and not block.attention.rotary_inside]
+        if unplaced:
+            logger.warning("R3 not applied to %d of %d blocks: the graph computes RoPE, but not in a form found on "
+                           "the q and k of %s (e.g. partial-rotary slices), and the rotation must come after it; "
+                           "the other rotations are unaffected", len(unplaced), len(blocks),
+                           unplaced[0].attention.q.name)
         for block in blocks:
             attn = block.attention
-            if attn.rotary_inside:
+            if attn.rotary_inside or any(block is other for other in unplaced):
                 continue
             if attn.q_rotary is not None and attn.k_rotary is not None:
                 insert_hadamard(attn.q_rotary, attn.head_dim, attn.q.name)
@@ -60,4 +70,4 @@ class RotateQK(TransformerPass):
             else:
                 raise ir.passes.PreconditionError(
                     f"attention of block {block.index} applies RoPE to only one of q and k")
-        return ir.passes.PassResult(model, modified=len(inside) < len(blocks))
+        return ir.passes.PassResult(model, modified=len(inside) + len(unplaced) < len(blocks))

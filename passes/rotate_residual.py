@@ -9,7 +9,10 @@ replaced by ``x' = xQ`` by rewriting every constant that writes or reads it:
 - readers (q/k/v, gate/up/fc1, lm_head) ``W' = Qᵀ W`` (biases unchanged),
 
 so every reader computes ``x' W' = x Q Qᵀ W = x W``: the function is unchanged, while the
-stream's outlier channels are spread over all channels. Sums are formed in float64, and
+stream's outlier channels are spread over all channels. In a post-norm block (Gemma 2/3:
+``x + g ⊙ rms(y W_o)``) the stream passes through no norm on its way, but the writer's output
+does, and ``rms(yW_oQ) ⊙ g ≠ (rms(yW_o) ⊙ g) Q`` for a gain that is not uniform: there the pass
+declines with a warning (nothing is rotated). Sums are formed in float64, and
 ``Q = H diag(s)`` is applied through ``H``'s Kronecker factors (:func:`oqcompile.hadamard.hadamard_rows`):
 ``O(n (a + b))`` multiply-adds per row of ``n = a · b`` instead of ``O(n²)``.
 """
@@ -17,6 +20,7 @@ stream's outlier channels are spread over all channels. Sums are formed in float
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import onnx_ir as ir
 
@@ -25,6 +29,8 @@ from oqcompile.passes.base import TransformerPass
 from oqcompile.structure import analyze
 
 __all__ = ["RotateResidual"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -36,6 +42,13 @@ class RotateResidual(TransformerPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         transformer = analyze(model)
+        post_norms = [norm for block in transformer.blocks for norm in block.post_norms
+                      if norm.kind != "rms" or not norm.scale_free]
+        if post_norms:
+            logger.warning("R1 not applied: %s normalizes a sub-layer's output before the residual add, and a "
+                           "rotation of the stream cannot pass that norm's gain (rms(xQ) g is not rms(x) g Q); "
+                           "the passes that do not rotate the stream still run", post_norms[0].name)
+            return ir.passes.PassResult(model, modified=False)
         for norm in transformer.norms():
             if norm.kind != "rms" or not norm.scale_free:
                 raise ir.passes.PreconditionError(

@@ -38,7 +38,7 @@ def test_recipe_keeps_logits(tiny_export, tmp_path, model_id, recipe):
 
 
 @pytest.mark.parametrize("exporter", TORCH_EXPORTERS)
-@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt"])
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt", "tiny-phi3"])
 def test_rotate_on_every_exporter(tiny_export, tmp_path, model_id, exporter):
     source = tiny_export(model_id, exporter)
     expected = run_logits(source, input_ids())
@@ -152,3 +152,16 @@ def test_rotate_at_opsets_18_and_23(tiny_export, tmp_path, model_id, opset):
     for portable in (True, False):
         actual = run_logits(optimized(source, "rotate", tmp_path / f"out-{portable}.onnx", portable=portable), ids)
         assert relative_error(actual, expected) <= TOLERANCE
+
+
+@pytest.mark.parametrize("portable", [True, False])
+def test_post_norm_blocks_decline_r1_and_keep_logits(tiny_export, tmp_path, caplog, portable):
+    """Gemma 2: each sub-layer's output is normalized (with a gain) before the residual add, which no
+    stream rotation passes. R1 declines with a sentence; R2-R4 still run, exactly."""
+    source = tiny_export("tiny-gemma2")
+    block = analyze(modelio.load(source)).blocks[1]
+    assert block.attn_post_norm.name == "layers.1.attention_output_norm" and block.mlp_post_norm is not None
+    target = optimized(source, "rotate", tmp_path / "out.onnx", portable=portable)
+    assert "R1 not applied: layers.0.attention_output_norm normalizes" in caplog.text
+    assert relative_error(run_logits(target, input_ids()), run_logits(source, input_ids())) <= TOLERANCE
+    assert any(r.name == "layers.0.mlp.down_proj/hadamard" for r in find_rotations(modelio.load(target).graph))

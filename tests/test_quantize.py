@@ -53,6 +53,9 @@ MEASURED = {
     "per-tensor a8": 0.0482,  # insert_qdq alone: static per-tensor int8 activations
     "lm_head int8": 0.0371,  # tiny-mistral (tied), W8A8 with lm_head_bits 8, lowered
     "embedding int8": 0.0071,  # quantize_embedding alone, blocks of 32
+    # other block layouts, lowered and portable alike
+    ("tiny-phi3", "quarot-w8a8"): 0.0443,  # packed qkv_proj and gate_up_proj
+    ("tiny-gemma2", "naive-w8a8"): 0.0316,  # post-norm blocks
 }
 # Scale folding without quantization is exact in float: measured at most 1.2e-6 ("tiny-errors").
 FLOAT_ROUNDING = 1e-4
@@ -317,3 +320,12 @@ def test_quantize_embedding_stores_int8_rows(tiny_export, tmp_path):
     once = compiled(source, recipe, tmp_path / "once.onnx", portable=True)
     with pytest.raises(OQError, match="not float: already quantized"):
         compiled(once, recipe, tmp_path / "twice.onnx")
+
+
+@pytest.mark.parametrize("model_id,recipe", [("tiny-phi3", "quarot-w8a8"), ("tiny-gemma2", "naive-w8a8")])
+def test_packed_and_post_norm_blocks_quantize(tiny_export, tmp_path, model_id, recipe):
+    source = tiny_export(model_id)
+    expected = run_logits(source, IDS)
+    for portable in (True, False):
+        actual = run_logits(compiled(source, recipe, tmp_path / f"q-{portable}.onnx", portable=portable), IDS)
+        assert relative_error(actual, expected) <= MARGIN * MEASURED[model_id, recipe]

@@ -296,6 +296,12 @@ class Block:
     mlp_norm: Norm
     mlp: MLP
     mlp_residual: ir.Node
+    attn_post_norm: Norm | None = None  # post-norm blocks (Gemma 2/3): o_proj -> norm -> residual add
+    mlp_post_norm: Norm | None = None  # down_proj -> norm -> residual add
+
+    @property
+    def post_norms(self) -> list[Norm]:
+        return [norm for norm in (self.attn_post_norm, self.mlp_post_norm) if norm is not None]
 
 
 @dataclasses.dataclass
@@ -353,6 +359,7 @@ class Transformer:
             "rope": ("inside the attention op" if first.attention.rotary_inside
                      else first.attention.q_rotary is not None),
             "gated_mlp": first.mlp.gate is not None,
+            "post_norms": bool(first.post_norms),
             "tied_embeddings": self.tied,
             "positional_embeddings": len(self.positional),
             "embedding": self.embedding.node.name,

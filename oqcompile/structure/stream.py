@@ -4,7 +4,8 @@ Each stream value is read by a norm and by a residual ``Add`` whose other operan
 of a linear (the sub-layer's *writer*); the linears reading the norm's output are the
 sub-layer's *readers*. A sub-layer with score/context MatMuls between two activations is
 attention, any other the MLP. The stream value read by a norm but by no residual ``Add`` is
-the final norm's input; the linear reading that norm is the lm_head. Roles are then named as
+the final norm's input; the linear reading that norm is the lm_head. In a post-norm block
+(Gemma 2/3) a norm sits between the writer and the residual ``Add``. Roles are then named as
 in Hugging Face LLaMA (``layers.3.mlp.down_proj``).
 """
 
@@ -39,10 +40,12 @@ class _Analyzer:
                 self.linears_by_output[id(linear.output)] = linear
                 self.linears_by_input.setdefault(id(peel_noop(linear.input)), []).append(linear)
         self.norms_by_input: dict[int, Norm] = {}
+        self.norms_by_output: dict[int, Norm] = {}
         for node in graph:
             norm = match_norm(node)
             if norm is not None:
                 self.norms_by_input[id(norm.input)] = norm
+                self.norms_by_output[id(norm.output)] = norm
 
     def run(self) -> Transformer:
         for node in self.graph:
@@ -68,18 +71,20 @@ class _Analyzer:
         while True:
             norm = self._norm_reading(stream, len(blocks))
             readers = self._readers(norm)
-            residual, writer = self._residual(stream)
+            residual, writer, post_norm = self._residual(stream)
             if residual is None:
                 break
             sublayer = self._sublayer(readers, writer)
             if isinstance(sublayer, Attention):
                 if blocks and blocks[-1].mlp is None:
                     raise StructureError(f"two attention sub-layers in a row at {residual.name}")
-                blocks.append(Block(len(blocks), norm, sublayer, residual, None, None, None))
+                blocks.append(Block(len(blocks), norm, sublayer, residual, None, None, None,
+                                    attn_post_norm=post_norm))
             else:
                 if not blocks or blocks[-1].mlp is not None:
                     raise StructureError(f"MLP without a preceding attention at {residual.name}")
-                blocks[-1].mlp_norm, blocks[-1].mlp, blocks[-1].mlp_residual = norm, sublayer, residual
+                block = blocks[-1]
+                block.mlp_norm, block.mlp, block.mlp_residual, block.mlp_post_norm = norm, sublayer, residual, post_norm
             stream = residual.outputs[0]
         if not blocks or blocks[-1].mlp is None:
             raise StructureError("no complete transformer block (attention + MLP with residual adds) found")
@@ -136,15 +141,18 @@ class _Analyzer:
             raise StructureError(f"no linear reads the output of norm {norm.output.name}")
         return readers
 
-    def _residual(self, stream: ir.Value) -> tuple[ir.Node | None, Linear | None]:
+    def _residual(self, stream: ir.Value) -> tuple[ir.Node | None, Linear | None, Norm | None]:
+        """The residual ``Add`` on ``stream``, the linear writing into it and, in a post-norm block
+        (Gemma 2/3), the norm between the two."""
         for node in peel_consumers(stream):
             if node.op_type != "Add":
                 continue
-            other = node.inputs[1] if peel_noop(node.inputs[0]) is stream else node.inputs[0]
-            writer = self.linears_by_output.get(id(peel_noop(other)))
+            other = peel_noop(node.inputs[1] if peel_noop(node.inputs[0]) is stream else node.inputs[0])
+            post_norm = self.norms_by_output.get(id(other))
+            writer = self.linears_by_output.get(id(other if post_norm is None else peel_noop(post_norm.input)))
             if writer is not None:
-                return node, writer
-        return None, None
+                return node, writer, post_norm
+        return None, None, None
 
     # -- sub-layers ----------------------------------------------------------------------
 
@@ -256,6 +264,9 @@ def _name_roles(blocks: list[Block], final_norm: Norm, lm_head: Linear) -> None:
         prefix = f"layers.{b.index}"
         b.attn_norm.name = f"{prefix}.input_layernorm"
         b.mlp_norm.name = f"{prefix}.post_attention_layernorm"
+        for post_norm, role in ((b.attn_post_norm, "attention_output_norm"), (b.mlp_post_norm, "mlp_output_norm")):
+            if post_norm is not None:
+                post_norm.name = f"{prefix}.{role}"
         for role, lin in (("q_proj", b.attention.q), ("k_proj", b.attention.k),
                           ("v_proj", b.attention.v), ("o_proj", b.attention.o)):
             lin.name = f"{prefix}.self_attn.{role}"
