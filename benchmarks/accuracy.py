@@ -19,6 +19,11 @@ The numbers tests/test_real_quant.py bounds (its recipes, tokens and calibration
     .venv/bin/python benchmarks/accuracy.py --recipes quarot-w8a8,naive-w6a6,outliertune-w6a6,quarot-w4a4-rtn \
         --tokens 2048 --seq 512 --calib-tokens 4096 --calib-seq 512 --portable --no-ort-tools \
         --section accuracy-tests
+
+and those tests/test_real_genai.py bounds (SmolLM2 from the ONNX Runtime GenAI builder):
+
+    .venv/bin/python benchmarks/accuracy.py --exporter genai --recipes rotate,quarot-w8a8 \
+        --tokens 2048 --seq 512 --calib-tokens 4096 --calib-seq 512 --no-ort-tools --section accuracy-genai
 """
 
 from __future__ import annotations

@@ -103,12 +103,16 @@ def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass
            portable: bool) -> list[TransformerPass]:
     """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``, then ``drop_nan_guard``;
     ``split_skip_norms`` first where the graph has ORT's skip norms), record them; return what ran."""
+    if "oq.recipe" in model.metadata_props:  # its online rotations would sit where new ones assume none
+        raise OQError(f"the model was already compiled by oqcompile (recipe {model.metadata_props['oq.recipe']}): "
+                      "compile the model it came from")
     appended = (DropNanGuard,) if portable else (Lower, FuseOrt, DropNanGuard)
     passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
     if holds_skip_norms(model):  # ORT's fused residual add + norm: the passes edit the two apart
         passes.insert(0, SplitSkipNorms())
     run_passes(model, passes)
     ir.passes.common.DeduplicateInitializersPass()(model)
+    ir.passes.common.NameFixPass()(model)  # a second compile of an output names its new values alike
     model.metadata_props.update({
         "oq.recipe": recipe,
         "oq.seed": str(seed),

@@ -75,8 +75,9 @@ def session(path: str | os.PathLike, threads: int | None = None,
         missing_library = error
     if threads:
         options.intra_op_num_threads = threads
-    for name, size in cache_dims(modelio.load(path).graph).items():
-        options.add_free_dimension_override_by_name(name, size)
+    if not check_only:  # a load check needs no feeds
+        for name, size in cache_dims(modelio.load(path).graph).items():
+            options.add_free_dimension_override_by_name(name, size)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises several pybind exception types

@@ -286,8 +286,8 @@ def dynamic_matmul_hits(start: ir.Value, writer: ir.Node) -> set[tuple[ir.Node, 
         for node in value.consumers():
             if node is writer:
                 continue
-            if is_fused_attention(node) or (
-                    node.op_type == "MatMul" and not is_const(node.inputs[0]) and not is_const(node.inputs[1])):
+            if is_fused_attention(node) or (node.op_type in ("MatMul", "FusedMatMul")  # ORT folds kᵀ into the latter
+                                            and not is_const(node.inputs[0]) and not is_const(node.inputs[1])):
                 hits.add((node, list(node.inputs).index(value)))  # by every input it is reached at
                 continue
             if node.op_type in ("Shape", "Size") or (node.op_type == "CastLike" and node.inputs[0] is not value):

@@ -49,6 +49,9 @@ class _Analyzer:
 
     def run(self) -> Transformer:
         for node in self.graph:
+            if (node.domain, node.op_type) == ("oq", "QMatMul"):
+                raise StructureError(f"QMatMul {node.name}: the model is already quantized and lowered by oqcompile; "
+                                     "compile the float model it came from")
             if node.domain != "com.microsoft":
                 continue
             if node.op_type in _SKIP_NORMS:
