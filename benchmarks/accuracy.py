@@ -133,7 +133,8 @@ MatMulNBits needs Intel Neural Compressor, which is not installed, so only its R
     portable = " A recipe marked (portable) is compiled `--portable` (standard ONNX QDQ, no oq ops)." \
         if args.portable else ""
     title = "SmolLM2-135M: quantization recipes" + ("" if args.no_ort_tools else " and ORT's tools")
-    exporter = "" if args.exporter == "dynamo" else f" SmolLM2 exported by `oqcompile export --exporter {args.exporter}`."
+    exporter = ("" if args.exporter == "dynamo"
+                else f" SmolLM2 exported by `oqcompile export --exporter {args.exporter}`.")
     report.write_section(args.section, title, f"""
 Perplexity on {scope} of Pride and Prejudice, windows of {args.seq}; calibration on the first
 {args.calib_tokens} tokens of Emma (windows of {args.calib_seq}). Compile time and peak RSS include

@@ -19,7 +19,8 @@ __all__ = ["DEFAULT_MODEL", "EXPORTERS", "MODEL_IDS", "TORCH_EXPORTERS", "load_t
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3", "tiny-gemma2", "tiny-opt",
              "llama-1b-shaped", "llama-3b-shaped", "llama-8b-shaped")
-TORCH_EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")  # torch.onnx.export: dynamo with/without its optimizer, TorchScript
+# torch.onnx.export: dynamo with/without its optimizer, TorchScript
+TORCH_EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")
 EXPORTERS = (*TORCH_EXPORTERS, "genai")  # and the ONNX Runtime GenAI model builder
 
 

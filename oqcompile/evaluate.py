@@ -24,7 +24,8 @@ from oqcompile.errors import OQError
 from oqcompile.modelio import metadata
 from oqcompile.runtime import LIBRARY_METADATA, session_options
 
-__all__ = ["PerplexityResult", "cache_dims", "check_loads", "check_vocabulary", "feeds", "graph_feeds", "perplexity", "prefill_and_decode", "session"]
+__all__ = ["PerplexityResult", "cache_dims", "check_loads", "check_vocabulary", "feeds", "graph_feeds", "perplexity",
+           "prefill_and_decode", "session"]
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32}

@@ -56,6 +56,8 @@ MEASURED = {
     # other block layouts, lowered and portable alike
     ("tiny-phi3", "quarot-w8a8"): 0.0443,  # packed qkv_proj and gate_up_proj
     ("tiny-gemma2", "naive-w8a8"): 0.0316,  # post-norm blocks
+    # dynamo at opset 23 (ONNX Attention, RotaryEmbedding), quarot-w8a8, first row of IDS
+    ("tiny-llama", "opset 23"): 0.0268, ("tiny-qwen2", "opset 23"): 0.0247, ("tiny-phi3", "opset 23"): 0.0464,
 }
 # Scale folding without quantization is exact in float: measured at most 1.2e-6 ("tiny-errors").
 FLOAT_ROUNDING = 1e-4
@@ -318,8 +320,14 @@ def test_quantize_embedding_stores_int8_rows(tiny_export, tmp_path):
     assert gather.input[1] == "input_ids"
     assert_measured(relative_error(run_logits(path, IDS), run_logits(source, IDS)), "embedding int8")
     once = compiled(source, recipe, tmp_path / "once.onnx", portable=True)
-    with pytest.raises(OQError, match="not float: already quantized"):
+    with pytest.raises(OQError, match="already compiled by oqcompile"):
         compiled(once, recipe, tmp_path / "twice.onnx")
+    import onnx_ir as ir
+
+    from oqcompile.passes.quantize_embedding import QuantizeEmbedding
+
+    with pytest.raises(ir.passes.PreconditionError, match="not float: already quantized"):  # the pass's own check
+        QuantizeEmbedding(group=32)(modelio.load(once))
 
 
 @pytest.mark.parametrize("model_id,recipe", [("tiny-phi3", "quarot-w8a8"), ("tiny-gemma2", "naive-w8a8")])
@@ -329,3 +337,14 @@ def test_packed_and_post_norm_blocks_quantize(tiny_export, tmp_path, model_id, r
     for portable in (True, False):
         actual = run_logits(compiled(source, recipe, tmp_path / f"q-{portable}.onnx", portable=portable), IDS)
         assert relative_error(actual, expected) <= MARGIN * MEASURED[model_id, recipe]
+
+
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-qwen2", "tiny-phi3"])
+def test_w8a8_at_opset_23(tiny_export, tmp_path, model_id):
+    """One sequence: ORT runs torch's opset-23 RoPE at batch 1 only (see test_passes.py)."""
+    source = tiny_export(model_id, "dynamo", opset=23)
+    expected = run_logits(source, IDS[:1])
+    for portable in (True, False):
+        target = compiled(source, "quarot-w8a8", tmp_path / f"q-{portable}.onnx", portable=portable)
+        actual = run_logits(target, IDS[:1])
+        assert relative_error(actual, expected) <= MARGIN * MEASURED[model_id, "opset 23"]
