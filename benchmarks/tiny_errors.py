@@ -166,6 +166,7 @@ def float_rounding_errors(work: Workspace) -> list[list]:
         optimizations = max(optimizations, relative_error(logits(path, optimization=level.ORT_ENABLE_ALL),
                                                           logits(path, optimization=level.ORT_DISABLE_ALL)))
     padded = padded_kv_error(work)
+    ort_optimized = ort_optimized_rotate_error(work)
     post_norm = max(relative_error(logits(work.compile(work.export("tiny-gemma2"), "rotate", portable=p)),
                                    logits(work.export("tiny-gemma2"))) for p in (True, False))
     return [
@@ -175,6 +176,8 @@ def float_rounding_errors(work: Workspace) -> list[list]:
          "(ONNX Attention, RotaryEmbedding), first row of the ids", f"{opsets:.1e}"],
         ["`test_post_norm_blocks_decline_r1_and_keep_logits`", "tiny-gemma2, rotate (R1 declined; R2-R4) against "
          "fp, portable and lowered", f"{post_norm:.1e}"],
+        ["`test_ort_optimized_graphs_rotate_exactly`", "tiny-llama as ORT's optimizer saves it (ORT_ENABLE_EXTENDED),"
+         " rotate (portable, lowered) against the export", f"{ort_optimized:.1e}"],
         ["`test_fused_kv_cache_model_keeps_left_padded_batches`",
          "rotate + fuse_ort, KV cache, left-padded batch: prefill and decode at real tokens", f"{padded:.1e}"],
         ["`test_scale_folding_alone_keeps_logits`", "OutlierTune / SmoothQuant without quantization",
@@ -209,6 +212,19 @@ def genai_errors(work: Workspace) -> list[list]:
         rows.append(["`test_w8a8_on_genai_graph_runs_lowered_and_portable`" if model_id == FAMILIES[0] else "",
                      f"{model_id}, quarot-w8a8 against the export (worst of portable and lowered)", f"{worst:.4f}"])
     return rows
+
+
+def ort_optimized_rotate_error(work: Workspace) -> float:
+    """tests/test_fuse_ort.py: the export as ORT's session optimizer saves it, rotated."""
+    import onnxruntime as ort
+
+    source = work.export("tiny-llama")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    saved = work.path("ort-optimized")
+    options.optimized_model_filepath = str(saved)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return max(relative_error(logits(work.compile(saved, "rotate", portable=p)), logits(source)) for p in (True, False))
 
 
 def padded_kv_error(work: Workspace) -> float:
