@@ -49,7 +49,11 @@ class Workspace:
 
         key = (model_id, exporter, *sorted(options.items()))
         if key not in self.exports:
-            self.exports[key] = export_to_file(model_id, self.path("export"), exporter=exporter, **options)
+            path = self.path("export")
+            if exporter == "genai":  # a GenAI folder of its own (genai_config.json names the file)
+                path.with_suffix("").mkdir()
+                path = path.with_suffix("") / "model.onnx"
+            self.exports[key] = export_to_file(model_id, path, exporter=exporter, **options)
         return self.exports[key]
 
     def compile(self, source: pathlib.Path, recipe, portable: bool = False, seed: int = 0) -> pathlib.Path:
