@@ -143,7 +143,8 @@ def test_residual_rotation_requires_fused_norms(tiny_export):
 def test_rotate_at_opsets_18_and_23(tiny_export, tmp_path, model_id, opset):
     """At opset 23 the dynamo exporter writes the ONNX Attention, RotaryEmbedding (R3 goes after it)
     and RMSNormalization ops. One sequence: ORT runs torch's opset-23 RoPE only at batch 1 (its cos/sin
-    have batch 1, which ORT's RotaryEmbedding requires to match the input's)."""
+    have batch 1, which ORT's RotaryEmbedding requires to match the input's). Measured: at most 1.1e-6
+    ("tiny-errors")."""
     source = tiny_export(model_id, "dynamo", opset=opset)
     attention = analyze(modelio.load(source)).blocks[0].attention
     assert (attention.fused is not None) == (opset == 23) and attention.q_rotary is not None
@@ -157,7 +158,8 @@ def test_rotate_at_opsets_18_and_23(tiny_export, tmp_path, model_id, opset):
 @pytest.mark.parametrize("portable", [True, False])
 def test_post_norm_blocks_decline_r1_and_keep_logits(tiny_export, tmp_path, caplog, portable):
     """Gemma 2: each sub-layer's output is normalized (with a gain) before the residual add, which no
-    stream rotation passes. R1 declines with a sentence; R2-R4 still run, exactly."""
+    stream rotation passes. R1 declines with a sentence; R2-R4 still run, exactly (measured 7.7e-7,
+    "tiny-errors")."""
     source = tiny_export("tiny-gemma2")
     block = analyze(modelio.load(source)).blocks[1]
     assert block.attn_post_norm.name == "layers.1.attention_output_norm" and block.mlp_post_norm is not None
