@@ -48,7 +48,8 @@ def check_loads(path: str | os.PathLike, name: str | os.PathLike | None = None) 
     try:
         session(path, check_only=True)
     except OQError as error:
-        raise OQError(f"{name or path}: not written, {str(error).split(': ', 1)[1]}") from error
+        reason = str(error).removeprefix(f"{path}: ")
+        raise OQError(f"{name or path}: not written, {reason}") from error
 
 
 def session(path: str | os.PathLike, threads: int | None = None,
@@ -76,15 +77,23 @@ def session(path: str | os.PathLike, threads: int | None = None,
         missing_library = error
     if threads:
         options.intra_op_num_threads = threads
-    if not check_only:  # a load check needs no feeds
-        for name, size in cache_dims(modelio.load(path).graph).items():
-            options.add_free_dimension_override_by_name(name, size)
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # ORT raises several pybind exception types
-        if missing_library is not None and LIBRARY_METADATA in metadata(path):
-            raise OQError(f"{path} is lowered to oq custom ops, but {missing_library}") from error
-        raise OQError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]})") from error
+
+    def create() -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises several pybind exception types
+            if missing_library is not None and LIBRARY_METADATA in metadata(path):
+                raise OQError(f"{path}: lowered to oq custom ops, but {missing_library}") from error
+            raise OQError(f"{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]})") from error
+
+    created = create()
+    named_head_size = any(spec.name.startswith("past") and len(spec.shape) == 4 and not isinstance(spec.shape[3], int)
+                          for spec in created.get_inputs())
+    if check_only or not named_head_size:
+        return created
+    for name, size in cache_dims(modelio.load(path).graph).items():  # a named head size (GenAI): fix it for feeds
+        options.add_free_dimension_override_by_name(name, size)
+    return create()
 
 
 def perplexity(model: ort.InferenceSession | Callable[[np.ndarray], np.ndarray], tokens: np.ndarray,

@@ -140,7 +140,7 @@ def test_lowered_model_without_the_library_gives_a_clear_error(tiny_export, tmp_
         raise OQError("the oq op library is not installed")
 
     monkeypatch.setattr("oqcompile.runtime.ops_library_path", missing_library)
-    with pytest.raises(OQError, match="is lowered to oq custom ops, but the oq op library is not installed"):
+    with pytest.raises(OQError, match=": lowered to oq custom ops, but the oq op library is not installed"):
         evaluate.session(lowered)
     with pytest.raises(Exception, match=r"oq:\w+\(-1\) is not a registered function/op"):  # plain ORT names the op
         ort.InferenceSession(str(lowered), providers=["CPUExecutionProvider"])
