@@ -12,8 +12,9 @@ The passes edit the residual ``Add`` and the norm separately (gains fold into th
 rotations act between them), so each skip norm becomes ``Add`` nodes giving ``r`` and
 ``SimplifiedLayerNormalization(r, g)`` (ORT's RMS norm, as the skip op computes it) or
 ``LayerNormalization(r, g, β)`` giving ``y``: the same arithmetic in the same float type.
-ORT's own graph optimizer fuses the pair back at session creation, as ``fuse_ort`` does
-when it runs. Outputs 1 and 2 (the mean and inverse deviation, for training) must be
+``fuse_ort`` (lowered outputs) fuses the pairs back into the skip ops; a ``--portable``
+output keeps them apart (ORT's session optimizer does not fuse ``Add`` with
+``SimplifiedLayerNormalization``: checked on ORT 1.32). Outputs 1 and 2 (the mean and inverse deviation, for training) must be
 unused.
 """
 
