@@ -138,7 +138,7 @@ def rtn(weight: np.ndarray, bits: int, group: int | None = None,
 
 def gptq(weight: np.ndarray, gram: np.ndarray, bits: int, group: int | None = None,
          damp: float = 0.01, act_order: bool = False, clip_search: bool = False,
-         block: int = 128) -> QuantizedWeight:
+         block: int = 128, consume_gram: bool = False) -> QuantizedWeight:
     """GPTQ of an ``[in, out]`` weight given the calibration Gram matrix ``XᵀX`` (``[in, in]``).
 
     ``damp`` adds ``damp · mean(diag H)`` to the diagonal; ``act_order`` sweeps the input
@@ -146,14 +146,21 @@ def gptq(weight: np.ndarray, gram: np.ndarray, bits: int, group: int | None = No
     (``H_ii = 0``) get ``H_ii = 1`` and zero weights. Output channels are independent given
     ``H``, so they are swept ``RTN_COLUMNS`` at a time with one factor of ``H⁻¹``: besides its
     arguments the function holds that ``[in, in]`` float64 factor and a float64 chunk of
-    columns (at an 8B model's 14336-input down projection, 1.5 GiB and 0.2 GiB).
+    columns (at an 8B model's 14336-input down projection, 1.5 GiB and 0.2 GiB). With
+    ``consume_gram`` (the caller's last use of ``gram``) and no act-order, the factor is formed
+    in ``gram``'s own memory instead of a copy: ``J H J`` of a C-contiguous matrix is its flat
+    buffer reversed.
     """
     rows = weight.shape[0]
-    diagonal = np.diag(gram)
+    diagonal = np.diag(gram).copy()
     dead = diagonal == 0
     order = np.argsort(-diagonal, kind="stable") if act_order else np.arange(rows)
     reversed_order = order[::-1]
-    hessian = gram[np.ix_(reversed_order, reversed_order)].astype(np.float64, copy=False)  # J H J, sweep order
+    if consume_gram and not act_order and gram.dtype == np.float64 and gram.flags.c_contiguous:
+        hessian = gram
+        _reverse_in_place(hessian)  # J H J, sweep order
+    else:
+        hessian = gram[np.ix_(reversed_order, reversed_order)].astype(np.float64, copy=False)  # J H J, sweep order
     swept_diagonal = np.where(dead[reversed_order], 1.0, np.diag(hessian))
     hessian[np.diag_indices(rows)] = swept_diagonal + damp * np.mean(swept_diagonal)
     inverse_factor = _upper_factor_of_inverse(hessian)  # row i: the error-propagation weights of row i

@@ -86,10 +86,12 @@ class QuantizeWeights(CalibratedPass):
                     bar.update()
             else:  # one block's Gram matrices at a time, each block quantized once its inputs are seen
                 for stats in self.stream_statistics(model, [lin.input for lin in linears], gram=True):
-                    for linear in [lin for lin in linears if lin.input.name in stats]:
+                    block = [lin for lin in linears if lin.input.name in stats]
+                    for index, linear in enumerate(block):
+                        last_reader = all(other.input.name != linear.input.name for other in block[index + 1:])
                         self._store(linear, quant.gptq(linear.weight(), stats[linear.input.name].gram,
                                                        self._bits(linear, transformer), self.group, self.damp,
-                                                       self.act_order, self.clip_search))
+                                                       self.act_order, self.clip_search, consume_gram=last_reader))
                         bar.update()
                     stats.clear()  # this block's Gram matrices go before the next block runs
         if self.format == "matmulnbits":

@@ -139,3 +139,15 @@ def test_statistics_keep_an_even_token_sample():
         stats.update(np.full((2, 6, 4), value, np.float32))
     assert stats.sample.shape == (15, 4)
     assert sorted(set(stats.sample[:, 0])) == [0, 1, 2, 3, 4]
+
+
+def test_gptq_consuming_the_gram_gives_the_same_codes():
+    """With consume_gram the factor is formed in the Gram's own memory (no n x n copy): same result."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1024, 96)) @ rng.standard_normal((96, 96))
+    weight = 0.05 * rng.standard_normal((96, 40))
+    gram = x.T @ x
+    kept = quant.gptq(weight, gram, 4, clip_search=True)
+    consumed = quant.gptq(weight, gram_copy := gram.copy(), 4, clip_search=True, consume_gram=True)
+    assert np.array_equal(kept.codes, consumed.codes) and np.array_equal(kept.scales, consumed.scales)
+    assert not np.array_equal(gram_copy, gram)  # its buffer now holds the factor
