@@ -201,6 +201,19 @@ def test_cpu_isas_lists_what_this_cpu_has():
     assert isas[0] == "scalar"
     flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
     assert ("avx2" in isas) == ("avx2" in flags)
+    assert ("avx512_vnni" in isas) == ("avx512_vnni" in flags and "avx512bw" in flags)
+    # AMX also needs Linux's permission for tile data, so it may be missing where the flag is not
+    assert "amx_int8" not in isas or {"amx_int8", "amx_tile"} <= set(flags)
+
+
+def test_forcing_an_instruction_set_this_cpu_lacks_is_an_error(monkeypatch):
+    missing = [isa for isa in ("avx2", "avx512_vnni", "amx_int8") if isa not in cpu_isas()]
+    if not missing:
+        pytest.skip("this CPU supports every instruction set the op library has")
+    for isa in missing:
+        monkeypatch.setenv("OQ_CPU_ISA", isa)
+        with pytest.raises(Exception, match=f"OQ_CPU_ISA={isa} but this CPU .or the OS. does not support it"):
+            qmatmul_session(np.float32, 8, 16, False)
 
 
 def test_readme_cpp_snippet_compiles(tmp_path):

@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "panel_impl.h"
+#include "panel_avx512.h"
 
 namespace oq {
 
@@ -45,29 +45,7 @@ struct DotsU8Avx512Vnni {
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
       for (int j = 0; j < P; ++j) _mm512_store_si512(dots[r] + j * kPanelChannels, acc[r][j]);
-    AddScaled<R, P>(p, g, dots, sum);
-  }
-
-  // AddScaledDots in 16-float vectors. Its own function: inlined after the loop above, GCC
-  // hoisted its loads above the loop and spilled accumulators inside it (1B up_proj, M = 512:
-  // 9.6 -> 12.4 ms in benchmarks/speed.py --part per-op).
-  template <int R, int P>
-  __attribute__((noinline)) static void AddScaled(const PanelArgs& p, size_t g,
-                                                  const int32_t (*dots)[kPanelChannels * P],
-                                                  float (*sum)[kPanelChannels * P]) {
-    const __m512i a_offset = _mm512_set1_epi32(p.a_offset);
-#pragma GCC unroll 2
-    for (int j = 0; j < P; ++j) {
-      const size_t at = (j * p.groups + g) * kPanelChannels;
-      const __m512i offset = _mm512_mullo_epi32(a_offset, _mm512_loadu_si512(p.w_sums + at));
-      const __m512 scale = _mm512_loadu_ps(p.w_scales + at);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        float* s = sum[r] + j * kPanelChannels;
-        const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(dots[r] + j * kPanelChannels), offset));
-        _mm512_storeu_ps(s, _mm512_fmadd_ps(dot, scale, _mm512_loadu_ps(s)));
-      }
-    }
+    AddScaledDotsAvx512<R, P>(p, g, dots, sum);
   }
 };
 

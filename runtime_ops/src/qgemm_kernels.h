@@ -16,7 +16,8 @@
 //    the int16 partial sums may take before they are widened to int32 (int16_steps).
 //  - kSigned16: a as int16 (vpmaddwd: exact), for the case the first form would saturate
 //    (8-bit activations spanning more than 128 codes times 8-bit weights, on AVX2).
-// Rows are zero-padded group by group to whole quads; the weights' padding is zero.
+// Rows are zero-padded group by group to whole quads, or to a multiple of the ISA's panel_quads
+// (cpu_isa.h); the weights' padding is zero.
 // The ISA-specific panels live in their own translation units compiled with their own -m
 // flags and use no C++ library code, so nothing built for a newer ISA leaks into generic code.
 #pragma once
@@ -47,6 +48,7 @@ struct PanelArgs {
 };
 
 constexpr size_t kMaxPanels = 2;  // panels one call may take (an ISA's tile may span both)
+constexpr size_t kAmxTileQuads = 16;  // quads of one AMX tile step (64 codes); see panel_amx.cc
 
 using PanelFunction = void (*)(const PanelArgs&);
 
@@ -62,5 +64,6 @@ void PanelU8Scalar(const PanelArgs& args);
 void PanelU8Avx2(const PanelArgs& args);        // needs AVX2
 void PanelS16Avx2(const PanelArgs& args);       // needs AVX2
 void PanelU8Avx512Vnni(const PanelArgs& args);  // needs AVX-512F/BW + AVX512_VNNI
+void PanelU8Amx(const PanelArgs& args);         // needs the above + AMX-TILE/AMX-INT8, tiles permitted
 
 }  // namespace oq

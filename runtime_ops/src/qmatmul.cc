@@ -147,7 +147,7 @@ void MultiplyByPanels(const Ort::KernelContext& context, const QMatMulCall& call
                       const WeightPanels* unpacked, const int32_t* row_sums, T* y) {
   const size_t rows = call.rows, n = call.n, groups = call.groups;
   thread_local WeightPanels own;  // the panel a task unpacks (weight_panels.h)
-  const WeightPanels shape(n, call.k, groups, 0);
+  const WeightPanels shape(n, call.k, groups, isa.panel_quads, 0);
   const size_t quads = shape.quads;
 
   // The form of the activations: unsigned a - lo if the ISA's u8 panel is exact for them.
@@ -176,7 +176,7 @@ void MultiplyByPanels(const Ort::KernelContext& context, const QMatMulCall& call
     const size_t first = task * kMaxPanels, count = std::min(kMaxPanels, shape.panels - first);
     const size_t col = first * kPanelChannels, width = std::min(count * kPanelChannels, n - col);
     if (unpacked == nullptr) {
-      own.Reset(n, call.k, groups, kMaxPanels);
+      own.Reset(n, call.k, groups, isa.panel_quads, kMaxPanels);
       for (size_t j = 0; j < count; ++j) {
         own.Pack(first + j, call.w, call.bits, call.w_scales, row_sums, j, isa.transpose_quads);
       }
@@ -227,7 +227,7 @@ OrtStatusPtr InitializeKernel(const OrtKernelInfo* info, QMatMulKernel<T>& kerne
     kernel.constant_sums = std::make_shared<const std::vector<int32_t>>(
         GroupSums(weight.GetTensorData<uint8_t>(), kernel.bits, n, k, groups));
     if (kernel.bits == 6) {  // the only width no row kernel reads where it lies
-      auto panels = std::make_shared<WeightPanels>(n, k, groups, panel_count);
+      auto panels = std::make_shared<WeightPanels>(n, k, groups, kernel.isa.panel_quads, panel_count);
       for (size_t p = 0; p < panel_count; ++p) {
         panels->Pack(p, weight.GetTensorData<uint8_t>(), kernel.bits, scales.GetTensorData<float>(),
                      kernel.constant_sums->data(), p);

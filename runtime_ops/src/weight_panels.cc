@@ -59,8 +59,9 @@ std::vector<int32_t> GroupSums(const uint8_t* packed, int64_t bits, size_t n, si
   return sums;
 }
 
-void WeightPanels::Reset(size_t n_, size_t k_, size_t groups_, size_t slots) {
+void WeightPanels::Reset(size_t n_, size_t k_, size_t groups_, size_t quad_multiple, size_t slots) {
   n = n_, k = k_, groups = groups_, quads = (k / groups + kQuad - 1) / kQuad;
+  if (quads >= quad_multiple) quads = (quads + quad_multiple - 1) / quad_multiple * quad_multiple;
   panels = (n + kPanelChannels - 1) / kPanelChannels;
   codes.resize(std::max(codes.size(), slots * PanelBytes()));
   sums.resize(std::max(sums.size(), slots * groups * kPanelChannels));
@@ -80,10 +81,11 @@ void WeightPanels::Pack(size_t panel, const uint8_t* packed, int64_t bits, const
   const uint8_t* rows[kPanelChannels];
   for (size_t c = 0; c < width; ++c) rows[c] = packed + (panel * kPanelChannels + c) * row_bytes;
   // Runs of kTransposeCodes codes go through the ISA's transpose where it can, the rest quad by
-  // quad. Where groups fill whole quads, group g's quad q is quad g · group / 4 + q of the row,
-  // so the runs go on across group boundaries (groups of 32 codes would otherwise have none).
+  // quad. Where groups fill whole quads and are not padded beyond them (or there is one group),
+  // group g's quad q is quad g · group / 4 + q of the row, so the runs go on across group
+  // boundaries (groups of 32 codes would otherwise have none).
   const bool vector = transpose != nullptr && width == kPanelChannels && (bits == 8 || bits == 4);
-  const bool across_groups = vector && group % kQuad == 0;
+  const bool across_groups = vector && group % kQuad == 0 && (groups == 1 || quads * kQuad == group);
   const size_t transposed = across_groups ? k / kTransposeCodes * kTransposeCodes : 0;  // codes
   for (size_t first = 0; first < transposed; first += kTransposeCodes) {
     transpose(rows, bits, first, target + first * kPanelChannels);

@@ -16,15 +16,19 @@
 namespace oq {
 
 struct WeightPanels {
-  size_t n = 0, k = 0, groups = 0, quads = 0, panels = 0;  // quads per group
+  size_t n = 0, k = 0, groups = 0, quads = 0, panels = 0;  // quads per group, padding included
   std::vector<int8_t> codes;     // [slots, groups, quads, 16, 4]
   std::vector<int32_t> sums;     // [slots, groups, 16]
   std::vector<float> scales;     // [slots, groups, 16]
 
   WeightPanels() = default;
-  WeightPanels(size_t n, size_t k, size_t groups, size_t slots) { Reset(n, k, groups, slots); }
+  WeightPanels(size_t n, size_t k, size_t groups, size_t quad_multiple, size_t slots) {
+    Reset(n, k, groups, quad_multiple, slots);
+  }
   // The geometry of an n x k matrix in `groups` groups, storage for `slots` panels (kept if larger).
-  void Reset(size_t n, size_t k, size_t groups, size_t slots);
+  // Groups of at least `quad_multiple` quads are padded with zeros to a multiple of it
+  // (CpuIsa::panel_quads); smaller ones to whole quads.
+  void Reset(size_t n, size_t k, size_t groups, size_t quad_multiple, size_t slots);
   // Fills slot `slot` with panel `panel` of packed rows [n, PackedRowBytes(bits, k)], their scales and
   // group sums (both [n, groups]), padding included.
   // `transpose` (or null) is the ISA's vector form of the int8 and int4 unpacking.
