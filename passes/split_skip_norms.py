@@ -27,14 +27,11 @@ import onnx_ir as ir
 
 from oqcompile.graph import copy_type
 from oqcompile.passes.base import TransformerPass
+from oqcompile.structure.matchers import SKIP_NORMS
 
 __all__ = ["SplitSkipNorms", "holds_skip_norms"]
 
 logger = logging.getLogger(__name__)
-
-_SKIP_NORMS = {"SkipSimplifiedLayerNormalization": "SimplifiedLayerNormalization",
-               "SkipLayerNormalization": "LayerNormalization"}
-
 
 @dataclasses.dataclass
 class SplitSkipNorms(TransformerPass):
@@ -45,7 +42,7 @@ class SplitSkipNorms(TransformerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         split = 0
         for node in list(model.graph):
-            if node.domain == "com.microsoft" and node.op_type in _SKIP_NORMS:
+            if node.domain == "com.microsoft" and node.op_type in SKIP_NORMS:
                 if node.op_type == "SkipLayerNormalization" and model.opset_imports.get("", 1) < 17:
                     raise ir.passes.PreconditionError(f"{node.name}: splitting a SkipLayerNormalization needs "
                                                       "LayerNormalization, ONNX opset 17 or later")
@@ -57,7 +54,7 @@ class SplitSkipNorms(TransformerPass):
 
 
 def holds_skip_norms(model: ir.Model) -> bool:
-    return any(node.domain == "com.microsoft" and node.op_type in _SKIP_NORMS for node in model.graph)
+    return any(node.domain == "com.microsoft" and node.op_type in SKIP_NORMS for node in model.graph)
 
 
 def _split(graph: ir.Graph, skip: ir.Node) -> None:
@@ -77,7 +74,7 @@ def _split(graph: ir.Graph, skip: ir.Node) -> None:
     attributes = {"axis": -1, "epsilon": skip.attributes.get_float("epsilon", 1e-5)}
     if simplified:
         attributes["stash_type"] = 1
-    norm = ir.node(_SKIP_NORMS[skip.op_type], norm_inputs, attributes=attributes, name=f"{skip.name}/norm")
+    norm = ir.node(SKIP_NORMS[skip.op_type], norm_inputs, attributes=attributes, name=f"{skip.name}/norm")
     nodes.append(norm)
     for node in nodes:
         node.doc_string = f"split from {skip.op_type} {skip.name} (oqcompile split_skip_norms)."

@@ -18,9 +18,9 @@ from oqcompile import qdq
 from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op, transposed_constant
 from oqcompile.structure.roles import Linear, Norm, StructureError
 
-__all__ = ["FUSED_ATTENTION", "column_views", "const_ndim", "dynamic_matmul_hits", "feeds_softmax", "find_head_dim",
-           "is_fused_attention", "is_scalar_const", "match_linear",
-           "match_norm", "peel_consumers", "peel_index_reshapes", "peel_noop", "positional_gather", "rope_output"]
+__all__ = ["FUSED_ATTENTION", "SKIP_NORMS", "column_views", "const_ndim", "dynamic_matmul_hits", "feeds_softmax",
+           "find_head_dim", "is_fused_attention", "is_scalar_const", "match_linear", "match_norm", "peel_consumers",
+           "peel_index_reshapes", "peel_noop", "positional_gather", "rope_output"]
 
 
 def peel_noop(value: ir.Value) -> ir.Value:
@@ -127,6 +127,11 @@ def _is_stored_weight(value: ir.Value) -> bool:
     """An initializer, a ``Constant``, or ``DequantizeLinear`` of constant integer codes."""
     return (value.const_value is not None or producer_op(value) == "Constant"
             or (producer_op(value) == "DequantizeLinear" and is_const(value)))
+
+
+# ORT's norms with the residual add fused in (com.microsoft), and the norm each one computes.
+SKIP_NORMS = {"SkipSimplifiedLayerNormalization": "SimplifiedLayerNormalization",
+              "SkipLayerNormalization": "LayerNormalization"}
 
 
 def match_norm(node: ir.Node) -> Norm | None:

@@ -211,9 +211,13 @@ class Embedding:
         """The constant holding the table (behind the ``Transpose``, if any)."""
         return transposed_constant(self.node.inputs[0]) or self.node.inputs[0]
 
+    def _transposed(self) -> bool:
+        """Whether the table is stored ``[hidden, rows]`` and read through a ``Transpose``."""
+        return self.stored_value() is not self.node.inputs[0]
+
     def table(self) -> np.ndarray:
         stored = const_array(self.stored_value())
-        return stored.T if self.stored_value() is not self.node.inputs[0] else stored
+        return stored.T if self._transposed() else stored
 
     def set_table(self, table: np.ndarray) -> None:
         """Store a new ``[rows, hidden]`` table, read by the ``Gather`` directly."""
@@ -230,7 +234,7 @@ class Embedding:
         shape = self.stored_value().shape
         if shape is None or not shape.is_static():
             return self.table().shape[0]
-        return shape[1] if self.stored_value() is not self.node.inputs[0] else shape[0]
+        return shape[1] if self._transposed() else shape[0]
 
     def rotate(self, rotation: RotationLike) -> None:
         """``E' = E R`` (formed in float64): the rows the stream starts from, rotated."""

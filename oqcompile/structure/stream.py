@@ -14,15 +14,12 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from oqcompile.graph import transposed_constant
-from oqcompile.structure.matchers import (column_views, const_ndim, dynamic_matmul_hits, feeds_softmax, find_head_dim,
-                                          is_fused_attention, is_scalar_const, match_linear, match_norm, peel_consumers,
-                                          peel_index_reshapes, peel_noop, positional_gather, rope_output)
+from oqcompile.structure.matchers import (SKIP_NORMS, column_views, const_ndim, dynamic_matmul_hits, feeds_softmax,
+                                          find_head_dim, is_fused_attention, is_scalar_const, match_linear, match_norm,
+                                          peel_consumers, peel_index_reshapes, peel_noop, positional_gather, rope_output)
 from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, Norm, StructureError, Transformer
 
 __all__ = ["analyze"]
-
-_SKIP_NORMS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization"}
-
 
 def analyze(model: ir.Model) -> Transformer:
     """Map the transformer in ``model`` (raises :class:`StructureError` naming what is missing)."""
@@ -54,7 +51,7 @@ class _Analyzer:
                                      "compile the float model it came from")
             if node.domain != "com.microsoft":
                 continue
-            if node.op_type in _SKIP_NORMS:
+            if node.op_type in SKIP_NORMS:
                 raise StructureError(f"{node.op_type} {node.name} fuses a residual add with a norm: split it "
                                      "first (the split_skip_norms pass; optimize and inspect do this themselves)")
             if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
