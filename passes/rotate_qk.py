@@ -51,6 +51,7 @@ class RotateQK(TransformerPass):
         has_rope = any(node.op_type in ("Sin", "Cos", "RotaryEmbedding") for node in model.graph)
         unplaced = [block for block in blocks if has_rope and block.attention.q_rotary is None
                     and not block.attention.rotary_inside]
+        skipped = {block.index for block in unplaced}
         if unplaced:
             logger.warning("R3 not applied to %d of %d blocks: the graph computes RoPE, but not in a form found on "
                            "the q and k of %s (e.g. partial-rotary slices), and the rotation must come after it; "
@@ -58,7 +59,7 @@ class RotateQK(TransformerPass):
                            unplaced[0].attention.q.name)
         for block in blocks:
             attn = block.attention
-            if attn.rotary_inside or any(block is other for other in unplaced):
+            if attn.rotary_inside or block.index in skipped:
                 continue
             if attn.q_rotary is not None and attn.k_rotary is not None:
                 insert_hadamard(attn.q_rotary, attn.head_dim, attn.q.name)
