@@ -106,6 +106,10 @@ def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass
     if "oq.recipe" in model.metadata_props:  # its online rotations would sit where new ones assume none
         raise OQError(f"the model was already compiled by oqcompile (recipe {model.metadata_props['oq.recipe']}): "
                       "compile the model it came from")
+    qdq = next((node for node in model.graph if node.op_type in ("QuantizeLinear", "DequantizeLinear")), None)
+    if qdq is not None:  # the passes would rotate and requantize dequantized weights without saying so
+        raise OQError(f"{qdq.op_type} {qdq.name}: the model is already quantized (QDQ form); oqcompile rewrites "
+                      "float weights: give it the float model")
     appended = (DropNanGuard,) if portable else (Lower, FuseOrt, DropNanGuard)
     passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
     if holds_skip_norms(model):  # ORT's fused residual add + norm: the passes edit the two apart

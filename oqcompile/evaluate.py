@@ -140,7 +140,8 @@ def check_vocabulary(tokens: np.ndarray, vocab_size: int) -> None:
 
 
 def _check_signature(sess: ort.InferenceSession) -> None:
-    """Refuse a session that does not map integer token ids to logits ``[batch, seq, vocab]``."""
+    """Refuse a session that does not map integer token ids to logits ``[batch, seq, vocab]``, or
+    that has inputs :func:`feeds` cannot fill (before any progress bar starts)."""
     first_input, first_output = sess.get_inputs()[0], sess.get_outputs()[0]
     if first_input.type not in ("tensor(int64)", "tensor(int32)"):
         raise OQError(f"not a language model: its first input {first_input.name!r} is a {first_input.type}, "
@@ -148,6 +149,7 @@ def _check_signature(sess: ort.InferenceSession) -> None:
     if first_output.shape is not None and len(first_output.shape) != 3:
         raise OQError(f"not a language model: its first output {first_output.name!r} has rank "
                       f"{len(first_output.shape)}, expected logits [batch, seq, vocab]")
+    feeds(sess, np.zeros((1, 1), np.int64))
 
 
 def _run_logits(sess: ort.InferenceSession, input_ids: np.ndarray) -> np.ndarray:
@@ -170,7 +172,8 @@ def feeds(sess: ort.InferenceSession, input_ids: np.ndarray) -> dict[str, np.nda
 def graph_feeds(graph: ir.Graph, input_ids: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`feeds` for the inputs of ``graph`` (for runs of a part of it)."""
     sizes = cache_dims(graph)
-    return _feeds([(value.name, str(value.type), value.dtype.numpy() if value.dtype else None,
+    return _feeds([(value.name, f"tensor({value.dtype.name.lower()})" if value.dtype else str(value.type),
+                    value.dtype.numpy() if value.dtype else None,
                     [dim if isinstance(dim, int) else sizes.get(dim.value) for dim in value.shape or ()])
                    for value in graph.inputs], input_ids)
 

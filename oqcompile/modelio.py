@@ -46,6 +46,10 @@ def load(path: str | os.PathLike) -> ir.Model:
             for value in graph.initializers.values():
                 if isinstance(value.const_value, ir.ExternalTensor):
                     value.const_value.numpy()
+    except FileNotFoundError as error:  # mapping an external data file
+        missing = pathlib.Path(error.filename).name if error.filename else "it names"
+        raise OQError(f"{path}: its external data file {missing} is missing (it must lie "
+                      "beside the .onnx file, under the name the model gives it)") from error
     except Exception as error:  # protobuf and external-data errors have many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OQError(f"{path}: not a readable ONNX model ({reason})") from error
@@ -86,8 +90,13 @@ def check_writable(path: str | os.PathLike) -> pathlib.Path:
     parent = path.parent
     if not parent.is_dir():
         raise OQError(f"{path}: output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OQError(f"{path}: output directory {parent} is not writable")
+    if path.is_dir():
+        raise OQError(f"{path}: is a directory; give the output file's name")
+    try:  # a real write: permission bits do not bind root, and read-only mounts ignore them
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise OQError(f"{path}: output directory {parent} is not writable ({error.strerror})") from error
     return parent
 
 

@@ -21,6 +21,13 @@ from oqcompile.structure.roles import MLP, Attention, Block, Embedding, Linear, 
 
 __all__ = ["analyze"]
 
+# Integer kernels of ONNX Runtime's own quantizers (quantize_dynamic, quantize_static in QOperator
+# form, the MatMulNBits quantizer, the GenAI builder's int4): what only an already-quantized model holds.
+_INTEGER_KERNELS = {("", "MatMulInteger"), ("", "QLinearMatMul"), ("", "ConvInteger"), ("", "QLinearConv"),
+                    ("com.microsoft", "DynamicQuantizeMatMul"), ("com.microsoft", "MatMulIntegerToFloat"),
+                    ("com.microsoft", "QGemm"), ("com.microsoft", "QAttention"), ("com.microsoft", "MatMulNBits"),
+                    ("com.microsoft", "GatherBlockQuantized")}
+
 def analyze(model: ir.Model) -> Transformer:
     """Map the transformer in ``model`` (raises :class:`StructureError` naming what is missing)."""
     return _Analyzer(model.graph).run()
@@ -49,15 +56,16 @@ class _Analyzer:
             if (node.domain, node.op_type) == ("oq", "QMatMul"):
                 raise StructureError(f"QMatMul {node.name}: the model is already quantized and lowered by oqcompile; "
                                      "compile the float model it came from")
+            if (node.domain, node.op_type) in _INTEGER_KERNELS:
+                genai = node.op_type in ("MatMulNBits", "GatherBlockQuantized")
+                raise StructureError(f"{node.op_type} {node.name}: the model is already quantized (an integer "
+                                     "kernel of ONNX Runtime's quantizers); oqcompile rewrites float weights: give "
+                                     "it the float model" + (" (the GenAI builder's -p fp32)" if genai else ""))
             if node.domain != "com.microsoft":
                 continue
             if node.op_type in SKIP_NORMS:
                 raise StructureError(f"{node.op_type} {node.name} fuses a residual add with a norm: split it "
                                      "first (the split_skip_norms pass; optimize and inspect do this themselves)")
-            if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
-                raise StructureError(f"{node.op_type} {node.name}: the model is already quantized (ONNX Runtime's "
-                                     "blockwise int4/int8 weights); oqcompile rewrites float weights: give it the "
-                                     "float export (the GenAI builder's -p fp32)")
             if node.op_type == "Attention":
                 raise StructureError(f"ONNX Runtime's Attention {node.name} holds the q/k/v weights inside the "
                                      "op: export without ORT's attention fusion (GroupQueryAttention and "
@@ -87,7 +95,11 @@ class _Analyzer:
                 block.mlp_norm, block.mlp, block.mlp_residual, block.mlp_post_norm = norm, sublayer, residual, post_norm
             stream = residual.outputs[0]
         if not blocks or blocks[-1].mlp is None:
-            raise StructureError("no complete transformer block (attention + MLP with residual adds) found")
+            post_norm = not blocks and any(node.op_type == "Add" for node in peel_consumers(norm.output))
+            raise StructureError("no complete transformer block (attention + MLP with residual adds) found" + (
+                f": the residual stream runs through {norm.output.producer().name}, a norm after the residual add (post-norm, as "
+                "in BERT); oqcompile reads pre-norm decoders, whose norms branch off the stream" if post_norm
+                else ""))
         if len(readers) != 1:
             raise StructureError(f"final norm {norm.output.name} is read by {len(readers)} linears, "
                                  "expected exactly one lm_head")
