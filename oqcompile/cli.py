@@ -71,9 +71,12 @@ def _parser() -> argparse.ArgumentParser:
                              "and present.* outputs (dynamo exporters only)")
     export.set_defaults(handler=_export)
 
-    inspect = commands.add_parser("inspect", help="print the transformer map of an ONNX file")
+    inspect = commands.add_parser("inspect", help="what an ONNX file holds and what oqcompile did to it: recipe, "
+                                  "passes, weight and activation formats per linear, inserted rotations, custom "
+                                  "ops, bytes by type, the transformer map")
     inspect.add_argument("file")
-    inspect.add_argument("--json", action="store_true", help="print the map as JSON")
+    inspect.add_argument("--layers", action="store_true", help="one line per linear layer")
+    inspect.add_argument("--json", action="store_true", help="everything, as JSON")
     inspect.set_defaults(handler=_inspect)
 
     optimize = commands.add_parser("optimize", help="apply a recipe and write a new ONNX file")
@@ -125,25 +128,10 @@ def _export(args) -> int:
 
 
 def _inspect(args) -> int:
-    from oqcompile import modelio
-    from oqcompile.passes.split_skip_norms import SplitSkipNorms
-    from oqcompile.structure import analyze
+    from oqcompile.inspection import describe, format_text
 
-    model = modelio.load(args.file)
-    SplitSkipNorms()(model)  # in memory only: the map names the residual adds and norms apart
-    summary = analyze(model).summary()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    blocks = summary.pop("blocks")
-    for key, value in summary.items():
-        print(f"{key:>22}: {value}")
-    roles = list(blocks[0])
-    print()
-    for index, block in enumerate(blocks):
-        print(f"block {index}")
-        for role in roles:
-            print(f"  {role:>14}: {block[role]}")
+    description = describe(args.file)
+    print(json.dumps(description, indent=2) if args.json else format_text(description, layers=args.layers))
     return 0
 
 

@@ -44,7 +44,7 @@ from oqcompile.quant import QuantizedWeight, qmax, qrange
 
 __all__ = ["GRANULARITIES", "ActivationQDQ", "QDQTag", "activation_qdqs", "computes_scale", "dequantize_weight",
            "dequantizers", "insert_activation_qdq", "insert_group_qdq", "is_prescaled", "mark_prescaled",
-           "quantized_input", "read_quantized_weight"]
+           "quantized_input", "quantized_weight_name", "read_quantized_weight"]
 
 GRANULARITIES = ("per_token", "per_tensor", "prescaled")  # the symmetric activation QDQs
 KV_GRANULARITY = "asymmetric_group"
@@ -250,6 +250,12 @@ def dequantize_weight(linear_node: ir.Node, name: str, weight: QuantizedWeight, 
     restored.dtype, restored.shape = float_type, ir.Shape(weight.codes.shape)
     graph.insert_before(linear_node, dequantize)
     return restored
+
+
+def quantized_weight_name(weight: ir.Value, linear_node: ir.Node) -> str:
+    """The layer name :func:`dequantize_weight` gave ``weight`` (its node is ``<name>/dequantize_weight``),
+    else the name of the linear's node."""
+    return (weight.producer().name or linear_node.name).removesuffix("/dequantize_weight")
 
 
 def read_quantized_weight(value: ir.Value) -> QuantizedWeight | None:

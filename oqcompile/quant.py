@@ -29,8 +29,8 @@ import os
 
 import numpy as np
 
-__all__ = ["ACTIVATION_CLIP_GRID", "BITS", "QuantizedWeight", "check_bits", "fake_quantize_per_token", "gptq",
-           "pack_codes", "pack_matmulnbits", "qmax", "qrange", "rtn", "search_activation_clip", "weight_scales"]
+__all__ = ["ACTIVATION_CLIP_GRID", "BITS", "QuantizedWeight", "check_bits", "code_bits", "fake_quantize_per_token",
+           "gptq", "pack_codes", "pack_matmulnbits", "qmax", "qrange", "rtn", "search_activation_clip", "weight_scales"]
 
 CLIP_GRID = np.linspace(1.0, 0.75, 26)  # shrink ratios tried by the weight clip search
 CLIP_NORM = 2.4  # error norm of the clip search (QuaRot/GPTQ use 2.4: between MSE and max error)
@@ -47,6 +47,12 @@ def qmax(bits: int) -> int:
 
 
 BITS = (4, 6, 8)  # the code widths oqcompile writes and the oq ops run
+
+
+def code_bits(codes: np.ndarray) -> int:
+    """The narrowest of :data:`BITS` whose range holds every one of ``codes``."""
+    low, high = int(codes.min(initial=0)), int(codes.max(initial=0))
+    return next(b for b in BITS if qrange(b)[0] <= low and high <= qrange(b)[1])
 
 
 def check_bits(what: str, *widths: int | None) -> None:

@@ -33,7 +33,7 @@ from oqcompile import qdq
 from oqcompile.graph import FLOAT_TYPES, add_initializer, remove_if_unused
 from oqcompile.hadamard import dense_factor
 from oqcompile.passes.base import TransformerPass
-from oqcompile.quant import QuantizedWeight, pack_codes, qrange
+from oqcompile.quant import QuantizedWeight, code_bits, pack_codes
 from oqcompile.rotation import Rotation, find_rotations
 from oqcompile.runtime import DOMAIN, LIBRARY_METADATA, library_description
 from oqcompile.structure import Linear, match_linear
@@ -109,8 +109,8 @@ def _lower_qdq(graph: ir.Graph, activation: qdq.ActivationQDQ) -> int:
 def _replace_linear(graph: ir.Graph, linear: Linear, weight: QuantizedWeight, codes: ir.Value,
                     scales: ir.Value) -> None:
     in_features, out_features = weight.codes.shape
-    bits = next(b for b in (4, 6, 8) if qrange(b)[0] <= weight.codes.min() and weight.codes.max() <= qrange(b)[1])
-    name = (linear.weight_value().producer().name or linear.node.name).removesuffix("/dequantize_weight")
+    bits = code_bits(weight.codes)
+    name = qdq.quantized_weight_name(linear.weight_value(), linear.node)
     inputs = [codes, scales,
               add_initializer(graph, f"{name}.weight_packed_int{bits}", pack_codes(weight.codes, bits)),
               add_initializer(graph, f"{name}.weight_scales", np.ascontiguousarray(weight.scales.T, np.float32))]

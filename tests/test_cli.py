@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -29,10 +30,15 @@ def test_inspect_and_optimize(tiny_export, tmp_path):
     source = tiny_export("tiny-llama")
     shown = oqcompile("inspect", source, "--json")
     assert shown.returncode == 0, shown.stderr
-    summary = json.loads(shown.stdout)
-    assert summary["num_blocks"] == 2 and summary["num_kv_heads"] == 2
+    description = json.loads(shown.stdout)
+    assert description["transformer"]["num_blocks"] == 2 and description["transformer"]["num_kv_heads"] == 2
+    assert description["compiled"] is None and description["ops"] == {} and description["rotations"] == []
+    assert [row["name"] for row in description["linears"]][:2] == ["layers.0.self_attn.q_proj",
+                                                                  "layers.0.self_attn.k_proj"]
+    assert {(row["weights"], row["activations"], row["op"]) for row in description["linears"]} == {
+        ("float", "float", "MatMul")}
     table = oqcompile("inspect", source)
-    assert "block 1" in table.stdout and "down" in table.stdout
+    assert "block 1" in table.stdout and "down" in table.stdout and "not written by oqcompile" in table.stdout
     result = oqcompile("optimize", source, "-o", tmp_path / "out.onnx", "--recipe", "rotate", "--seed", 3)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.onnx").is_file()
@@ -113,3 +119,35 @@ def test_tokenizer_larger_than_the_vocabulary_is_one_line(tiny_export, large_tok
     result = oqcompile(command, tiny_export("tiny-llama"), *arguments, "--tokenizer", large_tokenizer_dir)
     assert_one_line_error(result, "but the model's vocabulary has 256 tokens")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("portable", [True, False])
+def test_inspect_shows_what_was_done(tiny_export, tokenizer_dir, tmp_path, portable):
+    """Recipe, passes, per-layer formats, inserted rotations and custom ops of a compiled file,
+    portable (QDQ + MatMul) and lowered (oq ops)."""
+    target = tmp_path / "q.onnx"
+    result = oqcompile("optimize", tiny_export("tiny-llama"), "-o", target, "--recipe", "quarot-w4a8",
+                       "--tokenizer", tokenizer_dir, "--calib-tokens", 512, *(["--portable"] if portable else []))
+    assert result.returncode == 0, result.stderr
+    description = json.loads(oqcompile("inspect", target, "--json").stdout)
+    compiled = description["compiled"]
+    assert compiled["recipe"] == "quarot-w4a8" and compiled["calibration"]["text"] == "emma[:512]"
+    steps = {step["pass"]: step["params"] for step in compiled["passes"]}
+    assert steps["quantize_weights"]["bits"] == 4 and steps["quantize_weights"]["group"] == 32
+    assert ("lower" in steps) != portable
+    op = "QDQ + MatMul" if portable else "oq.QMatMul"
+    rows = {row["name"]: (row["weights"], row["activations"], row["op"]) for row in description["linears"]}
+    assert len(rows) == 15  # 7 per block and the lm_head, each named by its role
+    assert rows["layers.1.mlp.down_proj"] == ("int4 in groups of 32", "int8 per token", op)
+    assert rows["lm_head"] == ("int8 in groups of 32", "int8 per token", op)  # the recipe's lm_head_bits
+    # online: R3 on q and k per block (head size 16), R4 before each down_proj (96), R2's before o_proj (64)
+    assert {(r["size"], r["count"]) for r in description["rotations"]} == {(16, 4), (96, 2), (64, 2)}
+    assert all(r["online"] and r["op"] == ("MatMul" if portable else "oq.Hadamard") for r in description["rotations"])
+    if portable:
+        assert description["ops"] == {} and description["transformer"]["num_blocks"] == 2
+    else:
+        assert description["ops"]["oq.QMatMul"] == 15 and description["ops"]["oq.Hadamard"] == 8
+        assert "lowered" in description["transformer"]["not_mapped"]
+    table = oqcompile("inspect", target, "--layers").stdout
+    assert "recipe quarot-w4a8" in table and "quantize_weights (bits=4" in table
+    assert re.search(r"layers\.1\.mlp\.down_proj +96x64 +int4 in groups of 32 +int8 per token", table)

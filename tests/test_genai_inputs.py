@@ -53,7 +53,7 @@ def test_genai_graph_maps_to_the_config(tiny_export, model_id):
 
 def test_inspect_reads_a_genai_graph(tiny_export, capsys):
     assert main(["inspect", str(tiny_export("tiny-llama", "genai")), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = json.loads(capsys.readouterr().out)["transformer"]
     assert summary["attention"] == "GroupQueryAttention" and summary["rope"] == "inside the attention op"
     assert summary["blocks"][0]["q"].endswith("columns 0:64 [64x64]")
 
@@ -147,3 +147,13 @@ def test_genai_int4_model_is_refused_with_a_reason(tiny_export, tmp_path):
     with pytest.raises(OQError, match="MatMulNBits .*already quantized.*-p fp32"):
         compile_file(source, tmp_path / "model.onnx", "rotate")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_reads_a_genai_int4_model(tiny_export):
+    from oqcompile.inspection import describe
+
+    description = describe(tiny_export("tiny-llama", "genai", dtype="int4"))
+    nbits = [row for row in description["linears"] if row["op"] == "com.microsoft.MatMulNBits"]
+    assert nbits and all(row["weights"].startswith("int4 in groups of") for row in nbits)
+    assert description["ops"]["com.microsoft.MatMulNBits"] == len(nbits)
+    assert "already quantized" in description["transformer"]["not_mapped"]
