@@ -35,9 +35,12 @@ from tqdm import tqdm
 
 from oqcompile.errors import OQError
 
-__all__ = ["ActivationStats", "CalibrationData", "calibration_data", "collect_statistics", "run_in_stages", "stream_statistics"]
+__all__ = ["DEFAULT_CALIBRATION_TOKENS", "ActivationStats", "CalibrationData", "calibration_data", "collect_statistics", "run_in_stages",
+           "stream_statistics", "text_calibration"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_CALIBRATION_TOKENS = 128 * 1024  # of the calibration book
 
 
 class CalibrationData:
@@ -90,11 +93,36 @@ def calibration_data(tokenizer: str | Callable[[], str], tokens: int, seq: int =
     def read() -> tuple[np.ndarray, str]:
         from oqcompile.data import CALIBRATION_BOOK, book_tokens
 
-        ids = book_tokens(CALIBRATION_BOOK, tokenizer() if callable(tokenizer) else tokenizer)
-        windows = min(tokens, len(ids)) // seq
-        return ids[: windows * seq].reshape(windows, seq), f"{CALIBRATION_BOOK}[:{windows * seq}]"
+        return _windows(book_tokens(CALIBRATION_BOOK, tokenizer() if callable(tokenizer) else tokenizer), tokens, seq,
+                        CALIBRATION_BOOK)
 
     return CalibrationData(None, "", batch, reader=read)
+
+
+def text_calibration(text: str | Callable[[], str], name: str, tokenizer: str | Callable[[], str],
+                     tokens: int | None = None, seq: int = 1024, batch: int = 1) -> CalibrationData:
+    """The first ``tokens`` tokens (default: all) of a text of one's own, in windows of ``seq``,
+    read and tokenized on first use (``text`` and ``tokenizer`` may be functions giving them);
+    ``name`` says where the text came from in the output's metadata (e.g. its file name)."""
+    def read() -> tuple[np.ndarray, str]:
+        from oqcompile.models import load_tokenizer
+
+        tokenize = load_tokenizer(tokenizer() if callable(tokenizer) else tokenizer)
+        ids = tokenize(text() if callable(text) else text, add_special_tokens=False)["input_ids"]
+        return _windows(np.asarray(ids, dtype=np.int64), tokens, seq, name)
+
+    return CalibrationData(None, "", batch, reader=read)
+
+
+def _windows(ids: np.ndarray, tokens: int | None, seq: int, name: str) -> tuple[np.ndarray, str]:
+    """The first ``tokens`` of ``ids`` (all if None, or if there are fewer, with a warning) in
+    whole windows of ``seq``, and their source ``name[:count]``."""
+    usable = (len(ids) if tokens is None else min(tokens, len(ids))) // seq * seq
+    if usable == 0:
+        raise OQError(f"calibration text {name}: {len(ids)} tokens, fewer than one window of {seq}")
+    if tokens is not None and usable < tokens:
+        logger.warning("calibration text %s has %d tokens: calibrating on %d, not %d", name, len(ids), usable, tokens)
+    return ids[:usable].reshape(-1, seq), f"{name}[:{usable}]"
 
 
 @dataclasses.dataclass

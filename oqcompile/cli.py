@@ -85,8 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--recipe", default="rotate",
                           help="recipe name (see `oqcompile recipes`) or a recipe .toml file")
     optimize.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
-    optimize.add_argument("--calib-tokens", type=int, default=128 * 1024,
-                          help="tokens of Emma for calibration, in windows of 1024 (default 131072)")
+    optimize.add_argument("--calib-tokens", type=int,
+                          help="calibration tokens, in windows of 1024 (default: 131072 of Emma, all of --calib-text)")
+    optimize.add_argument("--calib-text", metavar="FILE",
+                          help="a UTF-8 text of your own to calibrate on (default: Jane Austen's Emma)")
     _add_tokenizer_option(optimize, "for calibration")
     optimize.add_argument("--portable", action="store_true",
                           help="stop before the `lower` and `fuse_ort` passes: standard ONNX only (QDQ, MatMul "
@@ -136,11 +138,20 @@ def _inspect(args) -> int:
 
 
 def _optimize(args) -> int:
-    from oqcompile.calibrate import calibration_data
+    from oqcompile.calibrate import DEFAULT_CALIBRATION_TOKENS, calibration_data, text_calibration
     from oqcompile.compiler import compile_file
 
+    if args.calib_tokens is not None and args.calib_tokens < 1:
+        raise OQError(f"--calib-tokens must be positive, not {args.calib_tokens}")
     # The tokenizer and the text are read only if a pass of the recipe reads activation statistics.
-    calibration = calibration_data(lambda: _tokenizer_id(args), args.calib_tokens, seq=min(1024, args.calib_tokens))
+    tokenizer, seq = (lambda: _tokenizer_id(args)), min(1024, args.calib_tokens or 1024)
+    if args.calib_text is None:
+        calibration = calibration_data(tokenizer, args.calib_tokens or DEFAULT_CALIBRATION_TOKENS, seq=seq)
+    else:
+        text = pathlib.Path(args.calib_text)
+        if not text.is_file():
+            raise OQError(f"{text}: no such file")
+        calibration = text_calibration(lambda: _read_text(text), text.name, tokenizer, args.calib_tokens, seq=seq)
     summary = compile_file(args.file, args.output, args.recipe, seed=args.seed, calibration=calibration,
                            portable=args.portable, progress=sys.stderr.isatty())
     print(f"wrote {summary.target} (recipe {summary.recipe}{', portable' if summary.portable else ''}, seed "
@@ -174,6 +185,13 @@ def _recipes(args) -> int:
     for name, (description, _) in RECIPES.items():
         print(f"{name:>16}  {description}")
     return 0
+
+
+def _read_text(path: pathlib.Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise OQError(f"{path}: not a readable UTF-8 text ({error})") from error
 
 
 def _tokenizer_id(args) -> str:

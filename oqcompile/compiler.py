@@ -3,7 +3,9 @@
 :func:`compile_file` is the one path from an ONNX file to a compiled one (the CLI, the
 benchmarks and the tests all take it): check the output can be written, build the recipe's
 passes (handing them the calibration data), load, run the passes, save atomically.
-:func:`optimize` is its in-memory core for callers that already hold an ``ir.Model``.
+:func:`optimize` is the Python entry point: a file or an ``ir.Model`` in, the compiled model
+and a :class:`CompileSummary` out, written to a file when asked (through :func:`compile_file`
+for a file in and out, so memory stays bounded by layers).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 class CompileSummary:
     """What :func:`compile_file` did."""
 
-    target: pathlib.Path
+    target: pathlib.Path | None  # None: compiled in memory only
     recipe: str
     seed: int
     portable: bool
@@ -72,17 +74,23 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
     with scratch.spilled_weights(target.parent):
         model = modelio.load(source)
         passes = _apply(model, recipe, seed, passes, portable)
-        modelio.save(model, target, check=lambda staged: evaluate.check_loads(staged, target))
+        _save(model, target)
     genai_folder.write_folder(source, target, lowered=LIBRARY_METADATA in model.metadata_props)
-    calibrated = any(p.needs_calibration for p in passes)
-    return CompileSummary(target, recipe, seed, portable, [p.name for p in passes],
-                          calibration.source if calibrated else None, time.perf_counter() - start,
-                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return _summary(target, recipe, seed, portable, passes, start)
 
 
-def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: CalibrationData | None = None,
-             progress: bool = False, portable: bool = False) -> ir.Model:
-    """Apply ``recipe`` to ``model`` in place and return it.
+def optimize(model: ir.Model | str | os.PathLike, recipe: str = "rotate", *, seed: int = 0,
+             calibration: CalibrationData | None = None, output: str | os.PathLike | None = None,
+             portable: bool = False, progress: bool = False) -> tuple[ir.Model, CompileSummary]:
+    """Compile ``model`` with ``recipe``; return the compiled model and what was done.
+
+    ``model`` is an ``onnx_ir`` model, changed in place (run a pass of one's own on it before or
+    after), or an ONNX file, never changed. With ``output`` the result is also written there as
+    :func:`compile_file` writes (atomically, only once ONNX Runtime loads it); a file in and a
+    file out take :func:`compile_file` itself, and the model returned is the written file,
+    its weights mapped from disk. ``calibration``: :func:`oqcompile.calibrate.calibration_data`
+    (the book) or :func:`oqcompile.calibrate.text_calibration` (a text of one's own), needed by
+    recipes whose passes read activation statistics.
 
     Unless ``portable``, ``lower`` and ``fuse_ort`` run after the recipe: the recipe's QDQ and
     Hadamard patterns become ``oq`` custom ops (the file then needs :mod:`oqcompile.runtime`),
@@ -95,8 +103,31 @@ def optimize(model: ir.Model, recipe: str, seed: int = 0, calibration: Calibrati
     when calibration was used, ``oq.calibration`` (source text, token count, hash). A pass
     whose precondition fails raises :class:`OQError` with the pass's own sentence.
     """
-    _apply(model, recipe, seed, build_recipe(recipe, seed, calibration, progress), portable)
-    return model
+    if not isinstance(model, ir.Model):
+        if output is not None:
+            summary = compile_file(model, output, recipe, seed=seed, calibration=calibration, portable=portable,
+                                   progress=progress)
+            return modelio.load(summary.target), summary
+        model = modelio.load(model)
+    if output is not None:
+        modelio.check_writable(output)
+    start = time.perf_counter()
+    passes = _apply(model, recipe, seed, build_recipe(recipe, seed, calibration, progress), portable)
+    if output is not None:
+        _save(model, pathlib.Path(output))
+    return model, _summary(None if output is None else pathlib.Path(output), recipe, seed, portable, passes, start)
+
+
+def _save(model: ir.Model, target: pathlib.Path) -> None:
+    modelio.save(model, target, check=lambda staged: evaluate.check_loads(staged, target))
+
+
+def _summary(target: pathlib.Path | None, recipe: str, seed: int, portable: bool, passes: list[TransformerPass],
+             start: float) -> CompileSummary:
+    calibrated = [p for p in passes if p.needs_calibration]
+    return CompileSummary(target, recipe, seed, portable, [p.name for p in passes],
+                          calibrated[0].calibration.source if calibrated else None, time.perf_counter() - start,
+                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],

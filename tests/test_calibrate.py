@@ -59,7 +59,7 @@ def test_each_stage_holds_one_block_of_weights(tiny_export, monkeypatch):
 
 def test_spilled_compile_writes_the_in_memory_bytes_and_cleans_up(tiny_export, tmp_path, monkeypatch):
     source = tiny_export("tiny-llama")
-    model = optimize(modelio.load(source), "quarot-w4a8", calibration=CALIBRATION)
+    model, _ = optimize(modelio.load(source), "quarot-w4a8", calibration=CALIBRATION)
     modelio.save(model, tmp_path / "memory.onnx")
     monkeypatch.setattr(scratch, "SPILL_BYTES", 0)  # every new tensor goes to a scratch file
     spilled = []

@@ -103,6 +103,13 @@ def _extra_input(folder, tiny_export):
     save_tokenizer(folder / "tokenizer", "It is a truth universally acknowledged. " * 40)
 
 
+def _calibration_texts(folder, tiny_export):
+    _copy_tiny(tiny_export, folder)
+    save_tokenizer(folder / "tokenizer", "It is a truth universally acknowledged. " * 40)
+    (folder / "empty.txt").write_text("")
+    (folder / "short.txt").write_text("It is a truth universally acknowledged.")
+
+
 def _large_tokenizer(folder, tiny_export):
     from oqcompile.data import CALIBRATION_BOOK, book_text
 
@@ -114,7 +121,8 @@ BUILDERS = {
     "no-file": None, "truncated": _truncated, "not-a-transformer": _relu, "post-norm-encoder": _bert,
     "missing-external-data": _missing_data, "missing-output-folder": _model, "output-is-a-folder": _model,
     "read-only-output-folder": _read_only_folder, "overwrite-input": _model, "unknown-recipe": _model,
-    "calibration-tokens": _model, "already-compiled": _compiled, "already-quantized-dynamic": _dynamic,
+    "calibration-tokens": _model, "calibration-text-empty": _calibration_texts,
+    "calibration-text-too-short": _calibration_texts, "already-compiled": _compiled, "already-quantized-dynamic": _dynamic,
     "already-quantized-int4": _genai_int4, "unexpected-graph-input": _extra_input,
     "tokenizer-larger-than-vocabulary": _large_tokenizer,
 }

@@ -101,6 +101,6 @@ def test_streamed_compile_writes_the_in_memory_bytes(smollm2_onnx, tmp_path, mon
     calibration = calibration_data("smollm2-135m", 1024, seq=SEQ)
     compile_file(smollm2_onnx, tmp_path / "streamed.onnx", "ot-quarot-w4a4", calibration=calibration, portable=True)
     monkeypatch.setattr(base, "block_outputs", lambda model: [])  # one stage: the whole graph
-    model = optimize(modelio.load(smollm2_onnx), "ot-quarot-w4a4", calibration=calibration, portable=True)
+    model, _ = optimize(modelio.load(smollm2_onnx), "ot-quarot-w4a4", calibration=calibration, portable=True)
     modelio.save(model, tmp_path / "in_memory.onnx")
     assert filecmp.cmp(tmp_path / "streamed.onnx", tmp_path / "in_memory.onnx", shallow=False)
