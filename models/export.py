@@ -46,7 +46,7 @@ def export_model(torch_model, *, dtype: str = "fp32", legacy: bool = False,
 
 
 def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str = "fp32",
-                   kv_cache: bool = False, opset: int = 20):
+                   kv_cache: bool = False, opset: int = 20, progress: bool = False):
     """Export the registered model (or local HF directory) ``model_id`` to ``path``.
 
     ``exporter="genai"`` runs the ONNX Runtime GenAI model builder instead of ``torch.onnx``
@@ -54,8 +54,13 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
     ``torch.onnx`` (at 23 the dynamo exporter writes attention, RoPE and RMS norms as the ONNX
     ``Attention``, ``RotaryEmbedding`` and ``RMSNormalization`` ops). The file records
     ``oq.source_model = model_id`` (eval and calibration find the
-    tokenizer by it). Returns the written path.
+    tokenizer by it). The file appears only once ONNX Runtime loads it
+    (:func:`oqcompile.evaluate.check_loads`). ``progress``: a bar over the steps (load, export,
+    write). Returns the written path.
     """
+    from tqdm import tqdm
+
+    from oqcompile.evaluate import check_loads
     from oqcompile.models import load_torch_model
     from oqcompile.models.shaped import SHAPED_CONFIGS, export_shaped
 
@@ -66,15 +71,26 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
         return export_genai(model_id, path, dtype)
     if dtype not in ("fp32", "fp16"):
         raise OQError(f"torch.onnx exports fp32 or fp16, not {dtype} (int4: --exporter genai)")
-    if model_id in SHAPED_CONFIGS:
-        if exporter == "legacy":
-            raise OQError(f"{model_id} is exported from a weightless model: use a dynamo exporter")
-        model = export_shaped(model_id, dtype=dtype, kv_cache=kv_cache, optimize=exporter == "dynamo")
-    else:
-        model = export_model(load_torch_model(model_id), dtype=dtype, legacy=exporter == "legacy",
-                             optimize=exporter == "dynamo", kv_cache=kv_cache, opset=opset)
-    model.metadata_props["oq.source_model"] = model_id
-    return modelio.save(model, path)
+    if model_id in SHAPED_CONFIGS and exporter == "legacy":
+        raise OQError(f"{model_id} is exported from a weightless model: use a dynamo exporter")
+    with tqdm(total=3, desc=f"export {model_id}", unit="step", disable=not progress) as bar:
+        bar.set_postfix_str("loading")
+        if model_id in SHAPED_CONFIGS:  # loads nothing: weights are drawn as they are written
+            bar.update()
+            bar.set_postfix_str("exporting")
+            model = export_shaped(model_id, dtype=dtype, kv_cache=kv_cache, optimize=exporter == "dynamo")
+        else:
+            torch_model = load_torch_model(model_id)
+            bar.update()
+            bar.set_postfix_str("exporting")
+            model = export_model(torch_model, dtype=dtype, legacy=exporter == "legacy",
+                                 optimize=exporter == "dynamo", kv_cache=kv_cache, opset=opset)
+        bar.update()
+        bar.set_postfix_str("writing")
+        model.metadata_props["oq.source_model"] = model_id
+        written = modelio.save(model, path, check=lambda staged: check_loads(staged, path))
+        bar.update()
+    return written
 
 
 def _export_logits(torch_model, opset: int, optimize: bool, legacy: bool) -> ir.Model:

@@ -30,6 +30,7 @@ GENAI_PRECISIONS = ("fp32", "int4")  # what the builder writes for CPU (its fp16
 
 def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -> pathlib.Path:
     """Export ``model_id`` with the GenAI builder to ``path`` (see module doc); returns ``path``."""
+    from oqcompile.evaluate import check_loads
     from oqcompile.models import load_torch_model
 
     path = pathlib.Path(path)
@@ -49,7 +50,7 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -
             raise OQError(f"the ONNX Runtime GenAI builder failed on {model_id}: {last}")
         model = modelio.load(built / "model.onnx")
         model.metadata_props["oq.source_model"] = model_id
-        modelio.save(model, path)
+        modelio.save(model, path, check=lambda staged: check_loads(staged, path))
         config = json.loads((built / "genai_config.json").read_text())
         config["model"]["decoder"]["filename"] = path.name
         (path.parent / "genai_config.json").write_text(json.dumps(config, indent=4))

@@ -1,7 +1,9 @@
 """The ``oqcompile`` command line: export, inspect, optimize, eval, recipes.
 
-Expected failures (bad input, missing packages, unwritable output) print one line
-``oqcompile: error: ...`` and exit with status 2; nothing half-written is left behind.
+Exit status: 0 done; 2 an expected failure (bad input, missing packages, unwritable output),
+which prints one line ``oqcompile: error: ...`` and leaves nothing half-written behind; 130
+interrupted; 141 standard output closed by its reader. Long steps show progress bars on a
+terminal's standard error unless ``--quiet``, which also drops the closing summary lines.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="oqcompile",
         description="Rotate and quantize the transformer inside an ONNX language model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each pass")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars and no summary lines (errors and results still print)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="export a model to ONNX (input_ids -> logits)")
@@ -122,11 +126,21 @@ def _export(args) -> int:
 
     start = time.perf_counter()
     export_to_file(args.model, args.output, exporter=args.exporter, dtype=args.dtype, kv_cache=args.kv_cache,
-                   opset=args.opset)
+                   opset=args.opset, progress=_progress(args))
     cache = ", KV cache" if args.kv_cache else ""
-    print(f"exported {args.model} ({args.dtype}, {args.exporter}{cache}) to {args.output} "
-          f"in {time.perf_counter() - start:.1f} s")
+    _summary(args, f"exported {args.model} ({args.dtype}, {args.exporter}{cache}) to {args.output} "
+                   f"in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _progress(args) -> bool:
+    """Progress bars: on a terminal, unless --quiet."""
+    return sys.stderr.isatty() and not args.quiet
+
+
+def _summary(args, line: str) -> None:
+    if not args.quiet:
+        print(line)
 
 
 def _inspect(args) -> int:
@@ -153,9 +167,9 @@ def _optimize(args) -> int:
             raise OQError(f"{text}: no such file")
         calibration = text_calibration(lambda: _read_text(text), text.name, tokenizer, args.calib_tokens, seq=seq)
     summary = compile_file(args.file, args.output, args.recipe, seed=args.seed, calibration=calibration,
-                           portable=args.portable, progress=sys.stderr.isatty())
-    print(f"wrote {summary.target} (recipe {summary.recipe}{', portable' if summary.portable else ''}, seed "
-          f"{summary.seed}) in {summary.seconds:.1f} s, peak RSS {summary.peak_rss_mib:.0f} MiB")
+                           portable=args.portable, progress=_progress(args))
+    _summary(args, f"wrote {summary.target} (recipe {summary.recipe}{', portable' if summary.portable else ''}, "
+                   f"seed {summary.seed}) in {summary.seconds:.1f} s, peak RSS {summary.peak_rss_mib:.0f} MiB")
     return 0
 
 
@@ -168,7 +182,7 @@ def _eval(args) -> int:
     tokenizer_id = _tokenizer_id(args)
     tokens = book_tokens(EVALUATION_BOOK, tokenizer_id)
     result = perplexity(session(args.file), tokens[: args.tokens], seq=args.seq, batch=args.batch,
-                        progress=sys.stderr.isatty() or not args.json)
+                        progress=_progress(args))
     if args.json:
         print(json.dumps({"file": args.file, "book": EVALUATION_BOOK, "perplexity": result.perplexity,
                           "tokens": result.tokens, "predictions": result.predictions,

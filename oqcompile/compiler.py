@@ -20,6 +20,7 @@ import time
 
 import onnx_ir as ir
 import onnx_ir.passes.common
+from tqdm import tqdm
 
 from oqcompile import __version__, evaluate, genai_folder, modelio, scratch
 from oqcompile.calibrate import CalibrationData
@@ -73,7 +74,7 @@ def compile_file(source: str | os.PathLike, target: str | os.PathLike, recipe: s
     start = time.perf_counter()
     with scratch.spilled_weights(target.parent):
         model = modelio.load(source)
-        passes = _apply(model, recipe, seed, passes, portable)
+        passes = _apply(model, recipe, seed, passes, portable, progress)
         _save(model, target)
     genai_folder.write_folder(source, target, lowered=LIBRARY_METADATA in model.metadata_props)
     return _summary(target, recipe, seed, portable, passes, start)
@@ -112,7 +113,7 @@ def optimize(model: ir.Model | str | os.PathLike, recipe: str = "rotate", *, see
     if output is not None:
         modelio.check_writable(output)
     start = time.perf_counter()
-    passes = _apply(model, recipe, seed, build_recipe(recipe, seed, calibration, progress), portable)
+    passes = _apply(model, recipe, seed, build_recipe(recipe, seed, calibration, progress), portable, progress)
     if output is not None:
         _save(model, pathlib.Path(output))
     return model, _summary(None if output is None else pathlib.Path(output), recipe, seed, portable, passes, start)
@@ -131,7 +132,7 @@ def _summary(target: pathlib.Path | None, recipe: str, seed: int, portable: bool
 
 
 def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],
-           portable: bool) -> list[TransformerPass]:
+           portable: bool, progress: bool = False) -> list[TransformerPass]:
     """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``, then ``drop_nan_guard``;
     ``split_skip_norms`` first where the graph has ORT's skip norms), record them; return what ran."""
     if "oq.recipe" in model.metadata_props:  # its online rotations would sit where new ones assume none
@@ -145,7 +146,7 @@ def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass
     passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
     if holds_skip_norms(model):  # ORT's fused residual add + norm: the passes edit the two apart
         passes.insert(0, SplitSkipNorms())
-    run_passes(model, passes)
+    run_passes(model, passes, progress)
     ir.passes.common.DeduplicateInitializersPass()(model)
     ir.passes.common.NameFixPass()(model)  # a second compile of an output names its new values alike
     model.metadata_props.update({
@@ -162,12 +163,15 @@ def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass
     return passes
 
 
-def run_passes(model: ir.Model, passes: list[TransformerPass]) -> None:
-    """Run ``passes`` on ``model`` in order (each calibrating pass holds its calibration data)."""
+def run_passes(model: ir.Model, passes: list[TransformerPass], progress: bool = False) -> None:
+    """Run ``passes`` on ``model`` in order (each calibrating pass holds its calibration data);
+    ``progress``: a bar over the passes, naming the one running."""
     missing = [p for p in passes if p.needs_calibration and p.calibration is None]
     if missing:
         raise OQError(f"{missing[0].name} reads activation statistics: calibration data is needed")
-    for p in passes:
+    bar = tqdm(passes, desc="passes", unit="pass", disable=not progress)
+    for p in bar:
+        bar.set_postfix_str(p.name)
         logger.info("running %s %s", p.name, p.params())
         try:
             p(model)

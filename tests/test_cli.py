@@ -151,3 +151,20 @@ def test_inspect_shows_what_was_done(tiny_export, tokenizer_dir, tmp_path, porta
     table = oqcompile("inspect", target, "--layers").stdout
     assert "recipe quarot-w4a8" in table and "quantize_weights (bits=4" in table
     assert re.search(r"layers\.1\.mlp\.down_proj +96x64 +int4 in groups of 32 +int8 per token", table)
+
+
+def test_quiet_prints_nothing_and_pipes_get_no_bars(tiny_export, tmp_path):
+    loud = oqcompile("optimize", tiny_export("tiny-llama"), "-o", tmp_path / "a.onnx")
+    assert loud.returncode == 0 and loud.stdout.startswith("wrote ") and loud.stderr == ""  # stderr: no tty
+    quiet = oqcompile("-q", "optimize", tiny_export("tiny-llama"), "-o", tmp_path / "b.onnx")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+
+
+def test_progress_bars_name_each_pass(tiny_export, tmp_path, monkeypatch, capsys):
+    from oqcompile.cli import main
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["optimize", str(tiny_export("tiny-llama")), "-o", str(tmp_path / "a.onnx")]) == 0
+    bars = capsys.readouterr().err
+    assert "passes: 100%" in bars and "rotate_residual" in bars and "drop_nan_guard" in bars
