@@ -1,15 +1,8 @@
 """Per-layer output error of a quantization recipe on SmolLM2-135M: which linears hurt.
 
-For every block linear, with ``X`` its float input (sampled token rows of Pride and
-Prejudice, run through the recipe's float part: rotations and scale folding, no
-quantization), ``W`` its float weight and ``Ŵ``, ``Q(X)`` what the compiled recipe uses:
-
-    weight error      ‖X (Ŵ - W)‖ / ‖X W‖
-    activation error  ‖(Q(X) - X) W‖ / ‖X W‖
-    total error       ‖Q(X) Ŵ - X W‖ / ‖X W‖
-
-``Q`` is read from the compiled graph's QDQ metadata (bits, granularity, clip ratio). The
-worst layers and the mean per role are printed and written to docs/RESULTS.md.
+The weight, activation and total error of every block linear (:mod:`oqcompile.layer_errors`)
+on sampled token rows of Pride and Prejudice; the worst layers and the mean per role are
+printed and written to docs/RESULTS.md.
 
     .venv/bin/python benchmarks/layer_errors.py [--recipe quarot-w4a4-gptq] [--calib-tokens 32768]
 """
@@ -26,64 +19,14 @@ import report
 from report import MODEL
 
 
-def float_part(recipe: str, calibration):
-    """The recipe's passes up to its first quantizing pass (everything exact in float)."""
-    from oqcompile.recipes import build_recipe
-
-    passes = build_recipe(recipe, calibration=calibration)
-    cut = next(i for i, p in enumerate(passes) if p.name in ("quantize_weights", "insert_qdq", "quantize_kv"))
-    return passes[:cut]
-
-
-def quantizer_of(linear):
-    """``x -> Q(x)`` as the compiled graph's activation QDQ in front of ``linear`` does it."""
-    from oqcompile import quant
-    from oqcompile.qdq import QDQTag
-
-    producer = linear.input.producer()
-    tag = QDQTag.read(producer) if producer is not None and producer.op_type == "DequantizeLinear" else None
-    if tag is None:
-        return lambda x: x
-    bits, granularity, clip = tag.bits, tag.granularity, tag.clip
-    if granularity == "prescaled":
-        return lambda x: np.clip(np.rint(x), *quant.qrange(bits))
-    if granularity == "per_token":
-        return lambda x: quant.fake_quantize_per_token(x, bits, clip)
-    raise ValueError(f"no NumPy model of {granularity} QDQ")
-
-
 def measure_layers(source: str, recipe: str, calib_tokens: int, sample_tokens: int) -> list[dict]:
-    from oqcompile import modelio
-    from oqcompile.calibrate import CalibrationData, calibration_data, collect_statistics
-    from oqcompile.compiler import optimize, run_passes
+    from oqcompile.calibrate import CalibrationData, calibration_data
     from oqcompile.data import EVALUATION_BOOK, book_tokens
-    from oqcompile.structure import analyze
+    from oqcompile.layer_errors import measure
 
-    calibration = calibration_data(MODEL, calib_tokens)
-    quantized = modelio.load(source)
-    optimize(quantized, recipe, calibration=calibration, portable=True)
-    reference = modelio.load(source)
-    run_passes(reference, float_part(recipe, calibration))
-    float_linears = {lin.name: lin for lin in analyze(reference).linears()}
     windows = book_tokens(EVALUATION_BOOK, MODEL)[: 8 * 1024].reshape(8, 1024)
     measured = CalibrationData(windows, f"{EVALUATION_BOOK}[:8192]")
-    stats = collect_statistics(reference, [lin.input for lin in float_linears.values()], measured,
-                               sample_tokens=sample_tokens, progress=False)
-    rows = []
-    for linear in analyze(quantized).linears():
-        if linear.name == "lm_head":
-            continue
-        exact = float_linears[linear.name]
-        x = stats[exact.input.name].sample.astype(np.float64)
-        w, w_hat = exact.weight().astype(np.float64), linear.weight().astype(np.float64)
-        y = x @ w
-        x_hat = quantizer_of(linear)(x)
-        norm = np.linalg.norm(y)
-        rows.append({"layer": linear.name,
-                     "weight": float(np.linalg.norm(x @ (w_hat - w)) / norm),
-                     "activation": float(np.linalg.norm((x_hat - x) @ w) / norm),
-                     "total": float(np.linalg.norm(x_hat @ w_hat - y) / norm)})
-    return rows
+    return measure(source, recipe, 0, calibration_data(MODEL, calib_tokens), measured, sample_tokens).errors
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The ``oqcompile`` command line: export, inspect, optimize, eval, recipes.
+"""The ``oqcompile`` command line: export, inspect, optimize, eval, report, recipes.
 
 Exit status: 0 done; 2 an expected failure (bad input, missing packages, unwritable output),
 which prints one line ``oqcompile: error: ...`` and leaves nothing half-written behind; 130
@@ -108,6 +108,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_eval)
 
+    report = commands.add_parser("report", help="one HTML page on what a compile did: size and perplexity, outlier "
+                                 "channels before and after, per-layer error, the recipe")
+    report.add_argument("original", help="the model before oqcompile")
+    report.add_argument("optimized", help="what `oqcompile optimize` made of it")
+    report.add_argument("-o", "--output", required=True, help="output .html file")
+    report.add_argument("--tokens", type=int, default=4096, help="tokens of Pride and Prejudice to measure on")
+    report.add_argument("--calib-text", metavar="FILE",
+                        help="the text the optimized model was calibrated on, if not the default book")
+    _add_tokenizer_option(report, "of the texts")
+    report.set_defaults(handler=_report)
+
     recipes = commands.add_parser("recipes", help="list the recipes")
     recipes.set_defaults(handler=_recipes)
     return parser
@@ -190,6 +201,18 @@ def _eval(args) -> int:
     else:
         print(f"{args.file}: perplexity {result.perplexity:.4f} on {result.tokens} tokens of "
               f"{EVALUATION_BOOK} ({result.windows} windows of {result.seq})")
+    return 0
+
+
+def _report(args) -> int:
+    from oqcompile.html_report import write_report
+
+    for path in (args.original, args.optimized):
+        if not pathlib.Path(path).is_file():
+            raise OQError(f"{path}: no such file")
+    written = write_report(args.original, args.optimized, args.output, tokens=args.tokens, tokenizer=args.tokenizer,
+                           calibration_text=args.calib_text, progress=_progress(args))
+    _summary(args, f"wrote {written}")
     return 0
 
 
