@@ -35,15 +35,8 @@ $(MODULE_LIST): FORCE | $(DEPS_STAMP)
 
 setup: $(LIBRARY_STAMP)
 
-$(OUT)/smollm2-135m.onnx: | setup
-	mkdir -p $(OUT)
-	$(BIN)/oqcompile export smollm2-135m -o $@
-
-demo: setup $(OUT)/smollm2-135m.onnx
-	$(BIN)/oqcompile inspect $(OUT)/smollm2-135m.onnx | head -14
-	$(BIN)/oqcompile optimize $(OUT)/smollm2-135m.onnx -o $(OUT)/smollm2-135m.rotate.onnx --recipe rotate
-	$(BIN)/oqcompile eval $(OUT)/smollm2-135m.onnx --tokens 4096 --seq 1024
-	$(BIN)/oqcompile eval $(OUT)/smollm2-135m.rotate.onnx --tokens 4096 --seq 1024
+demo: setup
+	$(BIN)/python benchmarks/demo.py --out $(OUT)
 
 test: setup
 	$(BIN)/pytest -q
