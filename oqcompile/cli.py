@@ -207,7 +207,7 @@ def _eval(args) -> int:
 def _report(args) -> int:
     from oqcompile.html_report import write_report
 
-    for path in (args.original, args.optimized):
+    for path in (args.original, args.optimized, *([args.calib_text] if args.calib_text else [])):
         if not pathlib.Path(path).is_file():
             raise OQError(f"{path}: no such file")
     written = write_report(args.original, args.optimized, args.output, tokens=args.tokens, tokenizer=args.tokenizer,
