@@ -68,7 +68,7 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
     if exporter == "genai":
         from oqcompile.models.genai import export_genai
 
-        return export_genai(model_id, path, dtype)
+        return export_genai(model_id, path, dtype, progress)
     if dtype not in ("fp32", "fp16"):
         raise OQError(f"torch.onnx exports fp32 or fp16, not {dtype} (int4: --exporter genai)")
     if model_id in SHAPED_CONFIGS and exporter == "legacy":

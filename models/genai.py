@@ -28,8 +28,12 @@ __all__ = ["GENAI_PRECISIONS", "export_genai"]
 GENAI_PRECISIONS = ("fp32", "int4")  # what the builder writes for CPU (its fp16 is for GPUs)
 
 
-def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -> pathlib.Path:
-    """Export ``model_id`` with the GenAI builder to ``path`` (see module doc); returns ``path``."""
+def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32",
+                 progress: bool = False) -> pathlib.Path:
+    """Export ``model_id`` with the GenAI builder to ``path`` (see module doc); returns ``path``.
+    ``progress``: a bar over the steps (load, build, package the folder)."""
+    from tqdm import tqdm
+
     from oqcompile.evaluate import check_loads
     from oqcompile.models import load_torch_model
 
@@ -37,9 +41,13 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -
     modelio.check_writable(path)
     if dtype not in GENAI_PRECISIONS:
         raise OQError(f"the GenAI builder writes {' or '.join(GENAI_PRECISIONS)} models for CPUs, not {dtype}")
-    with tempfile.TemporaryDirectory(prefix=".genai-", dir=path.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=".genai-", dir=path.parent) as work, \
+            tqdm(total=3, desc=f"export {model_id} (GenAI builder)", unit="step", disable=not progress) as bar:
         work = pathlib.Path(work)
+        bar.set_postfix_str("loading")
         _save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
+        bar.update()
+        bar.set_postfix_str("building")
         built = work / "built"
         result = subprocess.run(
             [sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", model_id, "-i", str(work / "hf"),
@@ -48,6 +56,8 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -
         if result.returncode != 0 or not (built / "model.onnx").is_file():
             last = (result.stderr.strip() or result.stdout.strip() or "no model written").splitlines()[-1]
             raise OQError(f"the ONNX Runtime GenAI builder failed on {model_id}: {last}")
+        bar.update()
+        bar.set_postfix_str("packaging")
         model = modelio.load(built / "model.onnx")
         model.metadata_props["oq.source_model"] = model_id
         modelio.save(model, path, check=lambda staged: check_loads(staged, path))
@@ -57,6 +67,7 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32") -
         for extra in built.iterdir():
             if extra.name not in ("model.onnx", "model.onnx.data", "genai_config.json"):
                 shutil.copy2(extra, path.parent / extra.name)
+        bar.update()
     return path
 
 
