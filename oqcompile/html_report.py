@@ -97,12 +97,18 @@ def _png(figure) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _outlier_plot(layers, names: list[str]) -> str:
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _outlier_plot(layers, names: list[str]) -> str:
+    plt = _pyplot()
     figure, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), squeeze=False)
     for axis, name in zip(axes[:, 0], names):
         before, after = layers.absmax_before[name], layers.absmax_after[name]
@@ -121,12 +127,9 @@ def _outlier_plot(layers, names: list[str]) -> str:
 
 
 def _error_plot(layers) -> str:
-    import matplotlib
     import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     roles: dict[str, list[tuple[int, float]]] = {}
     for row in layers.errors:
         _, block, role = row["layer"].split(".", 2)
