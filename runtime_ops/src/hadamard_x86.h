@@ -13,10 +13,6 @@
 
 #include "hadamard_impl.h"
 
-#ifndef OQ_A2
-#define OQ_A2 8
-#define OQ_A1 8
-#endif
 namespace oq {
 
 namespace {  // internal linkage: each instruction set's unit keeps its own copy
