@@ -52,12 +52,13 @@ from oqcompile.passes.rotate_heads import RotateHeads
 from oqcompile.passes.rotate_qk import RotateQK
 from oqcompile.passes.rotate_residual import RotateResidual
 from oqcompile.passes.smoothquant import SmoothQuant
+from oqcompile.passes.spinquant import SpinQuant
 
 __all__ = ["PASSES", "RECIPES", "build_recipe", "recipe_toml"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
-    SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt,
+    SpinQuant, SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt,
     DropNanGuard)}
 
 # A recipe is data: its passes with their parameters, as a TOML recipe lists them. The seed and

@@ -16,6 +16,7 @@ heads as well. Both steps keep the function exactly.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -23,9 +24,9 @@ import onnx_ir as ir
 from oqcompile.hadamard import hadamard, random_hadamard
 from oqcompile.passes.base import TransformerPass
 from oqcompile.rotation import insert_hadamard
-from oqcompile.structure import analyze
+from oqcompile.structure import Block, analyze
 
-__all__ = ["RotateHeads"]
+__all__ = ["RotateHeads", "rotate_heads"]
 
 
 @dataclasses.dataclass
@@ -37,14 +38,20 @@ class RotateHeads(TransformerPass):
     name = "rotate_heads"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        for block in analyze(model).blocks:
-            attn = block.attention
-            per_head = random_hadamard(attn.head_dim, self.seed + 1)
-            v_rotation = np.kron(np.eye(attn.num_kv_heads), per_head)
-            o_rotation = np.kron(np.eye(attn.num_heads), per_head)
-            attn.v.rotate_outputs(v_rotation)
-            if self.online:
-                insert_hadamard(attn.o.input, attn.o.in_features, attn.o.name)
-                o_rotation = o_rotation @ hadamard(attn.o.in_features)
-            attn.o.rotate_inputs(o_rotation)
+        rotate_heads(model, lambda block: random_hadamard(block.attention.head_dim, self.seed + 1), self.online)
         return ir.passes.PassResult(model, modified=True)
+
+
+def rotate_heads(model: ir.Model, per_head: Callable[[Block], np.ndarray], online: bool) -> None:
+    """Rotate V/O of each block by its orthogonal ``per_head(block)`` (head size), with the online
+    Hadamard at o_proj's input if ``online`` (see module doc)."""
+    for block in analyze(model).blocks:
+        attn = block.attention
+        rotation = per_head(block)
+        v_rotation = np.kron(np.eye(attn.num_kv_heads), rotation)
+        o_rotation = np.kron(np.eye(attn.num_heads), rotation)
+        attn.v.rotate_outputs(v_rotation)
+        if online:
+            insert_hadamard(attn.o.input, attn.o.in_features, attn.o.name)
+            o_rotation = o_rotation @ hadamard(attn.o.in_features)
+        attn.o.rotate_inputs(o_rotation)

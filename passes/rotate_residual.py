@@ -26,9 +26,10 @@ import onnx_ir as ir
 
 from oqcompile.hadamard import random_hadamard_rows
 from oqcompile.passes.base import TransformerPass
-from oqcompile.structure import analyze
+from oqcompile.structure import Norm, Transformer, analyze
+from oqcompile.weight_math import RotationLike
 
-__all__ = ["RotateResidual"]
+__all__ = ["RotateResidual", "post_norm_blocking_rotation", "rotate_residual_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,25 +42,41 @@ class RotateResidual(TransformerPass):
     name = "rotate_residual"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        transformer = analyze(model)
-        post_norms = [norm for block in transformer.blocks for norm in block.post_norms
-                      if norm.kind != "rms" or not norm.scale_free]
-        if post_norms:
-            logger.warning("R1 not applied: %s normalizes a sub-layer's output before the residual add, and a "
-                           "rotation of the stream cannot pass that norm's gain (rms(xQ) g is not rms(x) g Q); "
-                           "the passes that do not rotate the stream still run", post_norms[0].name)
-            return ir.passes.PassResult(model, modified=False)
-        for norm in transformer.norms():
-            if norm.kind != "rms" or not norm.scale_free:
-                raise ir.passes.PreconditionError(
-                    f"norm {norm.name} is {'a LayerNorm' if norm.kind == 'layer' else 'not scale-free'}: "
-                    "residual rotation is not function-preserving here; run fuse_norms first")
-        q = random_hadamard_rows(transformer.hidden_size, self.seed)  # rows -> rows Q, O(n (a + b)) each
-        for embedding in [transformer.embedding, *transformer.positional]:
-            embedding.rotate(q)
-        for writer in transformer.stream_writers():
-            writer.rotate_outputs(q)
-        for _, readers in transformer.stream_readers():
-            for reader in readers:
-                reader.rotate_inputs(q)
-        return ir.passes.PassResult(model, modified=True)
+        hidden = analyze(model).hidden_size
+        modified = rotate_residual_stream(model, random_hadamard_rows(hidden, self.seed))  # O(n (a + b)) a row
+        return ir.passes.PassResult(model, modified=modified)
+
+
+def rotate_residual_stream(model: ir.Model, rotation: RotationLike) -> bool:
+    """Rotate the stream by the orthogonal ``rotation`` (see module doc); False where a post-norm
+    block makes it decline."""
+    transformer = analyze(model)
+    post_norm = post_norm_blocking_rotation(transformer)
+    if post_norm is not None:
+        logger.warning("R1 not applied: %s normalizes a sub-layer's output before the residual add, and a "
+                       "rotation of the stream cannot pass that norm's gain (rms(xQ) g is not rms(x) g Q); "
+                       "the passes that do not rotate the stream still run", post_norm.name)
+        return False
+    for embedding in [transformer.embedding, *transformer.positional]:
+        embedding.rotate(rotation)
+    for writer in transformer.stream_writers():
+        writer.rotate_outputs(rotation)
+    for _, readers in transformer.stream_readers():
+        for reader in readers:
+            reader.rotate_inputs(rotation)
+    return True
+
+
+def post_norm_blocking_rotation(transformer: Transformer) -> Norm | None:
+    """The first post-norm with a gain, which no stream rotation can pass; else None, after checking
+    that every stream norm is scale-free RMS (:class:`PreconditionError` if not: ``fuse_norms`` first)."""
+    post_norm = next((norm for block in transformer.blocks for norm in block.post_norms
+                      if norm.kind != "rms" or not norm.scale_free), None)
+    if post_norm is not None:
+        return post_norm
+    for norm in transformer.norms():
+        if norm.kind != "rms" or not norm.scale_free:
+            raise ir.passes.PreconditionError(
+                f"norm {norm.name} is {'a LayerNorm' if norm.kind == 'layer' else 'not scale-free'}: "
+                "residual rotation is not function-preserving here; run fuse_norms first")
+    return None
