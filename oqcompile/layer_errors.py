@@ -71,11 +71,11 @@ def measure(source: str | os.PathLike, recipe: str, seed: int, calibration: Cali
     """The errors and input maxima of the module doc, on the token windows ``measured``."""
     quantized = modelio.load(source)
     optimize(quantized, recipe, seed=seed, calibration=calibration, portable=True, progress=progress)
-    original = modelio.load(source)
-    original_linears = {lin.name: lin for lin in analyze(original).linears()}
-    before = collect_statistics(original, [lin.input for lin in original_linears.values()], measured,
+    reference = modelio.load(source)  # measured as loaded, then turned into the recipe's float part
+    original_linears = {lin.name: lin for lin in analyze(reference).linears()}
+    before = collect_statistics(reference, [lin.input for lin in original_linears.values()], measured,
                                 progress=progress)
-    reference = modelio.load(source)
+    absmax_before = _absmax(before, original_linears)
     run_passes(reference, float_part(recipe, seed, calibration))
     float_linears = {lin.name: lin for lin in analyze(reference).linears()}
     after = collect_statistics(reference, [lin.input for lin in float_linears.values()], measured,
@@ -94,9 +94,10 @@ def measure(source: str | os.PathLike, recipe: str, seed: int, calibration: Cali
                        "weight": float(np.linalg.norm(x @ (w_hat - w)) / norm),
                        "activation": float(np.linalg.norm((x_hat - x) @ w) / norm),
                        "total": float(np.linalg.norm(x_hat @ w_hat - y) / norm)})
+    return LayerErrors(errors, absmax_before, _absmax(after, float_linears))
 
-    def absmax(stats: dict[str, ActivationStats], linears: dict[str, Linear]) -> dict[str, np.ndarray]:
-        return {name: np.maximum(np.abs(stats[lin.input.name].minimum), np.abs(stats[lin.input.name].maximum))
-                for name, lin in linears.items()}
 
-    return LayerErrors(errors, absmax(before, original_linears), absmax(after, float_linears))
+def _absmax(stats: dict[str, ActivationStats], linears: dict[str, Linear]) -> dict[str, np.ndarray]:
+    """Per-channel input absmax of each linear, by linear name."""
+    return {name: np.maximum(np.abs(stats[lin.input.name].minimum), np.abs(stats[lin.input.name].maximum))
+            for name, lin in linears.items()}
