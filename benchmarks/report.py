@@ -67,8 +67,9 @@ def _has_external_data(path: str) -> bool:
 
 def file_mib(path: pathlib.Path) -> float:
     """Size of an ONNX file with its external data, in MiB."""
-    data = path.with_name(path.name + ".data")
-    return (path.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / 2**20
+    from oqcompile.modelio import file_bytes
+
+    return file_bytes(path) / 2**20
 
 
 def perplexity_step(path: str, count: int | None, seq: int) -> float:

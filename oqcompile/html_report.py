@@ -85,10 +85,8 @@ def _calibration(metadata: dict[str, str], tokenizer: str, text: str | os.PathLi
 
 
 def _file_row(path: pathlib.Path, text: np.ndarray, seq: int, progress: bool) -> dict:
-    data_files = [path, path.with_name(path.name + ".data")]
-    size = sum(f.stat().st_size for f in data_files if f.is_file())
     result = evaluate.perplexity(evaluate.session(path), text, seq=seq, progress=progress)
-    return {"file": path.name, "mib": size / (1 << 20), "perplexity": result.perplexity}
+    return {"file": path.name, "mib": modelio.file_bytes(path) / (1 << 20), "perplexity": result.perplexity}
 
 
 def _png(figure) -> str:

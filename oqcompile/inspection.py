@@ -70,10 +70,8 @@ def describe(path: str | os.PathLike) -> dict:
 
 
 def _file(path: pathlib.Path, model: ir.Model) -> dict:
-    data_files = {pathlib.Path(value.const_value.path) for value in model.graph.initializers.values()
-                  if isinstance(value.const_value, ir.ExternalTensor)}
-    return {"path": str(path), "bytes": path.stat().st_size + sum(f.stat().st_size for f in data_files),
-            "external_data": sorted(f.name for f in data_files),
+    return {"path": str(path), "bytes": modelio.file_bytes(path),
+            "external_data": [f.name for f in modelio.external_data_files(path)],
             "opsets": {domain or "ai.onnx": version for domain, version in sorted(model.opset_imports.items())}}
 
 

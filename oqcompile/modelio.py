@@ -84,6 +84,22 @@ def metadata(path: str | os.PathLike) -> dict[str, str]:
     return {entry.key: entry.value for entry in proto.metadata_props}
 
 
+def external_data_files(path: str | os.PathLike) -> list[pathlib.Path]:
+    """The files an ONNX file's initializers keep their data in (beside it), without reading them."""
+    import onnx
+
+    path = pathlib.Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = {entry.value for tensor in proto.graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"}
+    return sorted(path.with_name(location) for location in locations)
+
+
+def file_bytes(path: str | os.PathLike) -> int:
+    """Bytes of an ONNX file with its external data."""
+    return pathlib.Path(path).stat().st_size + sum(f.stat().st_size for f in external_data_files(path))
+
+
 def check_writable(path: str | os.PathLike) -> pathlib.Path:
     """Raise :class:`OQError` unless ``path`` can be created; return its directory."""
     path = pathlib.Path(path)
