@@ -85,8 +85,7 @@ def calibration_data(tokenizer: str | Callable[[], str], tokens: int, seq: int =
 
     ``tokenizer`` is a model id or HF directory, or a function giving one (then also called on first use).
     """
-    if tokens < 1:
-        raise OQError(f"--calib-tokens must be positive, not {tokens}")
+    _check_token_count(tokens)
     if tokens < seq:
         raise OQError(f"--calib-tokens {tokens} is less than one window of {seq} tokens")
 
@@ -104,6 +103,9 @@ def text_calibration(text: str | Callable[[], str], name: str, tokenizer: str | 
     """The first ``tokens`` tokens (default: all) of a text of one's own, in windows of ``seq``,
     read and tokenized on first use (``text`` and ``tokenizer`` may be functions giving them);
     ``name`` says where the text came from in the output's metadata (e.g. its file name)."""
+    if tokens is not None:
+        _check_token_count(tokens)
+
     def read() -> tuple[np.ndarray, str]:
         from oqcompile.models import load_tokenizer
 
@@ -112,6 +114,11 @@ def text_calibration(text: str | Callable[[], str], name: str, tokenizer: str | 
         return _windows(np.asarray(ids, dtype=np.int64), tokens, seq, name)
 
     return CalibrationData(None, "", batch, reader=read)
+
+
+def _check_token_count(tokens: int) -> None:
+    if tokens < 1:
+        raise OQError(f"--calib-tokens must be positive, not {tokens}")
 
 
 def _windows(ids: np.ndarray, tokens: int | None, seq: int, name: str) -> tuple[np.ndarray, str]:

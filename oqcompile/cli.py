@@ -166,12 +166,14 @@ def _optimize(args) -> int:
     from oqcompile.calibrate import DEFAULT_CALIBRATION_TOKENS, calibration_data, text_calibration
     from oqcompile.compiler import compile_file
 
-    if args.calib_tokens is not None and args.calib_tokens < 1:
-        raise OQError(f"--calib-tokens must be positive, not {args.calib_tokens}")
     # The tokenizer and the text are read only if a pass of the recipe reads activation statistics.
-    tokenizer, seq = (lambda: _tokenizer_id(args)), min(1024, args.calib_tokens or 1024)
+    def tokenizer() -> str:
+        return _tokenizer_id(args)
+
+    seq = 1024 if args.calib_tokens is None else min(1024, args.calib_tokens)
     if args.calib_text is None:
-        calibration = calibration_data(tokenizer, args.calib_tokens or DEFAULT_CALIBRATION_TOKENS, seq=seq)
+        tokens = DEFAULT_CALIBRATION_TOKENS if args.calib_tokens is None else args.calib_tokens
+        calibration = calibration_data(tokenizer, tokens, seq=seq)
     else:
         text = pathlib.Path(args.calib_text)
         if not text.is_file():
