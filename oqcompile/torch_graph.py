@@ -164,6 +164,26 @@ def _gather_nd(node, data, indices):
     return data[index]
 
 
+def _cumsum(node, x, axis):
+    axis = int(axis.item())
+    if _axis(node.attributes, "reverse", 0):
+        x = x.flip(axis)
+    result = torch.cumsum(x, dim=axis)
+    if _axis(node.attributes, "exclusive", 0):
+        result = result - x
+    return result.flip(axis) if _axis(node.attributes, "reverse", 0) else result
+
+
+def _layer_norm(node, x, scale, bias=None):
+    axis = _axis(node.attributes, "axis", -1) % x.dim()
+    epsilon = _axis(node.attributes, "epsilon", 1e-5)
+    return torch.nn.functional.layer_norm(x, tuple(x.shape[axis:]), scale, bias, epsilon)
+
+
+def _gelu(node, x):
+    return torch.nn.functional.gelu(x, approximate=_axis(node.attributes, "approximate", "none"))
+
+
 def _constant(node):
     return _to_torch(node.attributes["value"].value.numpy())
 
@@ -203,6 +223,7 @@ _OPS: dict[str, Callable] = {
     "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Expand": _expand, "Concat": _concat, "Slice": _slice,
     "Split": _split, "Gather": _gather, "GatherND": _gather_nd, "Range": _range, "Softmax": _softmax,
     "ReduceMean": _reduce_mean, "Constant": _constant, "ConstantOfShape": _constant_of_shape, "Trilu": _trilu,
+    "CumSum": _cumsum, "LayerNormalization": _layer_norm, "Gelu": _gelu,
 }
 
 

@@ -31,7 +31,8 @@ def learned(source, steps: int, windows: np.ndarray, bits: int | None = 4,
 
 
 @pytest.mark.parametrize("bits", [4, None])
-@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-qwen2", "tiny-phi3"])  # biases; packed qkv, gate_up
+# biases; packed qkv, gate_up; LayerNorm, learned positions, no gate
+@pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-opt"])
 def test_learned_rotations_keep_the_float_function(tiny_export, tmp_path, model_id, bits):
     source = tiny_export(model_id)
     windows = np.random.default_rng(1).integers(0, 256, (2, 32))
