@@ -38,7 +38,7 @@ def _ints(tensor: torch.Tensor) -> list[int]:
     return [int(v) for v in tensor.reshape(-1).tolist()]
 
 
-def _axis(attributes, name: str, default):
+def _attribute(attributes, name: str, default):
     attribute = attributes.get(name)
     return default if attribute is None else attribute.value
 
@@ -46,13 +46,13 @@ def _axis(attributes, name: str, default):
 def _reduce_axes(node: ir.Node, inputs: list) -> list[int] | None:
     if len(inputs) > 1 and inputs[1] is not None:
         return _ints(inputs[1])
-    axes = _axis(node.attributes, "axes", None)
+    axes = _attribute(node.attributes, "axes", None)
     return None if axes is None else list(axes)
 
 
 def _reduce_mean(node, x, *rest):
     axes = _reduce_axes(node, [x, *rest])
-    keep = bool(_axis(node.attributes, "keepdims", 1))
+    keep = bool(_attribute(node.attributes, "keepdims", 1))
     return x.mean() if not axes else x.mean(dim=axes, keepdim=keep)
 
 
@@ -73,7 +73,7 @@ def _slice(node, x, starts, ends, axes=None, steps=None):
 
 def _reshape(node, x, shape):
     target = _ints(shape)
-    if not _axis(node.attributes, "allowzero", 0):
+    if not _attribute(node.attributes, "allowzero", 0):
         target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
     return x.reshape(target)
 
@@ -100,7 +100,7 @@ def _expand(node, x, shape):
 
 
 def _flatten(node, x):
-    axis = _axis(node.attributes, "axis", 1)
+    axis = _attribute(node.attributes, "axis", 1)
     axis = axis + x.dim() if axis < 0 else axis  # in [0, rank]
     return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
 
@@ -115,12 +115,12 @@ def _cast(node, x):
 
 
 def _gemm(node, a, b, c=None):
-    if _axis(node.attributes, "transA", 0):
+    if _attribute(node.attributes, "transA", 0):
         a = a.transpose(-1, -2)
-    if _axis(node.attributes, "transB", 0):
+    if _attribute(node.attributes, "transB", 0):
         b = b.transpose(-1, -2)
-    y = _axis(node.attributes, "alpha", 1.0) * (a @ b)
-    return y if c is None else y + _axis(node.attributes, "beta", 1.0) * c
+    y = _attribute(node.attributes, "alpha", 1.0) * (a @ b)
+    return y if c is None else y + _attribute(node.attributes, "beta", 1.0) * c
 
 
 def _range(node, start, limit, delta):
@@ -128,11 +128,11 @@ def _range(node, start, limit, delta):
 
 
 def _concat(node, *xs):
-    return torch.cat([x for x in xs], dim=node.attributes["axis"].value)
+    return torch.cat(list(xs), dim=node.attributes["axis"].value)
 
 
 def _split(node, x, split=None):
-    axis = _axis(node.attributes, "axis", 0)
+    axis = _attribute(node.attributes, "axis", 0)
     if split is None:
         count = len(node.outputs)
         return torch.chunk(x, count, dim=axis)
@@ -140,16 +140,16 @@ def _split(node, x, split=None):
 
 
 def _softmax(node, x):
-    return torch.softmax(x, dim=_axis(node.attributes, "axis", -1))
+    return torch.softmax(x, dim=_attribute(node.attributes, "axis", -1))
 
 
 def _transpose(node, x):
-    perm = _axis(node.attributes, "perm", None)
+    perm = _attribute(node.attributes, "perm", None)
     return x.permute(*(perm if perm is not None else range(x.dim() - 1, -1, -1)))
 
 
 def _gather(node, data, indices):
-    axis = _axis(node.attributes, "axis", 0) % data.dim()
+    axis = _attribute(node.attributes, "axis", 0) % data.dim()
     indices = indices.long()
     indices = torch.where(indices < 0, indices + data.shape[axis], indices)
     flat = torch.index_select(data, axis, indices.reshape(-1))
@@ -157,7 +157,7 @@ def _gather(node, data, indices):
 
 
 def _gather_nd(node, data, indices):
-    if _axis(node.attributes, "batch_dims", 0):
+    if _attribute(node.attributes, "batch_dims", 0):
         raise OQError(f"{node.name}: GatherND with batch_dims is not supported in the PyTorch forward")
     depth = indices.shape[-1]
     index = tuple(indices[..., i].long() for i in range(depth))
@@ -166,22 +166,22 @@ def _gather_nd(node, data, indices):
 
 def _cumsum(node, x, axis):
     axis = int(axis.item())
-    if _axis(node.attributes, "reverse", 0):
+    if _attribute(node.attributes, "reverse", 0):
         x = x.flip(axis)
     result = torch.cumsum(x, dim=axis)
-    if _axis(node.attributes, "exclusive", 0):
+    if _attribute(node.attributes, "exclusive", 0):
         result = result - x
-    return result.flip(axis) if _axis(node.attributes, "reverse", 0) else result
+    return result.flip(axis) if _attribute(node.attributes, "reverse", 0) else result
 
 
 def _layer_norm(node, x, scale, bias=None):
-    axis = _axis(node.attributes, "axis", -1) % x.dim()
-    epsilon = _axis(node.attributes, "epsilon", 1e-5)
+    axis = _attribute(node.attributes, "axis", -1) % x.dim()
+    epsilon = _attribute(node.attributes, "epsilon", 1e-5)
     return torch.nn.functional.layer_norm(x, tuple(x.shape[axis:]), scale, bias, epsilon)
 
 
 def _gelu(node, x):
-    return torch.nn.functional.gelu(x, approximate=_axis(node.attributes, "approximate", "none"))
+    return torch.nn.functional.gelu(x, approximate=_attribute(node.attributes, "approximate", "none"))
 
 
 def _constant(node):
@@ -190,7 +190,7 @@ def _constant(node):
 
 def _shape(node, x):
     shape = torch.tensor(list(x.shape), dtype=torch.int64)
-    start, end = _axis(node.attributes, "start", 0), _axis(node.attributes, "end", None)
+    start, end = _attribute(node.attributes, "start", 0), _attribute(node.attributes, "end", None)
     return shape[start:end]
 
 
@@ -202,28 +202,39 @@ def _constant_of_shape(node, shape):
 
 def _trilu(node, x, k=None):
     offset = 0 if k is None else int(k.item())
-    return torch.triu(x, offset) if _axis(node.attributes, "upper", 1) else torch.tril(x, offset)
+    return torch.triu(x, offset) if _attribute(node.attributes, "upper", 1) else torch.tril(x, offset)
+
+
+def _div(node, a, b):
+    if a.is_floating_point() or b.is_floating_point():
+        return a / b
+    return torch.div(a, b, rounding_mode="trunc")  # ONNX integer division truncates
+
+
+_ELEMENTWISE: dict[str, Callable] = {
+    "Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Pow": torch.pow, "Neg": torch.neg, "Sqrt": torch.sqrt,
+    "Reciprocal": torch.reciprocal, "Exp": torch.exp, "Tanh": torch.tanh, "Cos": torch.cos, "Sin": torch.sin,
+    "Sigmoid": torch.sigmoid, "Erf": torch.erf, "Abs": torch.abs, "Relu": torch.relu, "IsNaN": torch.isnan,
+    "Not": torch.logical_not, "And": torch.logical_and, "Or": torch.logical_or, "Equal": torch.eq, "Less": torch.lt,
+    "LessOrEqual": torch.le, "Greater": torch.gt, "GreaterOrEqual": torch.ge, "Where": torch.where,
+    "MatMul": torch.matmul, "Identity": lambda x: x,
+}
+
+
+def _of_inputs(function: Callable) -> Callable:
+    """An entry of _OPS for a PyTorch function of the node's inputs alone."""
+    return lambda node, *inputs: function(*inputs)
 
 
 _OPS: dict[str, Callable] = {
-    "Add": lambda n, a, b: a + b, "Sub": lambda n, a, b: a - b, "Mul": lambda n, a, b: a * b,
-    "Div": lambda n, a, b: a / b if a.is_floating_point() or b.is_floating_point() else torch.div(a, b, rounding_mode="trunc"),
-    "Pow": lambda n, a, b: torch.pow(a, b), "Neg": lambda n, x: -x, "Sqrt": lambda n, x: torch.sqrt(x),
-    "Reciprocal": lambda n, x: torch.reciprocal(x), "Exp": lambda n, x: torch.exp(x), "Tanh": lambda n, x: torch.tanh(x),
-    "Cos": lambda n, x: torch.cos(x), "Sin": lambda n, x: torch.sin(x), "Sigmoid": lambda n, x: torch.sigmoid(x),
-    "Erf": lambda n, x: torch.erf(x), "Abs": lambda n, x: torch.abs(x), "Relu": lambda n, x: torch.relu(x),
-    "IsNaN": lambda n, x: torch.isnan(x), "Not": lambda n, x: torch.logical_not(x),
-    "And": lambda n, a, b: torch.logical_and(a, b), "Or": lambda n, a, b: torch.logical_or(a, b),
-    "Equal": lambda n, a, b: a == b, "Less": lambda n, a, b: a < b, "LessOrEqual": lambda n, a, b: a <= b,
-    "Greater": lambda n, a, b: a > b, "GreaterOrEqual": lambda n, a, b: a >= b,
-    "Max": lambda n, *xs: torch.stack(torch.broadcast_tensors(*xs)).amax(0),
-    "Min": lambda n, *xs: torch.stack(torch.broadcast_tensors(*xs)).amin(0),
-    "Where": lambda n, c, a, b: torch.where(c, a, b), "MatMul": lambda n, a, b: a @ b, "Gemm": _gemm,
-    "Identity": lambda n, x: x, "Cast": _cast, "Flatten": _flatten, "Shape": _shape, "Reshape": _reshape, "Transpose": _transpose,
-    "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Expand": _expand, "Concat": _concat, "Slice": _slice,
-    "Split": _split, "Gather": _gather, "GatherND": _gather_nd, "Range": _range, "Softmax": _softmax,
-    "ReduceMean": _reduce_mean, "Constant": _constant, "ConstantOfShape": _constant_of_shape, "Trilu": _trilu,
-    "CumSum": _cumsum, "LayerNormalization": _layer_norm, "Gelu": _gelu,
+    **{op: _of_inputs(function) for op, function in _ELEMENTWISE.items()},
+    "Div": _div, "Max": lambda node, *xs: torch.stack(torch.broadcast_tensors(*xs)).amax(0),
+    "Min": lambda node, *xs: torch.stack(torch.broadcast_tensors(*xs)).amin(0), "Gemm": _gemm, "Cast": _cast,
+    "Flatten": _flatten, "Shape": _shape, "Reshape": _reshape, "Transpose": _transpose, "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze, "Expand": _expand, "Concat": _concat, "Slice": _slice, "Split": _split, "Gather": _gather,
+    "GatherND": _gather_nd, "Range": _range, "Softmax": _softmax, "ReduceMean": _reduce_mean, "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape, "Trilu": _trilu, "CumSum": _cumsum, "LayerNormalization": _layer_norm,
+    "Gelu": _gelu,
 }
 
 
@@ -235,8 +246,8 @@ class TorchGraph:
         unsupported = sorted({node.op_type for node in graph if node.domain not in ("", "ai.onnx")
                               or node.op_type not in _OPS})
         if unsupported:
-            raise OQError(f"the PyTorch forward does not implement {', '.join(unsupported)} "
-                          f"(found in {graph.name or 'the graph'}); learned rotations need a graph of standard ops")
+            raise OQError(f"the PyTorch forward does not implement {', '.join(unsupported)}: learned rotations "
+                          "need a graph of the standard ops exporters write for decoder LLMs")
         self.constants = {value: _to_torch(value.const_value.numpy())
                           for value in graph.initializers.values() if value.const_value is not None}
 
@@ -257,9 +268,10 @@ class TorchGraph:
             inputs = [None if value is None or value.name == "" else values[value] for value in node.inputs]
             hook = linears.get(node)
             if hook is not None:
-                y = hook(inputs[0], inputs[1].transpose(-1, -2) if _axis(node.attributes, "transB", 0) else inputs[1])
+                weight = inputs[1].transpose(-1, -2) if _attribute(node.attributes, "transB", 0) else inputs[1]
+                y = hook(inputs[0], weight)
                 if node.op_type == "Gemm" and len(inputs) > 2 and inputs[2] is not None:
-                    y = y + _axis(node.attributes, "beta", 1.0) * inputs[2]
+                    y = y + _attribute(node.attributes, "beta", 1.0) * inputs[2]
                 results = [y]
             else:
                 result = _OPS[node.op_type](node, *inputs)

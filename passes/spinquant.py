@@ -16,14 +16,15 @@ quantization (rounding passed straight through to the gradient; with ``bits=None
 weights stay float, as SpinQuant trains before GPTQ). The lm_head stays float in training: its
 8-bit quantization costs little, and rotating its vocabulary-wide weight would double each
 step. Because the norms are scale-free (``fuse_norms`` first) and ``B Bᵀ = I``, this equals
-the rotated model's forward, so the graph itself is trained (:class:`oqcompile.torch_graph.TorchGraph`, whose float logits
-match ORT's), with only the linears replaced. ``R1`` and every ``R2`` are orthogonal by
-construction (Cayley parametrization of ``torch.nn.utils.parametrizations.orthogonal``,
-starting from the seeded random Hadamards QuaRot uses) and trained with Adam on the
-next-token cross-entropy of the calibration windows. The learned matrices are then folded
-exactly as ``rotate_residual`` and ``rotate_heads`` fold theirs (with the online Hadamard at
-o_proj), so the pass leaves the float function unchanged; ``online_hadamard`` (R4) and the
-quantization passes follow in the recipe.
+the rotated model's forward, so the graph itself is trained
+(:class:`oqcompile.torch_graph.TorchGraph`, whose float logits match ORT's), with only the
+linears replaced. ``R1`` and every ``R2`` are orthogonal by construction (Cayley
+parametrization of ``torch.nn.utils.parametrizations.orthogonal``, starting from the seeded
+random Hadamards QuaRot uses) and trained with Adam on the next-token cross-entropy of the
+calibration windows. The learned matrices are then folded exactly as ``rotate_residual`` and
+``rotate_heads`` fold theirs (with the online Hadamard at o_proj), so the pass leaves the float
+function unchanged; ``online_hadamard`` (R4) and the quantization passes follow in the recipe.
+The whole float model is held in PyTorch (float32) while it trains.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ class SpinQuant(CalibratedPass):
         def kron_eye(count: int, module: torch.nn.Module):
             return lambda: torch.block_diag(*([module.weight] * count))
 
-        residual = lambda: r1.weight  # noqa: E731
+        def residual() -> torch.Tensor:
+            return r1.weight
 
         def rotations(linear: Linear, inputs: Callable, outputs: Callable | None = None) -> _Rotations:
             return _Rotations(linear, inputs, outputs, self.bits, self.act_bits)
