@@ -8,7 +8,8 @@ section ``speed-per-op``:
   weights, dynamic int8 activations: ORT fuses it into ``DynamicQuantizeMatMul``); ORT
   ``MatMulNBits`` (4-bit weights in blocks of 32, ``accuracy_level`` 4: int8 activations);
   and oq ``QuantizePerToken`` + ``QMatMul`` as W8A8, W6A6, W4A8, W4A4 (per-channel weight
-  scales) and W4A8 with weight groups of 32 (as ``quarot-w4a8`` makes them), once per CPU
+  scales), W4A8 with weight groups of 32 (as ``quarot-w4a8`` makes them) and W4A4 with weight
+  and token scales in groups of 32 (``insert_qdq``'s ``group``), once per CPU
   instruction set the op library can use here (``OQ_CPU_ISA``). At M = 1 (decode) a buffer
   twice the last-level cache is written before each timed call, so the weights come from
   memory as they do when a model decodes (its layers' weights do not stay in cache);
@@ -49,9 +50,9 @@ LINEAR_SHAPES = {"SmolLM2 q_proj": (576, 576), "SmolLM2 up_proj": (576, 1536), "
                  "LLaMA-3.2-1B up_proj": (2048, 8192), "LLaMA-3.2-1B down_proj": (8192, 2048),
                  "LLaMA-7B up_proj": (4096, 11008), "LLaMA-7B down_proj": (11008, 4096)}
 HADAMARD_SIZES = (576, 1536, 2048, 4096, 8192, 14336)
-# (weight bits, activation bits, weight group: None is per channel)
-OQ_FORMATS = {"W8A8": (8, 8, None), "W6A6": (6, 6, None), "W4A8": (4, 8, None), "W4A8 g32": (4, 8, 32),
-              "W4A4": (4, 4, None)}
+# (weight bits, activation bits, weight group: None is per channel, activation group: None is per token)
+OQ_FORMATS = {"W8A8": (8, 8, None, None), "W6A6": (6, 6, None, None), "W4A8": (4, 8, None, None),
+              "W4A8 g32": (4, 8, 32, None), "W4A4": (4, 4, None, None), "W4A4 g32 a32": (4, 4, 32, 32)}
 FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
 PERPLEXITY_TOKENS = 2048  # end to end: perplexity in windows of 512, as the accuracy-tests section
 SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call
@@ -134,10 +135,10 @@ def linear_models(k: int, n: int, folder: pathlib.Path) -> dict:
                                   block_size=32, accuracy_level=4)
     models[NBITS] = _model([nbits], ["x"], [numpy_helper.from_array(packed, "b"),
                                             numpy_helper.from_array(scales.astype(np.float32), "s")])
-    for name, (weight_bits, activation_bits, group) in OQ_FORMATS.items():
+    for name, (weight_bits, activation_bits, group, activation_group) in OQ_FORMATS.items():
         quantized = rtn(weight, weight_bits, group)
         nodes = [onnx.helper.make_node("QuantizePerToken", ["x"], ["codes", "scales"], domain="oq",
-                                       bits=activation_bits),
+                                       bits=activation_bits, group=activation_group or 0),
                  onnx.helper.make_node("QMatMul", ["codes", "scales", "w", "w_scales"], ["y"], domain="oq",
                                        bits=weight_bits, in_features=k)]
         initializers = [numpy_helper.from_array(pack_codes(quantized.codes, weight_bits), "w"),

@@ -99,6 +99,12 @@ def _granularity(group: int | None) -> str:
     return "per channel" if group is None else f"in groups of {group}"
 
 
+def _activation_format(tag: QDQTag) -> str:
+    """``int4 per token``, ``int4 per token in groups of 32``, ``int8 prescaled``, ... ."""
+    return f"int{tag.bits} {tag.granularity.replace('_', ' ')}" + ("" if tag.group is None
+                                                                   else f" {_granularity(tag.group)}")
+
+
 def _linear(node: ir.Node, roles: dict[int, str]) -> dict | None:
     """One row of ``linears`` for ``node``, or ``None`` if it is not a matmul with a stored weight;
     named by its role in the map, else by its layer name (quantized) or its weight's name."""
@@ -123,7 +129,7 @@ def _linear(node: ir.Node, roles: dict[int, str]) -> dict | None:
     dequantize = linear.input.producer()
     if dequantize is not None and dequantize.op_type == "DequantizeLinear" and quantized_input(dequantize) is not None:
         tag = QDQTag.read(dequantize)
-        activations = "QDQ" if tag is None else f"int{tag.bits} {tag.granularity.replace('_', ' ')}"
+        activations = "QDQ" if tag is None else _activation_format(tag)
     quantized_form = quantized is not None or activations.startswith(("int", "QDQ"))
     name = roles.get(id(node)) or (linear.weight_value().name if quantized is None
                                    else quantized_weight_name(linear.weight_value(), node))
@@ -136,8 +142,10 @@ def _codes_format(codes: ir.Value) -> str:
     quantizer = codes.producer()
     if quantizer is None or (quantizer.domain, quantizer.op_type) != ("oq", "QuantizePerToken"):
         return "int8 codes"
-    static = len(quantizer.inputs) > 1 and quantizer.inputs[1] is not None
-    return f"int{quantizer.attributes.get_int('bits', 8)} {'static scale' if static else 'per token'}"
+    bits, group = quantizer.attributes.get_int("bits", 8), quantizer.attributes.get_int("group", 0)
+    if quantizer.attributes.get_float("static_scale", 0.0) > 0:
+        return f"int{bits} static scale"
+    return f"int{bits} per token" + (f" {_granularity(group)}" if group else "")
 
 
 def _type_name(value: ir.Value) -> str:

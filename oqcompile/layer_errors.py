@@ -55,7 +55,7 @@ def quantizer_of(linear: Linear):
     if granularity == "prescaled":
         return lambda x: np.clip(np.rint(x), *quant.qrange(bits))
     if granularity == "per_token":
-        return lambda x: quant.fake_quantize_per_token(x, bits, clip)
+        return lambda x: quant.fake_quantize_per_token(x, bits, clip, tag.group)
     raise ValueError(f"no NumPy model of {granularity} QDQ")
 
 

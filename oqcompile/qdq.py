@@ -11,7 +11,9 @@ Symmetric ``b``-bit codes (:mod:`oqcompile.quant`): ``q = clip(round(x / s), -2^
 - ``per_token`` (dynamic): ``s_t = clip · max_j |x_tj| / (2^(b-1) - 1)`` for every token ``t``,
   computed in the graph: ``Abs → ReduceMax(axis -1) → Mul → Max(tiny)``, then
   ``QuantizeLinear``/``DequantizeLinear`` with ``axis=-1, block_size=channels`` (one block
-  per token);
+  per token); with a ``group``, one scale per ``group`` consecutive channels of a token
+  (``s_tg = clip · max_{j∈g} |x_tj| / (2^(b-1) - 1)``: the ``Abs`` is reshaped to
+  ``[..., channels / group, group]`` before the ``ReduceMax``, and ``block_size=group``);
 - ``per_tensor`` (static): one constant ``s`` from calibration;
 - ``prescaled``: ``s = 1``: OutlierTune has already folded ``1 / s_j`` into the producer,
   so the activation is in code units and quantizing is rounding and clipping only.
@@ -59,6 +61,7 @@ class QDQTag(NodeMetadata):
     bits: int
     granularity: str  # one of GRANULARITIES, or KV_GRANULARITY
     clip: float | None = None  # per-token clip ratio (symmetric QDQs only)
+    group: int | None = None  # per-token scales per this many channels (None: one per token)
 
 
 @dataclasses.dataclass
@@ -77,13 +80,16 @@ class ActivationQDQ:
 
 def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: int, granularity: str,
                           name: str, channels: int, clip: float = 1.0,
-                          scale: float | None = None) -> ir.Value:
+                          scale: float | None = None, group: int | None = None) -> ir.Value:
     """Insert a QDQ of ``value`` and make ``consumers`` read its output; return that output.
 
-    ``scale`` is the static scale of ``per_tensor``; ``channels`` the size of the last axis.
+    ``scale`` is the static scale of ``per_tensor``; ``channels`` the size of the last axis;
+    ``group`` the channels per scale of ``per_token`` (``None``: all of them).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    if group is not None and (granularity != "per_token" or channels % group):
+        raise ValueError(f"{name}: groups of {group} need per_token scales and divide the {channels} channels")
     graph = value.graph or consumers[0].graph
     dtype = (value.dtype or ir.DataType.FLOAT).numpy()
     prefix = f"{name}/quantize_input"
@@ -91,13 +97,19 @@ def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: in
 
     block = {}
     if granularity == "per_token":
-        absmax = emit("ReduceMax", [emit("Abs", [value], "abs"), const("axes", np.array([-1], np.int64))],
-                      "absmax", keepdims=1)
+        magnitude = emit("Abs", [value], "abs")
+        if group is not None:
+            grouped_shape = emit("Concat", [emit("Shape", [value], "lead_shape", end=-1),
+                                            const("group_shape", np.array([channels // group, group], np.int64))],
+                                 "grouped_shape", axis=0)
+            magnitude = emit("Reshape", [magnitude, grouped_shape], "group")
+        absmax = emit("ReduceMax", [magnitude, const("axes", np.array([-1], np.int64))], "absmax",
+                      keepdims=int(group is None))
         # clip / qmax as a float32 division, the same number oq.QuantizePerToken computes.
         factor = np.array(np.float32(clip) / np.float32(qmax(bits)), dtype)
         scaled = emit("Mul", [absmax, const("clip_over_qmax", factor)], "scale")
         step = emit("Max", [scaled, const("tiny", np.array(np.finfo(dtype).tiny, dtype))], "nonzero_scale")
-        block = {"axis": -1, "block_size": channels}
+        block = {"axis": -1, "block_size": group or channels}
     else:
         static = 1.0 if granularity == "prescaled" else scale
         if static is None or not static > 0:
@@ -112,9 +124,10 @@ def insert_activation_qdq(value: ir.Value, consumers: list[ir.Node], *, bits: in
     restored = emit("DequantizeLinear", [codes, step], "dequantize", **block)
     restored.name = f"{name}.input_quantized"
     copy_type(value, restored)
-    tag = QDQTag(prefix, bits, granularity, clip)
+    tag = QDQTag(prefix, bits, granularity, clip, group)
+    in_groups = "" if group is None else f" in groups of {group} channels"
     for node in tape.nodes:
-        node.doc_string = (f"int{bits} {granularity.replace('_', '-')} quantize-dequantize of the input "
+        node.doc_string = (f"int{bits} {granularity.replace('_', '-')} quantize-dequantize{in_groups} of the input "
                            f"of {name}.")
         tag.write(node)
     producer = value.producer()

@@ -288,18 +288,21 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     return packed
 
 
-def fake_quantize_per_token(x: np.ndarray, bits: int, clip: float = 1.0) -> np.ndarray:
-    """``x`` (``[tokens, channels]``) through symmetric per-token quantization and back."""
-    scales = np.maximum(clip * np.abs(x).max(axis=-1, keepdims=True) / qmax(bits), np.finfo(np.float32).tiny)
-    return _round(x, scales, bits) * scales
+def fake_quantize_per_token(x: np.ndarray, bits: int, clip: float = 1.0, group: int | None = None) -> np.ndarray:
+    """``x`` (``[tokens, channels]``) through symmetric per-token quantization and back, one
+    scale per ``group`` channels of a token (``None``: per token)."""
+    grouped = x.reshape(*x.shape[:-1], -1, group or x.shape[-1])
+    scales = np.maximum(clip * np.abs(grouped).max(axis=-1, keepdims=True) / qmax(bits), np.finfo(np.float32).tiny)
+    return (_round(grouped, scales, bits) * scales).reshape(x.shape)
 
 
-def search_activation_clip(sample: np.ndarray, weight: np.ndarray, bits: int) -> tuple[float, float]:
+def search_activation_clip(sample: np.ndarray, weight: np.ndarray, bits: int,
+                           group: int | None = None) -> tuple[float, float]:
     """The per-token clip ratio from :data:`ACTIVATION_CLIP_GRID` that minimizes the output
     error ``‖(Q_c(X) - X) W‖²`` of a layer on sampled inputs ``X``; returns ``(clip, relative error)``."""
     x = sample.astype(np.float64)
     reference = np.linalg.norm(x @ weight)
-    errors = [np.linalg.norm((fake_quantize_per_token(x, bits, clip) - x) @ weight)
+    errors = [np.linalg.norm((fake_quantize_per_token(x, bits, clip, group) - x) @ weight)
               for clip in ACTIVATION_CLIP_GRID]
     best = int(np.argmin(errors))
     return ACTIVATION_CLIP_GRID[best], float(errors[best] / max(reference, 1e-30))

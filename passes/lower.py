@@ -11,7 +11,11 @@ Rules (every other node stays as it is, so a partly lowerable graph still runs):
   ``Ŵ = DequantizeLinear(q_W, s_W)`` of constant symmetric codes, becomes one
   ``codes, s = oq.QuantizePerToken(x)`` shared by those linears and, per linear,
   ``y = oq.QMatMul(codes, s, pack(q_Wᵀ), s_Wᵀ, b)``: the same
-  ``y_tn = s_t Σ_g s_W[g, n] Σ_{k∈g} q_tk q_W[k, n] + b_n`` in exact integer group sums.
+  ``y_tn = Σ_g s_tg s_W[g, n] Σ_{k∈g} q_tk q_W[k, n] + b_n`` in exact integer group sums
+  (``s_tg = s_t`` for one scale per token). Activation scales in groups (``s_ta``) need each to
+  span whole weight groups: where the weights' groups are wider (one per channel, say), their
+  scales are repeated onto the activation groups; where neither group width divides the other,
+  the QDQ stays portable.
   Weights are packed in the narrowest of 4/6/8 bits that holds their codes (lossless:
   6-bit codes stored in INT8 by the portable graph take 3/4 of a byte).
   Consumers of the QDQ that are not such linears keep reading the portable QDQ.
@@ -91,7 +95,16 @@ def _lower_qdq(graph: ir.Graph, activation: qdq.ActivationQDQ) -> int:
     source, tag = activation.source, activation.tag
     if not linears or source.dtype not in FLOAT_TYPES:
         return 0
-    attributes = {"bits": tag.bits, "clip": tag.clip}
+    if tag.group is not None:
+        weight_groups = [_scales_per_activation_group(weight, tag.group) for _, weight in linears]
+        if None in weight_groups:
+            logger.warning("%s: activation groups of %d do not hold whole weight groups; the portable QDQ stays",
+                           tag.name, tag.group)
+            return 0
+        linears = [(linear, weight if repeat == 1 else dataclasses.replace(
+                        weight, scales=np.repeat(weight.scales, repeat, axis=0), group=tag.group))
+                   for (linear, weight), repeat in zip(linears, weight_groups)]
+    attributes = {"bits": tag.bits, "clip": tag.clip, **({} if tag.group is None else {"group": tag.group})}
     if activation.static_scale is not None:
         attributes["static_scale"] = activation.static_scale
     quantizer = ir.node("QuantizePerToken", [source], attributes=attributes, domain=DOMAIN,
@@ -104,6 +117,15 @@ def _lower_qdq(graph: ir.Graph, activation: qdq.ActivationQDQ) -> int:
     for linear, weight in linears:
         _replace_linear(graph, linear, weight, codes, scales)
     return len(linears)
+
+
+def _scales_per_activation_group(weight: QuantizedWeight, activation_group: int) -> int | None:
+    """How often each weight scale repeats so that every activation group spans whole weight groups
+    (1: it already does), or ``None`` where neither group width divides the other."""
+    in_features, groups = weight.codes.shape[0], weight.scales.shape[0]
+    if (in_features // groups) % activation_group == 0:
+        return in_features // groups // activation_group
+    return 1 if activation_group % (in_features // groups) == 0 else None
 
 
 def _replace_linear(graph: ir.Graph, linear: Linear, weight: QuantizedWeight, codes: ir.Value,

@@ -46,7 +46,7 @@ std::string CheckPanel(size_t m, size_t n, size_t panels, size_t groups, size_t 
   for (auto& code : w) code = static_cast<int8_t>(byte(random) - 128);
   std::vector<int32_t> w_sums(panels * groups * kPanelChannels);
   for (auto& sum : w_sums) sum = byte(random) * 64 - 8192;
-  std::vector<float> w_scales(panels * groups * kPanelChannels), a_scale(m), bias(panels * kPanelChannels);
+  std::vector<float> w_scales(panels * groups * kPanelChannels), a_scale(m * groups), bias(panels * kPanelChannels);
   for (auto& scale : w_scales) scale = unit(random) * 1e-3f;
   for (auto& scale : a_scale) scale = unit(random);
   for (auto& value : bias) value = unit(random);

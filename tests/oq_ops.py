@@ -30,24 +30,28 @@ def hadamard_reference(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64) @ hadamard(x.shape[-1])
 
 
-def quantize_reference(x: np.ndarray, bits: int, clip: float, static_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """The portable graph's arithmetic, step by step in the tensor's own float type."""
+def quantize_reference(x: np.ndarray, bits: int, clip: float, static_scale: float,
+                       group: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The portable graph's arithmetic, step by step in the tensor's own float type; scales
+    ``[..., channels / group]`` (group 0: one per token)."""
     dtype = x.dtype.type
     low, high = qrange(bits)
+    grouped = x.reshape(*x.shape[:-1], -1, group or x.shape[-1])
     if static_scale > 0:
-        scale = np.full((*x.shape[:-1], 1), dtype(static_scale))
+        scale = np.full((*grouped.shape[:-1], 1), dtype(static_scale))
     else:
-        absmax = np.abs(x).max(axis=-1, keepdims=True)
+        absmax = np.abs(grouped).max(axis=-1, keepdims=True)
         scale = np.maximum(absmax * dtype(np.float32(clip) / np.float32(high)), dtype(np.finfo(dtype).tiny))
-    codes = np.clip(np.rint(x.astype(np.float32) / scale.astype(np.float32)), low, high)
-    return codes.astype(np.int8), scale
+    codes = np.clip(np.rint(grouped.astype(np.float32) / scale.astype(np.float32)), low, high)
+    return codes.astype(np.int8).reshape(x.shape), scale[..., 0]
 
 
-def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype, activation_bits=8):
-    """Codes of ``activation_bits`` (the QMatMul kernels pick their integer form by the codes' range)."""
+def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype, activation_bits=8, activation_groups=1):
+    """Codes of ``activation_bits`` (the QMatMul kernels pick their integer form by the codes' range),
+    their scales in ``activation_groups`` per token."""
     low, high = qrange(bits)
     codes = rng.integers(*qrange(activation_bits), endpoint=True, size=(*lead, k)).astype(np.int8)
-    scales = rng.uniform(0.01, 0.1, (*lead, 1)).astype(dtype)
+    scales = rng.uniform(0.01, 0.1, (*lead, activation_groups)).astype(dtype)
     weight = rng.integers(low, high + 1, (k, n)).astype(np.int8)
     weight_scales = rng.uniform(0.001, 0.02, (groups, n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
@@ -55,7 +59,8 @@ def random_qmatmul_case(rng, bits, lead, k, n, groups, dtype, activation_bits=8)
 
 
 def qmatmul_reference(codes, scales, weight, weight_scales, bias):
-    groups = weight_scales.shape[0]
-    dequantized = weight.astype(np.float64) * np.repeat(weight_scales.astype(np.float64), weight.shape[0] // groups,
-                                                        axis=0)
-    return (codes.astype(np.float64) @ dequantized) * scales.astype(np.float64) + bias
+    """Dequantized codes (``scales [..., A]``, one per ``K / A`` channels of a token) times dequantized weights."""
+    k, groups = weight.shape[0], weight_scales.shape[0]
+    dequantized = weight.astype(np.float64) * np.repeat(weight_scales.astype(np.float64), k // groups, axis=0)
+    activations = codes.astype(np.float64) * np.repeat(scales.astype(np.float64), k // scales.shape[-1], axis=-1)
+    return activations @ dequantized + bias

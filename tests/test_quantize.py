@@ -13,6 +13,7 @@ from oqcompile.calibrate import CalibrationData
 from oqcompile.compiler import optimize
 from oqcompile.errors import OQError
 from oqcompile.evaluate import feeds
+from oqcompile.inspection import describe
 from oqcompile.passes.quantize_weights import QuantizeWeights
 from oqcompile.recipes import RECIPES, build_recipe, recipe_toml
 from oqcompile.runtime import LIBRARY_METADATA, session_options
@@ -51,6 +52,7 @@ MEASURED = {
     # single checks on tiny-llama
     "kv4 prefill": 0.3220,  # KV-cache export, quarot-w4a4kv4-gptq (lowered), prefill logits
     "per-tensor a8": 0.0482,  # insert_qdq alone: static per-tensor int8 activations
+    "a4 groups of 16": 0.3250,  # naive-w4a4 with token scales per 16 channels
     "lm_head int8": 0.0371,  # tiny-mistral (tied), W8A8 with lm_head_bits 8, lowered
     "embedding int8": 0.0071,  # quantize_embedding alone, blocks of 32
     # other block layouts, lowered and portable alike
@@ -348,3 +350,58 @@ def test_w8a8_at_opset_23(tiny_export, tmp_path, model_id):
         target = compiled(source, "quarot-w8a8", tmp_path / f"q-{portable}.onnx", portable=portable)
         actual = run_logits(target, IDS[:1])
         assert relative_error(actual, expected) <= MARGIN * MEASURED[model_id, "opset 23"]
+
+
+# (weight group, activation group): activations as wide as the weights' groups, wider, narrower,
+# and per-channel weights, whose scales the lowering repeats onto the activation groups.
+ACTIVATION_GROUPS = [(None, 32), (32, 32), (16, 32), (32, 16)]
+
+
+@pytest.mark.parametrize("weight_group, activation_group", ACTIVATION_GROUPS)
+def test_activation_groups_lower_to_what_the_portable_graph_computes(tiny_export, tmp_path, weight_group,
+                                                                    activation_group):
+    """Token scales per group of channels: oq.QuantizePerToken with `group` and oq.QMatMul take
+    them, and the logits agree with the portable graph's as in the lowered-recipe test above."""
+    source = tiny_export("tiny-llama")
+    weights = {"bits": 4, **({} if weight_group is None else {"group": weight_group})}
+    recipe = write_recipe(tmp_path / "r.toml", ("quantize_weights", weights),
+                          ("insert_qdq", {"bits": 4, "group": activation_group}))
+    portable = compiled(source, recipe, tmp_path / "portable.onnx", portable=True)
+    lowered = compiled(source, recipe, tmp_path / "lowered.onnx")
+    nodes = onnx.load(str(lowered)).graph.node
+    quantizers = [node for node in nodes if node.op_type == "QuantizePerToken"]
+    assert len(quantizers) == 8  # q/k/v, o, gate/up, down of both blocks
+    assert {onnx.helper.get_node_attr_value(node, "group") for node in quantizers} == {activation_group}
+    assert not any(entry.key == "oq.qdq_granularity" for node in nodes for entry in node.metadata_props)
+    for path in (portable, lowered):  # inspect names the format either way
+        formats = {row["activations"] for row in describe(path)["linears"] if row["op"] != "MatMul"}  # not the lm_head
+        assert formats == {f"int4 per token in groups of {activation_group}"}
+    lowered_logits, portable_logits = run_logits(lowered, IDS), run_logits(portable, IDS)
+    differences = np.abs(lowered_logits - portable_logits) / np.abs(portable_logits).max()
+    assert np.median(differences) < 1e-5 and differences.max() < 5e-2
+
+
+def test_activation_groups_cut_the_int4_activation_error(tiny_export, tmp_path):
+    """naive-w4a4 with token scales per 16 channels instead of one per token."""
+    source = tiny_export("tiny-llama")
+    recipe = write_recipe(tmp_path / "r.toml", ("quantize_weights", {"bits": 4}),
+                          ("insert_qdq", {"bits": 4, "group": 16}))
+    error = relative_error(run_logits(compiled(source, recipe, tmp_path / "q.onnx", portable=True), IDS),
+                           run_logits(source, IDS))
+    assert_measured(error, "a4 groups of 16")
+    assert error < MEASURED["tiny-llama", "naive-w4a4"]  # the same recipe with one scale per token
+
+
+def test_activation_groups_that_split_a_weight_group_stay_portable():
+    """Lowering needs each activation group to span whole weight groups, or the weight scales to be
+    repeatable onto the activation groups; groups of 48 and 32 channels allow neither."""
+    from oqcompile.passes.lower import _scales_per_activation_group
+    from oqcompile.quant import QuantizedWeight
+
+    def weight(group):
+        return QuantizedWeight(np.zeros((96, 4), np.int8), np.ones((96 // (group or 96), 4)), 4, group)
+
+    assert _scales_per_activation_group(weight(None), 32) == 3
+    assert _scales_per_activation_group(weight(32), 16) == 2
+    assert _scales_per_activation_group(weight(16), 32) == 1
+    assert _scales_per_activation_group(weight(32), 48) is None

@@ -68,16 +68,19 @@ def test_hadamard_bad_shapes_give_an_ort_error_not_a_crash():
 
 @PROPERTY
 @given(bits=st.sampled_from([8, 6, 4]), clip=st.sampled_from([1.0, 0.9, 0.75]),
-       static_scale=st.sampled_from([0.0, 1.0, 0.05]), channels=st.integers(1, 300),
+       static_scale=st.sampled_from([0.0, 1.0, 0.05]), channels=st.integers(1, 300), group_index=st.integers(0, 10),
        lead=st.lists(st.integers(1, 5), max_size=3), dtype=st.sampled_from(list(FLOAT_TYPES)))
-def test_quantize_per_token_matches_numpy(bits, clip, static_scale, channels, lead, dtype):
+def test_quantize_per_token_matches_numpy(bits, clip, static_scale, channels, group_index, lead, dtype):
+    """One scale per token (group 0), or per group of channels of a token (dynamic scales only)."""
     x = (np.random.default_rng(channels).standard_normal((*lead, channels)) * 3).astype(dtype)
     kind = FLOAT_TYPES[dtype]
+    groups = [0] if static_scale > 0 else [0] + [g for g in range(1, channels + 1) if channels % g == 0]
+    group = groups[group_index % len(groups)]
     session = op_session("QuantizePerToken", {"x": kind}, {"codes": onnx.TensorProto.INT8, "scales": kind},
-                         bits=bits, clip=clip, static_scale=static_scale)
+                         bits=bits, clip=clip, static_scale=static_scale, group=group)
     codes, scales = session.run(None, {"x": x})
-    expected_codes, expected_scales = quantize_reference(x, bits, clip, static_scale)
-    assert scales.dtype == dtype and scales.shape == (*lead, 1)
+    expected_codes, expected_scales = quantize_reference(x, bits, clip, static_scale, group)
+    assert scales.dtype == dtype and scales.shape == (*lead, channels // (group or channels))
     np.testing.assert_array_equal(scales, expected_scales)
     np.testing.assert_array_equal(codes, expected_codes)
 
@@ -89,6 +92,13 @@ def test_quantize_per_token_rejects_bad_attributes():
     with pytest.raises(Exception, match="bits"):
         op_session("QuantizePerToken", {"x": onnx.TensorProto.FLOAT},
                    {"codes": onnx.TensorProto.INT8, "scales": onnx.TensorProto.FLOAT})
+    with pytest.raises(Exception, match="a static scale has no groups"):
+        op_session("QuantizePerToken", {"x": onnx.TensorProto.FLOAT},
+                   {"codes": onnx.TensorProto.INT8, "scales": onnx.TensorProto.FLOAT}, bits=8, static_scale=1.0, group=4)
+    session = op_session("QuantizePerToken", {"x": onnx.TensorProto.FLOAT},
+                         {"codes": onnx.TensorProto.INT8, "scales": onnx.TensorProto.FLOAT}, bits=8, group=32)
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="groups of 32 do not divide"):
+        session.run(None, {"x": np.zeros((2, 48), np.float32)})
 
 
 # --- oq.QMatMul ---------------------------------------------------------------------------
@@ -118,14 +128,18 @@ def run_qmatmul(dtype, bits, k, codes, scales, packed, weight_scales, bias, cons
 @PROPERTY
 @given(bits=st.sampled_from([8, 6, 4]), activation_bits=st.sampled_from([8, 6, 4]), k=st.integers(1, 200),
        n=st.integers(1, 80), lead=st.lists(st.integers(0, 7), max_size=3), group_index=st.integers(0, 10),
-       with_bias=st.booleans(), constant_weights=st.booleans(), dtype=st.sampled_from(list(FLOAT_TYPES)))
-def test_qmatmul_matches_numpy(cpu_isa, bits, activation_bits, k, n, lead, group_index, with_bias, constant_weights,
-                               dtype):
+       activation_group_index=st.integers(0, 10), with_bias=st.booleans(), constant_weights=st.booleans(),
+       dtype=st.sampled_from(list(FLOAT_TYPES)))
+def test_qmatmul_matches_numpy(cpu_isa, bits, activation_bits, k, n, lead, group_index, activation_group_index,
+                               with_bias, constant_weights, dtype):
+    """Weight scales in G groups of K / G channels, token scales in A groups, A dividing G."""
     rng = np.random.default_rng(k * 1000 + n)
     divisors = [g for g in range(1, k + 1) if k % g == 0]
     groups = divisors[group_index % len(divisors)]
+    activation_divisors = [a for a in divisors if groups % a == 0]
+    activation_groups = activation_divisors[activation_group_index % len(activation_divisors)]
     codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, lead, k, n, groups, dtype,
-                                                                     activation_bits)
+                                                                     activation_bits, activation_groups)
     actual = run_qmatmul(dtype, bits, k, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
                          bias if with_bias else None, constant_weights)
     expected = qmatmul_reference(codes, scales, weight, weight_scales, bias if with_bias else 0.0)
@@ -141,11 +155,14 @@ def test_qmatmul_at_model_shapes(cpu_isa, bits, activation_bits, tokens):
     """SmolLM2's down_proj and up_proj for decode (1 and 5 tokens: the row kernels) and 600 tokens
     (several row blocks and panels), with constant weights: per channel, in groups of 128, and in
     groups of 32 and 64, which the row kernels pack several to a block (up_proj's 576 codes end in
-    half a block)."""
+    half a block); token scales per token, and in groups of 32 and 64 channels."""
     rng = np.random.default_rng(bits)
-    for k, n, groups in ((1536, 576, 1), (1536, 576, 12), (1536, 576, 48), (576, 1536, 18), (576, 1536, 9)):
+    for k, n, groups, activation_groups in ((1536, 576, 1, 1), (1536, 576, 12, 1), (1536, 576, 48, 1),
+                                            (576, 1536, 18, 1), (576, 1536, 9, 1), (1536, 576, 48, 48),
+                                            (1536, 576, 48, 24), (576, 1536, 18, 18), (576, 1536, 9, 9)):
         codes, scales, weight, weight_scales, bias = random_qmatmul_case(rng, bits, (1, tokens), k, n, groups,
-                                                                         np.float32, activation_bits)
+                                                                         np.float32, activation_bits,
+                                                                         activation_groups)
         actual = run_qmatmul(np.float32, bits, k, codes, scales, pack_codes(weight, bits), weight_scales.T.copy(),
                              bias, constant_weights=True)
         expected = qmatmul_reference(codes, scales, weight, weight_scales, bias)
@@ -180,7 +197,8 @@ def test_qmatmul_bad_shapes_give_an_ort_error_not_a_crash():
             "w": np.zeros((8, 32), np.uint8), "w_scales": np.ones((8, 1), np.float32)}
     assert session.run(None, good)[0].shape == (3, 8)
     for change, message in [({"codes": np.zeros((3, 65), np.int8)}, "in_features = 64"),
-                            ({"scales": np.ones((2, 1), np.float32)}, "one value per token"),
+                            ({"scales": np.ones((2, 1), np.float32)}, r"scales must be \[\.\.\., A\] for the 3 tokens"),
+                            ({"scales": np.ones((3, 2), np.float32)}, "A dividing the weight scales' 1 groups"),
                             ({"w": np.zeros((8, 64), np.uint8)}, r"packed weight must be \[N, 32\]"),
                             ({"w_scales": np.ones((8, 3), np.float32)}, "G dividing in_features"),
                             ({"w_scales": np.ones((7, 1), np.float32)}, r"\[N, G\]")]:

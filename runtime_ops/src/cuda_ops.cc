@@ -38,7 +38,10 @@ template <typename T>
 OrtStatusPtr CudaQuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
   QuantizeShape shape;
-  if (OrtStatusPtr status = ReadQuantizeShape(context, shape)) return status;
+  if (OrtStatusPtr status = ReadQuantizeShape(context, *this, shape)) return status;
+  if (shape.group != shape.channels) {
+    return InvalidArgument("QuantizePerToken", "scales in groups of channels are CPU-only for now");
+  }
   int8_t* codes = context.GetOutput(0, shape.codes_shape).GetTensorMutableData<int8_t>();
   T* scales = context.GetOutput(1, shape.scales_shape).GetTensorMutableData<T>();
   return CudaStatus(OqCudaQuantizePerToken(context.GetInput(0).GetTensorData<T>(), codes, scales, shape.rows,
@@ -51,6 +54,7 @@ OrtStatusPtr CudaQMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
   QMatMulShape shape;
   if (OrtStatusPtr status = ReadQMatMulShape(context, *this, shape)) return status;
+  if (shape.a_groups != 1) return InvalidArgument("QMatMul", "activation scales in groups are CPU-only for now");
   T* y = context.GetOutput(0, shape.y_shape).GetTensorMutableData<T>();
   return CudaStatus(
       OqCudaQMatMul(context.GetInput(0).GetTensorData<int8_t>(), context.GetInput(1).GetTensorData<T>(),

@@ -21,9 +21,13 @@ OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QuantizeAttributes& attri
   }
   attributes.clip = AttributeOr(node, "clip", attributes.clip);
   attributes.static_scale = AttributeOr(node, "static_scale", attributes.static_scale);
+  attributes.group = AttributeOr(node, "group", attributes.group);
   if (OrtStatusPtr status = CheckCodeBits("QuantizePerToken", attributes.bits)) return status;
-  if (!(attributes.clip > 0.0f) || attributes.static_scale < 0.0f) {
-    return InvalidArgument("QuantizePerToken", "clip must be positive and static_scale not negative");
+  if (!(attributes.clip > 0.0f) || attributes.static_scale < 0.0f || attributes.group < 0) {
+    return InvalidArgument("QuantizePerToken", "clip must be positive, static_scale and group not negative");
+  }
+  if (attributes.group > 0 && attributes.static_scale > 0.0f) {
+    return InvalidArgument("QuantizePerToken", "a static scale has no groups");
   }
   return nullptr;
 }
@@ -71,16 +75,22 @@ OrtStatusPtr ReadHadamardShape(const Ort::KernelContext& context, HadamardShape&
   return nullptr;
 }
 
-OrtStatusPtr ReadQuantizeShape(const Ort::KernelContext& context, QuantizeShape& out) {
+OrtStatusPtr ReadQuantizeShape(const Ort::KernelContext& context, const QuantizeAttributes& attributes,
+                               QuantizeShape& out) {
   const Ort::ConstValue input = context.GetInput(0);
   out.codes_shape = Shape(input);
   if (out.codes_shape.empty() || out.codes_shape.back() == 0) {
     return InvalidArgument("QuantizePerToken", "X needs a non-empty last axis, got " + ShapeText(out.codes_shape));
   }
   out.channels = out.codes_shape.back();
+  out.group = attributes.group == 0 ? out.channels : attributes.group;
+  if (out.channels % out.group != 0) {
+    return InvalidArgument("QuantizePerToken", "groups of " + std::to_string(out.group) + " do not divide the " +
+                                                   std::to_string(out.channels) + " channels");
+  }
   out.rows = static_cast<int64_t>(ElementCount(input)) / out.channels;
   out.scales_shape = out.codes_shape;
-  out.scales_shape.back() = 1;
+  out.scales_shape.back() = out.channels / out.group;
   return nullptr;
 }
 
@@ -112,8 +122,12 @@ OrtStatusPtr ReadQMatMulShape(const Ort::KernelContext& context, const QMatMulAt
   out.rows = ElementCount(codes) / out.k;
   out.n = static_cast<size_t>(w_shape[0]);
   out.groups = static_cast<size_t>(s_shape[1]);
-  if (ElementCount(token_scales) != out.rows) {
-    return InvalidArgument("QMatMul", "scales must hold one value per token (" + std::to_string(out.rows) + ")");
+  const std::vector<int64_t> a_scales_shape = Shape(token_scales);
+  out.a_groups = a_scales_shape.empty() ? 0 : static_cast<size_t>(a_scales_shape.back());
+  if (out.a_groups == 0 || ElementCount(token_scales) != out.rows * out.a_groups || out.groups % out.a_groups != 0) {
+    return InvalidArgument("QMatMul", "scales must be [..., A] for the " + std::to_string(out.rows) +
+                                          " tokens, A dividing the weight scales' " + std::to_string(out.groups) +
+                                          " groups, got " + ShapeText(a_scales_shape));
   }
   if (context.GetInputCount() > 4) {
     const Ort::ConstValue bias = context.GetInput(4);

@@ -4,13 +4,15 @@
 //
 //   Hadamard(X [..., n] T, H_K [K, K] float?) -> Y [..., n] T
 //       Y = X · (H_K ⊗ H_m), H_m the orthonormal Sylvester matrix of m = n / K = 2^j.
-//   QuantizePerToken(X [..., K] T; bits, clip, static_scale) -> (codes [..., K] int8, scales [..., 1] T)
-//       s_t = max(clip · max_j |x_tj| / (2^(bits-1) - 1), tiny) per token, or static_scale
-//       if it is > 0; codes = clip(round_half_even(x / s), -2^(bits-1), 2^(bits-1) - 1).
-//   QMatMul(codes [..., K] int8, scales [..., 1] T, W packed [N, B] uint8, W scales [N, G] float,
+//   QuantizePerToken(X [..., K] T; bits, clip, static_scale, group) -> (codes [..., K] int8, scales [..., A] T)
+//       s_ta = max(clip · max_{j ∈ a} |x_tj| / (2^(bits-1) - 1), tiny) per token and group a of
+//       `group` channels (group 0: the whole token, A = 1), or static_scale if it is > 0;
+//       codes = clip(round_half_even(x / s), -2^(bits-1), 2^(bits-1) - 1).
+//   QMatMul(codes [..., K] int8, scales [..., A] T, W packed [N, B] uint8, W scales [N, G] float,
 //           bias [N] float?; bits, in_features = K) -> Y [..., N] T
-//       Y[t, n] = s_t · Σ_g w_scale[n, g] Σ_{k ∈ g} codes[t, k] · w[n, k] + bias[n], with
-//       groups of K / G input channels and w packed row by row: int8 one per byte, int4 two per
+//       Y[t, n] = Σ_g s_t,a(g) · w_scale[n, g] Σ_{k ∈ g} codes[t, k] · w[n, k] + bias[n], with
+//       groups of K / G input channels, A dividing G (a(g) = g · A / G: each activation group
+//       spans whole weight groups), and w packed row by row: int8 one per byte, int4 two per
 //       byte (low nibble first), int6 four per three bytes (little-endian 24-bit words).
 #pragma once
 
@@ -28,7 +30,7 @@ namespace oq {
 // --- node attributes and input shapes, the same for every provider -------------------------
 
 struct QuantizeAttributes {
-  int64_t bits = 8;
+  int64_t bits = 8, group = 0;  // group 0: one scale per token
   float clip = 1.0f, static_scale = 0.0f;
 };
 OrtStatusPtr ReadAttributes(const OrtKernelInfo* info, QuantizeAttributes& attributes);
@@ -52,17 +54,18 @@ struct HadamardShape {
 };
 OrtStatusPtr ReadHadamardShape(const Ort::KernelContext& context, HadamardShape& out);
 
-// QuantizePerToken's input X [..., C] (C > 0) and its outputs' shapes.
+// QuantizePerToken's input X [..., C] (C > 0, a multiple of a nonzero group) and its outputs' shapes.
 struct QuantizeShape {
-  std::vector<int64_t> codes_shape, scales_shape;  // [..., C] and [..., 1]
-  int64_t rows = 0, channels = 0;
+  std::vector<int64_t> codes_shape, scales_shape;  // [..., C] and [..., C / group]
+  int64_t rows = 0, channels = 0, group = 0;         // group: channels per scale
 };
-OrtStatusPtr ReadQuantizeShape(const Ort::KernelContext& context, QuantizeShape& out);
+OrtStatusPtr ReadQuantizeShape(const Ort::KernelContext& context, const QuantizeAttributes& attributes,
+                               QuantizeShape& out);
 
 // QMatMul's inputs, checked against each other and the attributes.
 struct QMatMulShape {
   std::vector<int64_t> y_shape;
-  size_t rows = 0, k = 0, n = 0, groups = 0;
+  size_t rows = 0, k = 0, n = 0, groups = 0, a_groups = 1;  // groups: the weight scales'; a_groups: the tokens'
 };
 OrtStatusPtr ReadQMatMulShape(const Ort::KernelContext& context, const QMatMulAttributes& attributes,
                               QMatMulShape& out);

@@ -69,7 +69,7 @@ struct DotsU8Amx {
       TileStore<2>(dots[16], sizeof dots[0]);
       if constexpr (P == 2) TileStore<3>(dots[16] + kPanelChannels, sizeof dots[0]);
     }
-    AddScaledDotsAvx512<R, P>(p, g, dots, sum);
+    AddScaledDotsAvx512<R, P>(p, row, g, dots, sum);
   }
 };
 

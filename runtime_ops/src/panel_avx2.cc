@@ -61,7 +61,7 @@ struct DotsU8Avx2 {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r]), acc[r][0]);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r] + 8), acc[r][1]);
     }
-    AddScaledDots<R, P>(p, g, out, sum);
+    AddScaledDots<R, P>(p, row, g, out, sum);
   }
 };
 
@@ -91,7 +91,7 @@ struct DotsS16Avx2 {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[r] + half * 8), sums);
       }
     }
-    AddScaledDots<R, P>(p, g, out, sum);
+    AddScaledDots<R, P>(p, row, g, out, sum);
   }
 };
 

@@ -9,12 +9,12 @@ namespace oq {
 
 namespace {
 
-// AddScaledDots (panel_impl.h) in 16-float vectors: sum[r][c] += w_scale[g, c] · (dots[r][c] +
-// a_offset · w_sum[g, c]); dots 64-byte aligned. Its own function: inlined after the VNNI quad
+// AddScaledDots (panel_impl.h) in 16-float vectors: sum[r][c] += a_scale[r, g] · w_scale[g, c] ·
+// (dots[r][c] + a_offset · w_sum[g, c]); dots 64-byte aligned. Its own function: inlined after the VNNI quad
 // loop, GCC hoisted its loads above the loop and spilled accumulators inside it (1B up_proj,
 // M = 512: 9.6 -> 12.4 ms in benchmarks/speed.py --part per-op).
 template <int R, int P>
-__attribute__((noinline)) void AddScaledDotsAvx512(const PanelArgs& p, size_t g,
+__attribute__((noinline)) void AddScaledDotsAvx512(const PanelArgs& p, size_t row, size_t g,
                                                    const int32_t (*dots)[kPanelChannels * P],
                                                    float (*sum)[kPanelChannels * P]) {
   const __m512i a_offset = _mm512_set1_epi32(p.a_offset);
@@ -27,7 +27,8 @@ __attribute__((noinline)) void AddScaledDotsAvx512(const PanelArgs& p, size_t g,
     for (int r = 0; r < R; ++r) {
       float* s = sum[r] + j * kPanelChannels;
       const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(dots[r] + j * kPanelChannels), offset));
-      _mm512_storeu_ps(s, _mm512_fmadd_ps(dot, scale, _mm512_loadu_ps(s)));
+      const __m512 scales = _mm512_mul_ps(scale, _mm512_set1_ps(TokenScale(p, row + r, g)));
+      _mm512_storeu_ps(s, _mm512_fmadd_ps(dot, scales, _mm512_loadu_ps(s)));
     }
   }
 }

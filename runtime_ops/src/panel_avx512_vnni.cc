@@ -45,7 +45,7 @@ struct DotsU8Avx512Vnni {
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
       for (int j = 0; j < P; ++j) _mm512_store_si512(dots[r] + j * kPanelChannels, acc[r][j]);
-    AddScaledDotsAvx512<R, P>(p, g, dots, sum);
+    AddScaledDotsAvx512<R, P>(p, row, g, dots, sum);
   }
 };
 

@@ -1,9 +1,9 @@
 // The ISA-independent part of a QMatMul panel call (see qgemm_kernels.h), included by each
 // ISA's translation unit: Dots::Run<R, P>(args, row, group, sum) adds, for R activation rows and
 // the 16 · P channels of P consecutive panels, the scaled exact group sums
-//   sum[r][c] += w_scale[g, c] · (Σ_{k ∈ g} u[r, k] · w[k, c] + a_offset · Σ_{k ∈ g} w[k, c])
+//   sum[r][c] += a_scale[r, g] · w_scale[g, c] · (Σ_{k ∈ g} u[r, k] · w[k, c] + a_offset · Σ_{k ∈ g} w[k, c])
 // (AddScaledDots below does the scaling for an ISA that keeps its int32 sums in memory); this
-// file loops over row tiles and groups and applies the token scale and bias. An ISA whose tile
+// file loops over row tiles and groups and adds the bias. An ISA whose tile
 // spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice the rows'
 // broadcasts); others take the panels one at a time. No library code.
 #pragma once
@@ -24,18 +24,23 @@ inline const int8_t* GroupWeights(const PanelArgs& p, size_t g, size_t j = 0) {
   return p.w + (j * p.groups + g) * p.quads * kQuad * kPanelChannels;
 }
 
-// sum[r][c] += the scaled group-g sums of int32 dots[r][c] (Dots::Run of an ISA that stores them).
+// The token scale of activation row `row`'s group g.
+inline float TokenScale(const PanelArgs& p, size_t row, size_t g) { return p.a_scale[row * p.groups + g]; }
+
+// sum[r][c] += the scaled group-g sums of int32 dots[r][c] of rows row.. (Dots::Run of an ISA that stores them).
 template <int R, int P>
-inline void AddScaledDots(const PanelArgs& p, size_t g, const int32_t (*dots)[kPanelChannels * P],
+inline void AddScaledDots(const PanelArgs& p, size_t row, size_t g, const int32_t (*dots)[kPanelChannels * P],
                           float (*sum)[kPanelChannels * P]) {
   for (int j = 0; j < P; ++j) {
     const float* scale = p.w_scales + (j * p.groups + g) * kPanelChannels;
     const int32_t* w_sum = p.w_sums + (j * p.groups + g) * kPanelChannels;
-    for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r) {
+      const float a_scale = TokenScale(p, row + r, g);
       for (size_t c = 0; c < kPanelChannels; ++c) {
         sum[r][j * kPanelChannels + c] +=
-            scale[c] * static_cast<float>(dots[r][j * kPanelChannels + c] + p.a_offset * w_sum[c]);
+            a_scale * scale[c] * static_cast<float>(dots[r][j * kPanelChannels + c] + p.a_offset * w_sum[c]);
       }
+    }
   }
 }
 
@@ -46,8 +51,7 @@ inline void PanelTile(const PanelArgs& p, size_t row) {
   for (size_t g = 0; g < p.groups; ++g) Dots::template Run<R, P>(p, row, g, sum);
   for (int r = 0; r < R; ++r) {
     float* y = p.y + (row + r) * p.ldy;
-    const float a_scale = p.a_scale[row + r];
-    for (size_t c = 0; c < p.n; ++c) y[c] = a_scale * sum[r][c] + p.bias[c];
+    for (size_t c = 0; c < p.n; ++c) y[c] = sum[r][c] + p.bias[c];
   }
 }
 

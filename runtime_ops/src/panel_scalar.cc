@@ -20,7 +20,7 @@ struct DotsScalar {
         out[r][c] = dot;
       }
     }
-    AddScaledDots<R, P>(p, g, out, sum);
+    AddScaledDots<R, P>(p, row, g, out, sum);
   }
 };
 

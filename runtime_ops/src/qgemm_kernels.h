@@ -2,7 +2,7 @@
 //
 // A panel call computes, for m rows of activation codes a and one or two panels of 16 output
 // channels each,
-//   y[r, c] = a_scale[r] · Σ_g w_scale[g, c] · Σ_{k ∈ group g} a[r, k] · w[k, c]  (+ bias[c])
+//   y[r, c] = Σ_g a_scale[r, g] · w_scale[g, c] · Σ_{k ∈ group g} a[r, k] · w[k, c]  (+ bias[c])
 // with exact int32 group sums. Weights are int8 codes in the panel layout of
 // weight_panels.h: per group, per quad of 4 input channels, 16 channels × 4 codes (64 bytes),
 // so one vector load holds 4 consecutive codes of 8 or 16 channels and one broadcast holds 4
@@ -37,7 +37,7 @@ struct PanelArgs {
   int32_t a_offset;          // kUnsigned8: a = u + a_offset
   size_t int16_steps;        // kUnsigned8 on AVX2: quads summed in int16 before widening
   size_t m, groups, quads;   // quads per group
-  const float* a_scale;      // [m]
+  const float* a_scale;      // [m, groups]
   size_t panels;             // consecutive panels: 1 or kMaxPanels
   const int8_t* w;           // [panels, groups, quads, 16, 4]
   const int32_t* w_sums;     // [panels, groups, 16]  Σ_k w per group and channel

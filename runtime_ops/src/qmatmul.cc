@@ -1,7 +1,7 @@
 // oq.QMatMul (CPU): integer matmul of activation codes with packed int8/int6/int4 weights.
 //
-// Y[t, n] = s_t · Σ_g w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k] + bias[n] (see ops.h), the
-// group sums exact in int32, by one of two paths:
+// Y[t, n] = Σ_g s_t,a(g) · w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k] + bias[n] (see ops.h), the
+// group sums exact in int32 and each scaled by its token's and weight's scale, by one of two paths:
 //  - rows (at most CpuIsa::row_path_tokens tokens, int8 and int4 weights): the ISA's row kernel reads the
 //    packed weight rows where ORT holds them (row_kernels.h). Decode is bound by memory, and
 //    this moves each weight byte once per call. Tasks are (64 rows, 64 channels) tiles.
@@ -38,7 +38,7 @@ struct QMatMulCall {
   size_t rows, k, n, groups;
   int64_t bits;
   const int8_t* a;              // [rows, k] activation codes
-  std::vector<float> a_scale;   // [rows]
+  std::vector<float> a_scale;   // [rows, groups]: the token scale of each weight group
   const uint8_t* w;             // [n, PackedRowBytes(bits, k)]
   const float* w_scales;        // [n, groups]
   const float* bias;            // [n] or null
@@ -98,13 +98,13 @@ void MultiplyByRows(const Ort::KernelContext& context, const QMatMulCall& call, 
     const size_t first_row = task / chunks * kRowBlock, height = std::min(kRowBlock, call.rows - first_row);
     float sums[kRowBlock * kChannelsPerRowTask];
     kernel.sums(RowArgs{a + first_row * stride * element_bytes, stride, a_sums.data() + first_row * call.groups,
-                        height, call.w + first * row_bytes, row_bytes, width, call.w_scales + first * call.groups,
-                        call.groups, group, groups_per_block, blocks, sums});
+                        call.a_scale.data() + first_row * call.groups, height, call.w + first * row_bytes, row_bytes,
+                        width, call.w_scales + first * call.groups, call.groups, group, groups_per_block, blocks,
+                        sums});
     for (size_t r = 0; r < height; ++r) {
-      const float a_scale = call.a_scale[first_row + r];
       for (size_t c = 0; c < width; ++c) {
         const float bias = call.bias == nullptr ? 0.0f : call.bias[first + c];
-        Store(y, (first_row + r) * call.n + first + c, a_scale * sums[r * width + c] + bias);
+        Store(y, (first_row + r) * call.n + first + c, sums[r * width + c] + bias);
       }
     }
   });
@@ -190,7 +190,7 @@ void MultiplyByPanels(const Ort::KernelContext& context, const QMatMulCall& call
       const size_t height = std::min(kRowsPerTask, rows - row);
       PanelArgs args{unsigned8 ? static_cast<const void*>(a8.data() + row * a_stride)
                                : static_cast<const void*>(a16.data() + row * a_stride),
-                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row, count,
+                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row * groups, count,
                      weights.Codes(slot), weights.Sums(slot), weights.Scales(slot), panel_bias, nullptr, 0, width};
       if constexpr (std::is_same_v<T, float>) {
         args.y = y + row * n + col;
@@ -250,11 +250,12 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   if (shape.rows == 0) return nullptr;
 
   QMatMulCall call{shape.rows, shape.k, shape.n, shape.groups, bits, codes.GetTensorData<int8_t>(),
-                   std::vector<float>(shape.rows), weight.GetTensorData<uint8_t>(),
+                   std::vector<float>(shape.rows * shape.groups), weight.GetTensorData<uint8_t>(),
                    weight_scales.GetTensorData<float>(),
                    bias == nullptr ? nullptr : bias.GetTensorData<float>()};
-  const T* token_scale = token_scales.GetTensorData<T>();
-  std::transform(token_scale, token_scale + shape.rows, call.a_scale.begin(), [](T s) { return ToFloat(s); });
+  const T* token_scale = token_scales.GetTensorData<T>();  // [rows, a_groups], each spanning whole weight groups
+  const size_t spanned = shape.groups / shape.a_groups;
+  for (size_t i = 0; i < call.a_scale.size(); ++i) call.a_scale[i] = ToFloat(token_scale[i / spanned]);
 
   const RowKernel& rows = bits == 4 ? isa.rows4 : isa.rows8;
   const bool groups_start_at_bytes = shape.groups == 1 || shape.k / shape.groups * bits % 8 == 0;

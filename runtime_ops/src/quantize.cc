@@ -1,6 +1,6 @@
 // oq.QuantizePerToken (CPU): symmetric per-token (dynamic) or static quantization to int8 codes.
 //
-// Dynamic: s_t = max(absmax_t · c, tiny) with c = clip / (2^(bits-1) - 1) (a float32 division)
+// Dynamic: s_t = max(absmax_t · c, tiny) per token, or per group of channels of a token, with c = clip / (2^(bits-1) - 1) (a float32 division)
 // rounded to T, the product rounded to T, tiny the smallest normal T, exactly like the portable graph's
 // Abs → ReduceMax → Mul → Max. Static (static_scale > 0, OutlierTune's scale-free codes use 1):
 // s = static_scale. Codes: clip(round_half_even(x / s), -2^(bits-1), 2^(bits-1) - 1), the
@@ -63,8 +63,8 @@ template <typename T>
 OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   Ort::KernelContext context(raw_context);
   QuantizeShape shape;
-  if (OrtStatusPtr status = ReadQuantizeShape(context, shape)) return status;
-  const int64_t channels = shape.channels;
+  if (OrtStatusPtr status = ReadQuantizeShape(context, *this, shape)) return status;
+  const int64_t channels = shape.channels, group = shape.group, groups = channels / group;
   const T* x = context.GetInput(0).GetTensorData<T>();
   int8_t* codes = context.GetOutput(0, shape.codes_shape).GetTensorMutableData<int8_t>();
   T* scales = context.GetOutput(1, shape.scales_shape).GetTensorMutableData<T>();
@@ -73,12 +73,12 @@ OrtStatusPtr QuantizePerTokenKernel<T>::ComputeV2(OrtKernelContext* raw_context)
   const float factor = RoundToT<T>(clip / high);
   const float fixed = static_scale > 0.0f ? RoundToT<T>(static_scale) : 0.0f;
   ParallelForRows(context, static_cast<size_t>(shape.rows), kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const T* source = x + row * channels;
+    for (int64_t at = begin * groups; at < end * groups; ++at) {  // group `at` of all rows' groups
+      const T* source = x + at * group;
       float scale = fixed;
-      if (scale == 0.0f) scale = std::max(RoundToT<T>(AbsMax(source, channels) * factor), SmallestNormal<T>());
-      scales[row] = FromFloat<T>(scale);
-      QuantizeRow(source, channels, scale, low, high, codes + row * channels);
+      if (scale == 0.0f) scale = std::max(RoundToT<T>(AbsMax(source, group) * factor), SmallestNormal<T>());
+      scales[at] = FromFloat<T>(scale);
+      QuantizeRow(source, group, scale, low, high, codes + at * group);
     }
   });
   return nullptr;

@@ -4,8 +4,8 @@
 // copied at session creation. One implementation per instruction set.
 //
 // A row kernel computes, for m activation rows and a range of channels,
-//   sums[r, c] = Σ_g w_scale[c, g] · dot[r, c, g],   dot[r, c, g] = Σ_{k ∈ group g} a[r, k] · w[c, k],
-// each dot exact in int32; the caller applies the token scale and the bias. x86 multiplies
+//   sums[r, c] = Σ_g a_scale[r, g] · w_scale[c, g] · dot[r, c, g],   dot[r, c, g] = Σ_{k ∈ group g} a[r, k] · w[c, k],
+// each dot exact in int32; the caller adds the bias. x86 multiplies
 // unsigned by signed bytes, so the kernels may read the weights as u = w + bias (int4: flip the
 // top bit of each nibble, bias 8; int8: flip the sign bit, bias 128) and the signed activation
 // codes as they are, correcting with the activation sums the caller provides:
@@ -34,6 +34,7 @@ struct RowArgs {
   const void* a;           // [m, a_stride] laid-out activation codes, int8 (or int16 if RowKernel says so)
   size_t a_stride;         // elements per row
   const int32_t* a_sums;   // [m, groups]  Σ a over each group
+  const float* a_scales;   // [m, groups]  the token scale of each group
   size_t m;
   const uint8_t* w;        // packed row of the first channel
   size_t row_bytes;        // bytes per packed row

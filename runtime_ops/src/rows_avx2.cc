@@ -95,7 +95,8 @@ struct TileInt4Avx2 {
       for (int r = 0; r < R; ++r) {
         const int32_t correction = 8 * p.a_sums[(row + r) * p.groups + g];
         for (int c = 0; c < C; ++c) {
-          total[r][c] += GroupScale(p, channel + c, g) * static_cast<float>(SumLanes(acc[r][c]) - correction);
+          total[r][c] += TokenScale(p, row + r, g) * GroupScale(p, channel + c, g) *
+                         static_cast<float>(SumLanes(acc[r][c]) - correction);
         }
       }
     }
@@ -118,11 +119,14 @@ struct TileInt4Avx2 {
       const size_t g = b * p.groups_per_block, count = p.groups - g < p.groups_per_block ? p.groups - g : p.groups_per_block;
       const __m256i present = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lane);
       __m256i a[R][2], start[R];  // start: -8 · Σ a in the first lane of each group
+      __m256 token_scale[R];       // each lane's group's token scale
       for (int r = 0; r < R; ++r) {
         LoadBlock(RowBlockActivations<int8_t>(p, row + r, b, kBlock), a[r]);
         const __m256i sums = _mm256_maskload_epi32(p.a_sums + (row + r) * p.groups + g, present);
         const __m256i spread = _mm256_and_si256(_mm256_permutevar8x32_epi32(sums, lane_group), first_lanes);
         start[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(spread, 3));
+        token_scale[r] = _mm256_permutevar8x32_ps(_mm256_maskload_ps(p.a_scales + (row + r) * p.groups + g, present),
+                                                  lane_group);
       }
       for (int c = 0; c < C; ++c) {
         const uint8_t* w = p.w + (channel + c) * p.row_bytes;
@@ -133,7 +137,7 @@ struct TileInt4Avx2 {
         PrefetchNextTile(scales, C, p.groups * sizeof(float));
         for (int r = 0; r < R; ++r) {
           const __m256i dots = _mm256_add_epi32(start[r], Multiply(packed, a[r]));
-          total[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[r][c]);
+          total[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(scale, token_scale[r]), total[r][c]);
         }
       }
     }
@@ -168,7 +172,10 @@ struct TileInt8Avx2 {
         }
       }
       for (int r = 0; r < R; ++r)
-        for (int c = 0; c < C; ++c) total[r][c] += GroupScale(p, channel + c, g) * static_cast<float>(SumLanes(acc[r][c]));
+        for (int c = 0; c < C; ++c) {
+          total[r][c] += TokenScale(p, row + r, g) * GroupScale(p, channel + c, g) *
+                         static_cast<float>(SumLanes(acc[r][c]));
+        }
     }
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) RowSum(p, channel + c, row + r) = total[r][c];

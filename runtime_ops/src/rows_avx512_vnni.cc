@@ -89,7 +89,7 @@ struct TileAvx512Vnni {
 #pragma GCC unroll 8
         for (int c = 0; c < C; ++c) {
           const int32_t dot = _mm512_reduce_add_epi32(acc[r][c]) - correction;
-          total[r][c] += GroupScale(p, channel + c, g) * static_cast<float>(dot);
+          total[r][c] += TokenScale(p, row + r, g) * GroupScale(p, channel + c, g) * static_cast<float>(dot);
         }
       }
     }
@@ -114,11 +114,14 @@ struct TileAvx512Vnni {
       const __mmask16 present = static_cast<__mmask16>((1u << count) - 1);
       const __mmask64 mask = LoadMask(p.row_bytes - b * 64);
       __m512i start[R];  // -bias · Σ a in the first lane of each group
+      __m512 token_scale[R];  // each lane's group's token scale
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512i sums = _mm512_maskz_loadu_epi32(present, p.a_sums + (row + r) * p.groups + g);
         const __m512i spread = _mm512_maskz_permutexvar_epi32(first_lanes, lane_group, sums);
         start[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(spread, kBiasShift));
+        token_scale[r] = _mm512_permutexvar_ps(lane_group,
+                                               _mm512_maskz_loadu_ps(present, p.a_scales + (row + r) * p.groups + g));
       }
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
@@ -132,7 +135,7 @@ struct TileAvx512Vnni {
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const __m512i dots = Multiply(start[r], low, high, RowBlockActivations<int8_t>(p, row + r, b, kBlock));
-          total[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, total[r][c]);
+          total[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(scale, token_scale[r]), total[r][c]);
         }
       }
     }

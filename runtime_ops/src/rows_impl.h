@@ -34,6 +34,7 @@ inline const uint8_t* RowGroupWeights(const RowArgs& p, size_t c, size_t g, int 
 inline size_t GroupBytes(const RowArgs& p, int bits) { return (p.group * bits + 7) / 8; }
 
 inline float GroupScale(const RowArgs& p, size_t c, size_t g) { return p.w_scales[c * p.groups + g]; }
+inline float TokenScale(const RowArgs& p, size_t row, size_t g) { return p.a_scales[row * p.groups + g]; }
 
 // Decode streams the weights from memory, and a tile's rows (and their scales) are consecutive:
 // ask for what the tile of `channels` rows after this one reads at the same position, `bytes`

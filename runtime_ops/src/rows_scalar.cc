@@ -19,7 +19,7 @@ struct TileScalar {
       const uint8_t* w = RowGroupWeights(p, channel, g, kBits);
       int32_t dot = 0;
       for (size_t i = 0; i < p.group; ++i) dot += a[i] * PackedCode(w, kBits, i);
-      total += GroupScale(p, channel, g) * static_cast<float>(dot);
+      total += TokenScale(p, row, g) * GroupScale(p, channel, g) * static_cast<float>(dot);
     }
     RowSum(p, channel, row) = total;
   }
