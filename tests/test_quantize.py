@@ -49,6 +49,7 @@ MEASURED = {
     ("tiny-llama", "ot-quarot-w8a8"): 0.0555, ("tiny-opt", "ot-quarot-w8a8"): 0.0435,
     ("tiny-llama", "ot-quarot-w6a6"): 0.0912, ("tiny-opt", "ot-quarot-w6a6"): 0.1442,
     ("tiny-llama", "ot-quarot-w4a4"): 0.3474, ("tiny-opt", "ot-quarot-w4a4"): 0.4526,
+    ("tiny-llama", "ot-quarot-w4a4-g32"): 0.3275, ("tiny-opt", "ot-quarot-w4a4-g32"): 0.2616,
     # single checks on tiny-llama
     "kv4 prefill": 0.3220,  # KV-cache export, quarot-w4a4kv4-gptq (lowered), prefill logits
     "per-tensor a8": 0.0482,  # insert_qdq alone: static per-tensor int8 activations

@@ -1,7 +1,7 @@
 // oq.QuantizePerToken (CPU): symmetric per-token (dynamic) or static quantization to int8 codes.
 //
-// Dynamic: s_t = max(absmax_t · c, tiny) per token, or per group of channels of a token, with c = clip / (2^(bits-1) - 1) (a float32 division)
-// rounded to T, the product rounded to T, tiny the smallest normal T, exactly like the portable graph's
+// Dynamic: s_t = max(absmax_t · c, tiny) per token (or per group of channels of a token), with
+// c = clip / (2^(bits-1) - 1) (a float32 division) rounded to T, the product rounded to T, tiny the smallest normal T, exactly like the portable graph's
 // Abs → ReduceMax → Mul → Max. Static (static_scale > 0, OutlierTune's scale-free codes use 1):
 // s = static_scale. Codes: clip(round_half_even(x / s), -2^(bits-1), 2^(bits-1) - 1), the
 // QuantizeLinear (+ Clip for 6 bits) of the portable graph.
