@@ -7,8 +7,9 @@ in front of those linears (:mod:`oqcompile.qdq`):
 
 - ``granularity="per_token"``: dynamic symmetric per-token scales with ratio ``clip``; with
   ``group``, one scale per ``group`` consecutive channels of a token (finer scales follow a
-  token's local range: on SmolLM2 after ``rotate``, int4 inputs alone cost 1.48·P per token and
-  1.25·P in groups of 32, docs/RESULTS.md section ``activation-groups``);
+  token's local range: on SmolLM2 after ``rotate``, int4 inputs alone at clip 0.9 cost 1.48·P
+  per token, 1.25·P in groups of 32 and 1.19·P in groups of 16, docs/RESULTS.md section
+  ``activation-groups``);
 - ``granularity="per_tensor"``: one static scale ``clip · max|x| / (2^(b-1) - 1)`` from calibration;
 - linears whose input OutlierTune has pre-scaled (:func:`oqcompile.qdq.mark_prescaled`)
   always get the scale-free static QDQ (``s = 1``), whatever ``granularity`` says.
