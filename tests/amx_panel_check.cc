@@ -52,7 +52,7 @@ std::string CheckPanel(size_t m, size_t n, size_t panels, size_t groups, size_t 
   for (auto& value : bias) value = unit(random);
   const size_t ldy = n + 3;  // a row stride wider than the panels' channels
   std::vector<float> amx(m * ldy, -7.0f), reference(m * ldy, -7.0f);
-  oq::PanelArgs args{a.data(), a_stride, a_offset, quads, m, groups, quads, a_scale.data(), panels, w.data(),
+  oq::PanelArgs args{a.data(), a_stride, a_offset, quads, m, groups, quads, a_scale.data(), groups > 1, panels, w.data(),
                      w_sums.data(), w_scales.data(), bias.data(), amx.data(), ldy, n};
   oq::PanelU8Amx(args);
   args.y = reference.data();

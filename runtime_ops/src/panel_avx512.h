@@ -27,7 +27,7 @@ __attribute__((noinline)) void AddScaledDotsAvx512(const PanelArgs& p, size_t ro
     for (int r = 0; r < R; ++r) {
       float* s = sum[r] + j * kPanelChannels;
       const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(dots[r] + j * kPanelChannels), offset));
-      const __m512 scales = _mm512_mul_ps(scale, _mm512_set1_ps(TokenScale(p, row + r, g)));
+      const __m512 scales = p.scale_groups ? _mm512_mul_ps(scale, _mm512_set1_ps(TokenScale(p, row + r, g))) : scale;
       _mm512_storeu_ps(s, _mm512_fmadd_ps(dot, scales, _mm512_loadu_ps(s)));
     }
   }

@@ -3,7 +3,9 @@
 // the 16 · P channels of P consecutive panels, the scaled exact group sums
 //   sum[r][c] += a_scale[r, g] · w_scale[g, c] · (Σ_{k ∈ g} u[r, k] · w[k, c] + a_offset · Σ_{k ∈ g} w[k, c])
 // (AddScaledDots below does the scaling for an ISA that keeps its int32 sums in memory); this
-// file loops over row tiles and groups and adds the bias. An ISA whose tile
+// file loops over row tiles and groups and adds the bias. Where a row's token scale is one for all
+// groups (!scale_groups), the group sums are scaled by the weights only and the token scale is
+// applied once per output, as the multiply per group costs about 5% of a prefill call. An ISA whose tile
 // spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice the rows'
 // broadcasts); others take the panels one at a time. No library code.
 #pragma once
@@ -24,8 +26,11 @@ inline const int8_t* GroupWeights(const PanelArgs& p, size_t g, size_t j = 0) {
   return p.w + (j * p.groups + g) * p.quads * kQuad * kPanelChannels;
 }
 
-// The token scale of activation row `row`'s group g.
+// The token scale of activation row `row`'s group g, and the factor of its group sums.
 inline float TokenScale(const PanelArgs& p, size_t row, size_t g) { return p.a_scale[row * p.groups + g]; }
+inline float GroupSumScale(const PanelArgs& p, size_t row, size_t g) {
+  return p.scale_groups ? TokenScale(p, row, g) : 1.0f;
+}
 
 // sum[r][c] += the scaled group-g sums of int32 dots[r][c] of rows row.. (Dots::Run of an ISA that stores them).
 template <int R, int P>
@@ -35,7 +40,7 @@ inline void AddScaledDots(const PanelArgs& p, size_t row, size_t g, const int32_
     const float* scale = p.w_scales + (j * p.groups + g) * kPanelChannels;
     const int32_t* w_sum = p.w_sums + (j * p.groups + g) * kPanelChannels;
     for (int r = 0; r < R; ++r) {
-      const float a_scale = TokenScale(p, row + r, g);
+      const float a_scale = GroupSumScale(p, row + r, g);
       for (size_t c = 0; c < kPanelChannels; ++c) {
         sum[r][j * kPanelChannels + c] +=
             a_scale * scale[c] * static_cast<float>(dots[r][j * kPanelChannels + c] + p.a_offset * w_sum[c]);
@@ -51,7 +56,8 @@ inline void PanelTile(const PanelArgs& p, size_t row) {
   for (size_t g = 0; g < p.groups; ++g) Dots::template Run<R, P>(p, row, g, sum);
   for (int r = 0; r < R; ++r) {
     float* y = p.y + (row + r) * p.ldy;
-    for (size_t c = 0; c < p.n; ++c) y[c] = sum[r][c] + p.bias[c];
+    const float a_scale = p.scale_groups ? 1.0f : TokenScale(p, row + r, 0);
+    for (size_t c = 0; c < p.n; ++c) y[c] = a_scale * sum[r][c] + p.bias[c];
   }
 }
 

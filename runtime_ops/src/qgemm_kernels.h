@@ -38,6 +38,7 @@ struct PanelArgs {
   size_t int16_steps;        // kUnsigned8 on AVX2: quads summed in int16 before widening
   size_t m, groups, quads;   // quads per group
   const float* a_scale;      // [m, groups]
+  bool scale_groups;         // false: a_scale[r, g] is the same for every g (scaled once, after the sums)
   size_t panels;             // consecutive panels: 1 or kMaxPanels
   const int8_t* w;           // [panels, groups, quads, 16, 4]
   const int32_t* w_sums;     // [panels, groups, 16]  Σ_k w per group and channel

@@ -39,6 +39,7 @@ struct QMatMulCall {
   int64_t bits;
   const int8_t* a;              // [rows, k] activation codes
   std::vector<float> a_scale;   // [rows, groups]: the token scale of each weight group
+  bool scale_groups;            // the token scales differ between groups (else one per token)
   const uint8_t* w;             // [n, PackedRowBytes(bits, k)]
   const float* w_scales;        // [n, groups]
   const float* bias;            // [n] or null
@@ -190,7 +191,8 @@ void MultiplyByPanels(const Ort::KernelContext& context, const QMatMulCall& call
       const size_t height = std::min(kRowsPerTask, rows - row);
       PanelArgs args{unsigned8 ? static_cast<const void*>(a8.data() + row * a_stride)
                                : static_cast<const void*>(a16.data() + row * a_stride),
-                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row * groups, count,
+                     a_stride, a_offset, int16_steps, height, groups, quads, call.a_scale.data() + row * groups,
+                     call.scale_groups, count,
                      weights.Codes(slot), weights.Sums(slot), weights.Scales(slot), panel_bias, nullptr, 0, width};
       if constexpr (std::is_same_v<T, float>) {
         args.y = y + row * n + col;
@@ -250,7 +252,7 @@ OrtStatusPtr QMatMulKernel<T>::ComputeV2(OrtKernelContext* raw_context) {
   if (shape.rows == 0) return nullptr;
 
   QMatMulCall call{shape.rows, shape.k, shape.n, shape.groups, bits, codes.GetTensorData<int8_t>(),
-                   std::vector<float>(shape.rows * shape.groups), weight.GetTensorData<uint8_t>(),
+                   std::vector<float>(shape.rows * shape.groups), shape.a_groups > 1, weight.GetTensorData<uint8_t>(),
                    weight_scales.GetTensorData<float>(),
                    bias == nullptr ? nullptr : bias.GetTensorData<float>()};
   const T* token_scale = token_scales.GetTensorData<T>();  // [rows, a_groups], each spanning whole weight groups
