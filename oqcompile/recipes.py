@@ -15,7 +15,8 @@ and 4 bits only its symmetrization (per-channel midpoints folded into biases) wi
 codes, per-layer activation clip search and, at 4 bits, act-order GPTQ: static per-channel
 ranges are too coarse there, while removing the offsets shrinks every token's range.
 ``ot-quarot-w4a4-g32`` also gives weights and activations one scale per 32 input channels (a
-token's int4 codes then follow its local range: 1.31·P against 1.50·P on SmolLM2).
+token's int4 codes then follow its local range: 1.302·P against 1.498·P on SmolLM2, docs/RESULTS.md
+section ``accuracy-w4a4-groups``).
 
 A TOML recipe lists passes with their parameters::
 

@@ -3,11 +3,11 @@
 // the 16 · P channels of P consecutive panels, the scaled exact group sums
 //   sum[r][c] += a_scale[r, g] · w_scale[g, c] · (Σ_{k ∈ g} u[r, k] · w[k, c] + a_offset · Σ_{k ∈ g} w[k, c])
 // (AddScaledDots below does the scaling for an ISA that keeps its int32 sums in memory); this
-// file loops over row tiles and groups and adds the bias. Where a row's token scale is one for all
-// groups (!scale_groups), the group sums are scaled by the weights only and the token scale is
-// applied once per output, as the multiply per group costs about 5% of a prefill call. An ISA whose tile
-// spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice the rows'
-// broadcasts); others take the panels one at a time. No library code.
+// file loops over row tiles and groups and adds the bias. Where a row's token scale is one for
+// all groups (!scale_groups), the group sums are scaled by the weights only and the token scale
+// is applied once per output (a multiply per group costs about 5% of a prefill call). An ISA
+// whose tile spans two panels says so with Dots::kPanels = 2 (each weight load then feeds twice
+// the rows' broadcasts); others take the panels one at a time. No library code.
 #pragma once
 
 #include "qgemm_kernels.h"
