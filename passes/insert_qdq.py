@@ -77,6 +77,12 @@ class InsertQDQ(CalibratedPass):
         for linear in transformer.linears():
             if linear is not transformer.lm_head or self.lm_head_bits is not None:
                 groups.setdefault(linear.input.name, []).append(linear)
+        if self.group is not None:  # before calibrating: a refusal must not cost the statistics
+            for linears in groups.values():
+                if not qdq.is_prescaled(linears[0].node) and linears[0].in_features % self.group:
+                    raise ir.passes.PreconditionError(
+                        f"{_group_name(linears)}: activation groups of {self.group} do not divide its "
+                        f"{linears[0].in_features} input channels")
         stats = {}
         if self.needs_calibration:
             stats = self.statistics(model, [linears[0].input for linears in groups.values()],
@@ -92,10 +98,6 @@ class InsertQDQ(CalibratedPass):
                     else self.bits)
             clip, scale = self.clip, None
             group = self.group if granularity == "per_token" else None
-            if group is not None and linears[0].in_features % group:
-                raise ir.passes.PreconditionError(
-                    f"{_group_name(linears)}: activation groups of {group} do not divide its "
-                    f"{linears[0].in_features} input channels")
             if self.clip_search and granularity == "per_token":
                 weight = np.concatenate([lin.weight().astype(np.float64) for lin in linears], axis=1)
                 clip, error = search_activation_clip(stats[value_name].sample, weight, bits, group)

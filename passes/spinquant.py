@@ -48,7 +48,7 @@ from oqcompile.passes.rotate_residual import post_norm_blocking_rotation, rotate
 from oqcompile.structure import Linear, analyze
 from oqcompile.torch_graph import TorchGraph
 
-__all__ = ["SpinQuant"]
+__all__ = ["SpinQuant", "fake_quantize"]
 
 logger = logging.getLogger(__name__)
 
