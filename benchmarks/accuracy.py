@@ -16,7 +16,8 @@ compiled without the `lower` pass and scored. The table is printed and written t
 
 The numbers tests/test_real_quant.py bounds (its recipes, tokens and calibration):
 
-    .venv/bin/python benchmarks/accuracy.py --recipes quarot-w8a8,naive-w6a6,outliertune-w6a6,quarot-w4a4-rtn \
+    .venv/bin/python benchmarks/accuracy.py \
+        --recipes quarot-w8a8,naive-w6a6,outliertune-w6a6,quarot-w4a4-rtn,ot-quarot-w4a4-g16 \
         --tokens 2048 --seq 512 --calib-tokens 4096 --calib-seq 512 --portable --no-ort-tools \
         --section accuracy-tests
 

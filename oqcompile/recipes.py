@@ -10,13 +10,13 @@ Quantization recipes are named ``<method>-w<weight bits>a<activation bits>``: ``
 quantizes as is (per-token activations, per-channel RTN weights), ``smoothquant`` and
 ``outliertune`` first move or pre-execute the activation scales, ``quarot`` first applies
 ``rotate`` (QuaRot's own settings), and ``ot-quarot`` does both: rotation, then OutlierTune
-on the rotated stream. At 8 bits that is OutlierTune proper (scale-free static codes); at 6
-and 4 bits only its symmetrization (per-channel midpoints folded into biases) with per-token
-codes, per-layer activation clip search and, at 4 bits, act-order GPTQ: static per-channel
-ranges are too coarse there, while removing the offsets shrinks every token's range.
-``ot-quarot-w4a4-g32`` also gives weights and activations one scale per 32 input channels (a
-token's int4 codes then follow its local range: 1.302·P against 1.498·P on SmolLM2, docs/RESULTS.md
-section ``accuracy-w4a4-groups``).
+on the rotated stream, with act-order GPTQ weights. At 8 bits that is OutlierTune proper
+(scale-free static codes); at 6 and 4 bits only its symmetrization (per-channel midpoints
+folded into biases) with per-token codes and per-layer activation clip search: static
+per-channel ranges are too coarse there, while removing the offsets shrinks every token's
+range. ``ot-quarot-w4a4-g32`` and ``-g16`` also give weights and activations one scale per 32
+or 16 input channels (a token's int4 codes then follow its local range; SmolLM2 numbers in
+docs/RESULTS.md section ``accuracy-best-per-width``).
 
 A TOML recipe lists passes with their parameters::
 
@@ -125,12 +125,13 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
     "quarot-w4a16-gptq": ("rotate, GPTQ int4 weights (groups of 32) as ORT MatMulNBits, float activations",
                           [*ROTATE, (QuantizeWeights, {"bits": 4, "method": "gptq", "group": 32, "clip_search": True,
                                                        "format": "matmulnbits"})]),
-    "ot-quarot-w8a8": ("rotate, then OutlierTune (scale-free int8 norm-fed inputs), RTN int8; int8 lm_head and "
-                       "token embedding", [*ROTATE, (OutlierTune, {"bits": 8}), *_quantize_model(8)]),
-    "ot-quarot-w6a6": ("rotate, OutlierTune symmetrization, int6 with weight and activation clip search; int8 "
+    "ot-quarot-w8a8": ("rotate, then OutlierTune (scale-free int8 norm-fed inputs), act-order GPTQ int8; int8 "
                        "lm_head and token embedding",
+                       [*ROTATE, (OutlierTune, {"bits": 8}), *_quantize_model(8, method="gptq", act_order=True)]),
+    "ot-quarot-w6a6": ("rotate, OutlierTune symmetrization, act-order GPTQ int6, per-token int6 with per-layer "
+                       "clip search; int8 lm_head and token embedding",
                        [*ROTATE, (OutlierTune, {"bits": 6, "prescale": False}),
-                        *_quantize_model(6, clip_search=True, act_clip_search=True)]),
+                        *_quantize_model(6, method="gptq", clip_search=True, act_order=True, act_clip_search=True)]),
     "ot-quarot-w4a4": ("rotate, OutlierTune symmetrization, act-order GPTQ int4, per-token int4 with "
                        "per-layer clip search; int8 lm_head and token embedding",
                        [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
@@ -141,6 +142,11 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
                            [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
                             *_quantize_model(4, method="gptq", clip_search=True, act_order=True,
                                              act_clip_search=True, group=32, act_group=32)]),
+    "ot-quarot-w4a4-g16": ("ot-quarot-w4a4 with scales in groups of 16 input channels: act-order GPTQ int4 weights "
+                           "and int4 activations per token and group of 16",
+                           [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
+                            *_quantize_model(4, method="gptq", clip_search=True, act_order=True,
+                                             act_clip_search=True, group=16, act_group=16)]),
 }
 
 
