@@ -114,10 +114,10 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
     Measured (benchmarks/tiny_errors.py, section "tiny-errors" of docs/RESULTS.md): the median
     |Δ| / max|logits| is at most 9.0e-8 on every recipe and model, the largest 7.1e-7 where no
     code flips and 3.5e-3 where one does (tiny-llama, quarot-w8a8: a code of the int8 lm_head's
-    input; ot-quarot-w8a8 flipped codes at 7.8e-3 with RTN weights, none with GPTQ's). So: the typical logit agrees
-    to float rounding (median below 1e-5; a wrong packing or scale layout moves every logit, by
-    ~1e-1), and no logit moves by more than a flip can (5e-2: where codes flip depends on the CPU's
-    float rounding, and a flip of a coarser code moves more).
+    input; ot-quarot-w8a8 flipped codes at 7.8e-3 with RTN weights, none with GPTQ's). So: the
+    typical logit agrees to float rounding (median below 1e-5; a wrong packing or scale layout
+    moves every logit, by ~1e-1), and no logit moves by more than a flip can (5e-2: where codes
+    flip depends on the CPU's float rounding, and a flip of a coarser code moves more).
     """
     source = tiny_export(model_id)
     portable = compiled(source, recipe, tmp_path / "portable.onnx", portable=True)
