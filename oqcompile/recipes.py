@@ -93,6 +93,15 @@ def _quantize_model(bits: int, **options) -> list[Step]:
     return [*_quantize(bits, lm_head_bits=8, **options), (QuantizeEmbedding, {})]
 
 
+def _symmetrized_gptq(bits: int, group: int | None = None) -> list[Step]:
+    """``ot-quarot`` below 8 bits: ``rotate``, OutlierTune's symmetrization alone, then
+    :func:`_quantize_model` with act-order GPTQ and both clip searches; ``group``: one scale per
+    ``group`` input channels for the weights and for each token's activations."""
+    return [*ROTATE, (OutlierTune, {"bits": bits, "prescale": False}),
+            *_quantize_model(bits, method="gptq", clip_search=True, act_order=True, act_clip_search=True,
+                             group=group, act_group=group)]
+
+
 RECIPES: dict[str, tuple[str, list[Step]]] = {
     "rotate": ("QuaRot rotations R1-R4, exact in float", ROTATE),
     "fuse_norms": ("fold norm gains/biases into the next linears", [(FuseNorms, {})]),
@@ -129,24 +138,13 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
                        "lm_head and token embedding",
                        [*ROTATE, (OutlierTune, {"bits": 8}), *_quantize_model(8, method="gptq", act_order=True)]),
     "ot-quarot-w6a6": ("rotate, OutlierTune symmetrization, act-order GPTQ int6, per-token int6 with per-layer "
-                       "clip search; int8 lm_head and token embedding",
-                       [*ROTATE, (OutlierTune, {"bits": 6, "prescale": False}),
-                        *_quantize_model(6, method="gptq", clip_search=True, act_order=True, act_clip_search=True)]),
+                       "clip search; int8 lm_head and token embedding", _symmetrized_gptq(6)),
     "ot-quarot-w4a4": ("rotate, OutlierTune symmetrization, act-order GPTQ int4, per-token int4 with "
-                       "per-layer clip search; int8 lm_head and token embedding",
-                       [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
-                        *_quantize_model(4, method="gptq", clip_search=True, act_order=True,
-                                         act_clip_search=True)]),
+                       "per-layer clip search; int8 lm_head and token embedding", _symmetrized_gptq(4)),
     "ot-quarot-w4a4-g32": ("ot-quarot-w4a4 with scales in groups of 32 input channels: act-order GPTQ int4 weights "
-                           "and int4 activations per token and group of 32",
-                           [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
-                            *_quantize_model(4, method="gptq", clip_search=True, act_order=True,
-                                             act_clip_search=True, group=32, act_group=32)]),
+                           "and int4 activations per token and group of 32", _symmetrized_gptq(4, group=32)),
     "ot-quarot-w4a4-g16": ("ot-quarot-w4a4 with scales in groups of 16 input channels: act-order GPTQ int4 weights "
-                           "and int4 activations per token and group of 16",
-                           [*ROTATE, (OutlierTune, {"bits": 4, "prescale": False}),
-                            *_quantize_model(4, method="gptq", clip_search=True, act_order=True,
-                                             act_clip_search=True, group=16, act_group=16)]),
+                           "and int4 activations per token and group of 16", _symmetrized_gptq(4, group=16)),
 }
 
 
