@@ -12,8 +12,9 @@ quantized weights are scanned once for their width). Its sections:
   features, the weights' format (a float type, or ``int<b>`` per channel or in groups, ``b``
   the narrowest width holding the codes, as ``lower`` packs them), the activations' format
   (float, or ``int<b>`` per token, per tensor, ...) and the op that runs it;
-- ``rotations``: the online rotations oqcompile inserted, by size (``H_n``; folded rotations
-  changed the weights, not the graph, and show as passes);
+- ``rotations``: the online rotations oqcompile inserted, by kind and size (``H_n`` Hadamards,
+  ``T_n`` DuQuant transforms; folded rotations changed the weights, not the graph, and show as
+  passes);
 - ``transformer``: the structure map (:meth:`oqcompile.structure.Transformer.summary`), or
   ``{"not_mapped": reason}`` (a lowered file's linears are ``oq.QMatMul``, which the map does not
   read; their names carry their roles).
@@ -32,7 +33,7 @@ from oqcompile import modelio
 from oqcompile.errors import OQError
 from oqcompile.qdq import QDQTag, quantized_input, quantized_weight_name, read_quantized_weight
 from oqcompile.quant import code_bits
-from oqcompile.rotation import RotationTag, find_rotations
+from oqcompile.rotation import BlockRotationTag, RotationTag, find_rotations
 from oqcompile.structure import StructureError, analyze
 from oqcompile.structure.matchers import match_linear
 
@@ -153,12 +154,16 @@ def _type_name(value: ir.Value) -> str:
 
 
 def _rotations(graph: ir.Graph) -> list[dict]:
+    """Hadamards (``H_n``) and DuQuant transforms (``T_n``, online MatMuls in blocks), by size."""
     counts = collections.Counter()
     for rotation in find_rotations(graph):
         op = "oq.Hadamard" if any(node.op_type == "Hadamard" for node in rotation.nodes) else "MatMul"
-        counts[(rotation.size, rotation.online, op)] += 1
-    return [{"size": size, "online": online, "op": op, "count": count}
-            for (size, online, op), count in sorted(counts.items())]
+        counts[("H", rotation.size, rotation.online, op)] += 1
+    duquant = {tag.name: tag for node in graph if (tag := BlockRotationTag.read(node)) is not None}
+    for tag in duquant.values():
+        counts[("T", tag.size, True, f"MatMul in blocks of {tag.block}")] += 1
+    return [{"kind": kind, "size": size, "online": online, "op": op, "count": count}
+            for (kind, size, online, op), count in sorted(counts.items())]
 
 
 def format_text(description: dict, layers: bool = False) -> str:
@@ -184,7 +189,7 @@ def format_text(description: dict, layers: bool = False) -> str:
                                      or "standard ONNX only"))
     rotations = description["rotations"]
     lines.append(f"{'rotations':>12}  " + (", ".join(
-        f"H_{r['size']} x{r['count']} ({'online' if r['online'] else 'folded'}, {r['op']})" for r in rotations)
+        f"{r['kind']}_{r['size']} x{r['count']} ({'online' if r['online'] else 'folded'}, {r['op']})" for r in rotations)
         or "none in the graph"))
     formats: dict[tuple, list[str]] = {}
     for row in description["linears"]:

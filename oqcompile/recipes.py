@@ -43,6 +43,7 @@ from oqcompile.passes.base import CalibratedPass, TransformerPass
 from oqcompile.passes.cancel_rotations import CancelRotations
 from oqcompile.passes.fuse_norms import FuseNorms
 from oqcompile.passes.drop_nan_guard import DropNanGuard
+from oqcompile.passes.duquant import DuQuant
 from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.insert_qdq import InsertQDQ
 from oqcompile.passes.lower import Lower
@@ -61,7 +62,7 @@ __all__ = ["PASSES", "RECIPES", "build_recipe", "recipe_toml"]
 
 PASSES: dict[str, type[TransformerPass]] = {cls.name: cls for cls in (
     FuseNorms, RotateResidual, RotateHeads, RotateQK, OnlineHadamard, CancelRotations,
-    SpinQuant, SmoothQuant, OutlierTune, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt,
+    SpinQuant, SmoothQuant, OutlierTune, DuQuant, QuantizeWeights, InsertQDQ, QuantizeKV, QuantizeEmbedding, Lower, FuseOrt,
     DropNanGuard)}
 
 # A recipe is data: its passes with their parameters, as a TOML recipe lists them. The seed and
@@ -161,6 +162,7 @@ def build_recipe(name: str, seed: int = 0, calibration: CalibrationData | None =
         steps, where = _read_toml(pathlib.Path(name)), str(name)
     else:
         raise OQError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)} or give a .toml file")
+    _check_duquant_order(steps, where)
     passes = []
     for cls, params in steps:
         params = dict(params)
@@ -173,6 +175,28 @@ def build_recipe(name: str, seed: int = 0, calibration: CalibrationData | None =
         except (TypeError, ValueError) as error:
             raise OQError(f"{where}: pass {cls.name}: {error}") from error
     return passes
+
+
+# DuQuant's online transform sits between the stream and the linears: passes that fold into the
+# linears' inputs must run before it, and quantization of those inputs after it.
+_FOLD_INTO_INPUTS = (FuseNorms, RotateResidual, RotateHeads, OnlineHadamard, CancelRotations, SpinQuant, SmoothQuant,
+                     OutlierTune)
+_QUANTIZE_INPUTS = (QuantizeWeights, InsertQDQ, Lower)
+
+
+def _check_duquant_order(steps: list[Step], where: str) -> None:
+    classes = [cls for cls, _ in steps]
+    if DuQuant not in classes:
+        return
+    first, last = classes.index(DuQuant), len(classes) - 1 - classes[::-1].index(DuQuant)
+    for cls in classes[first + 1:]:
+        if cls in _FOLD_INTO_INPUTS:
+            raise OQError(f"{where}: pass {cls.name} must come before duquant (it folds into the linear inputs "
+                          "that duquant transforms)")
+    for cls in classes[:last]:
+        if cls in _QUANTIZE_INPUTS:
+            raise OQError(f"{where}: pass {cls.name} must come after duquant (it quantizes the linear inputs "
+                          "that duquant transforms)")
 
 
 def recipe_toml(steps: Iterable[tuple[str, dict]]) -> str:

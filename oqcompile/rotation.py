@@ -10,6 +10,17 @@ other way round. All nodes of one rotation share the name prefix ``<where>/hadam
 carry metadata (``oq.rotation`` = that prefix, ``oq.rotation_size``, ``oq.rotation_inverse``,
 ``oq.rotation_online``) so that later passes (cancellation, lowering) find them without
 pattern guessing, and Netron shows what they are.
+
+DuQuant's block transform ``y = x T``, ``T = B₁ P B₂`` (:mod:`oqcompile.block_rotation`), is
+emitted as::
+
+    X = Reshape(x, [-1, k, 1, b]);  Y = MatMul(X, B₁[k, b, b]);  Z = Gather(Reshape(Y, [-1, n]), P, axis=1)
+    y = Reshape(MatMul(Reshape(Z, [-1, k, 1, b]), B₂[k, b, b]), shape(x))
+
+Its nodes carry ``oq.block_rotation`` (their name prefix ``<where>/block_rotation``) and
+``oq.block_rotation_size``; structure analysis looks through them
+(:func:`oqcompile.structure.matchers.peel_noop`), since a linear that reads ``x T`` with the
+weight ``Tᵀ W`` is the same layer.
 """
 
 from __future__ import annotations
@@ -19,10 +30,12 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from oqcompile.block_rotation import BlockRotation
 from oqcompile.graph import FLOAT_TYPES, NodeMetadata, add_initializer, copy_type
 from oqcompile.hadamard import hadamard, kronecker_factors, kronecker_pair
 
-__all__ = ["Rotation", "RotationTag", "find_rotations", "insert_hadamard", "remove_rotation"]
+__all__ = ["BlockRotationTag", "Rotation", "RotationTag", "find_rotations", "insert_block_rotation",
+           "insert_hadamard", "remove_rotation"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +47,16 @@ class RotationTag(NodeMetadata):
     size: int
     inverse: bool
     online: bool  # a quantization point: must stay in the graph
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockRotationTag(NodeMetadata):
+    """On every node of one emitted DuQuant block transform."""
+
+    KEY = "block_rotation"
+    name: str
+    size: int
+    block: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +137,45 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
         tag.write(node)
         node.doc_string = (f"{'Inverse ' if inverse else ''}Hadamard rotation of size {size} "
                            f"({a}x{b} Kronecker factors) on the last axis, inserted by oqcompile.")
+    graph.insert_after(value.producer(), tape.nodes)
+    return output
+
+
+def insert_block_rotation(value: ir.Value, transform: BlockRotation, name: str) -> ir.Value:
+    """Insert ``value · T`` right after ``value``'s producer (module doc); every former use of
+    ``value`` (graph outputs included) reads the new value instead, which is returned."""
+    graph = _graph_of(value)
+    former_uses = list(value.uses())
+    dtype = _float_type(value)
+    prefix = f"{name}/block_rotation"
+    blocks, size, block = transform.first.shape[0], transform.size, transform.block
+    tape = ir.tape.Tape()
+
+    def const(tag: str, array: np.ndarray) -> ir.Value:
+        return add_initializer(graph, f"{prefix}.{tag}", array)
+
+    split = const("split", np.array([-1, blocks, 1, block], np.int64))
+    shape = tape.op("Shape", [value], name=f"{prefix}/shape")
+    grouped = tape.op("Reshape", [value, split], name=f"{prefix}/split")
+    first = tape.op("MatMul", [grouped, const("first", transform.first.astype(dtype))], name=f"{prefix}/first")
+    flat = tape.op("Reshape", [first, const("flat", np.array([-1, size], np.int64))], name=f"{prefix}/flatten")
+    permuted = tape.op("Gather", [flat, const("permutation", transform.permutation)], {"axis": 1},
+                       name=f"{prefix}/permute")
+    regrouped = tape.op("Reshape", [permuted, split], name=f"{prefix}/regroup")
+    second = tape.op("MatMul", [regrouped, const("second", transform.second.astype(dtype))],
+                     name=f"{prefix}/second")
+    output = tape.op("Reshape", [second, shape], name=f"{prefix}/merge")
+    output.name = f"{prefix}/output"
+    copy_type(value, output)
+    for user, index in former_uses:
+        user.replace_input_with(index, output)
+    if value.is_graph_output():
+        graph.outputs[:] = [output if v is value else v for v in graph.outputs]
+    tag = BlockRotationTag(prefix, size, block)
+    for node in tape.nodes:
+        tag.write(node)
+        node.doc_string = (f"DuQuant transform of size {size}: rotations of blocks of {block}, a zigzag "
+                           "channel permutation, rotations of blocks again; inserted by oqcompile.")
     graph.insert_after(value.producer(), tape.nodes)
     return output
 

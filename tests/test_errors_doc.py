@@ -116,6 +116,11 @@ def _group_recipes(folder, tiny_export):
         (folder / f"groups{group}.toml").write_text(f'[[pass]]\nname = "insert_qdq"\nbits = 8\ngroup = {group}\n')
 
 
+def _duquant_first(folder, tiny_export):
+    _copy_tiny(tiny_export, folder)
+    (folder / "duquant-first.toml").write_text('[[pass]]\nname = "duquant"\n[[pass]]\nname = "rotate_residual"\n')
+
+
 def _large_tokenizer(folder, tiny_export):
     from oqcompile.data import CALIBRATION_BOOK, book_text
 
@@ -128,6 +133,7 @@ BUILDERS = {
     "missing-external-data": _missing_data, "missing-output-folder": _model, "output-is-a-folder": _model,
     "read-only-output-folder": _read_only_folder, "overwrite-input": _model, "unknown-recipe": _model,
     "activation-group-not-dividing": _group_recipes, "activation-group-zero": _group_recipes,
+    "duquant-before-rotation": _duquant_first,
     "calibration-tokens": _model, "calibration-text-empty": _calibration_texts,
     "calibration-text-too-short": _calibration_texts, "already-compiled": _compiled, "already-quantized-dynamic": _dynamic,
     "already-quantized-int4": _genai_int4, "unexpected-graph-input": _extra_input,

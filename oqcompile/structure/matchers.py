@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from oqcompile import qdq
 from oqcompile.graph import LAYOUT_OPS, const_array, is_const, producer_op, transposed_constant
+from oqcompile.rotation import BlockRotationTag
 from oqcompile.structure.roles import Linear, Norm, StructureError
 
 __all__ = ["FUSED_ATTENTION", "SKIP_NORMS", "column_views", "const_ndim", "dynamic_matmul_hits", "feeds_softmax",
@@ -32,10 +33,14 @@ def peel_noop(value: ir.Value) -> ir.Value:
     quantize-dequantize (``QuantizeLinear → [Clip] → DequantizeLinear``, see
     :mod:`oqcompile.qdq`). Channel rotations and scalings commute with the first four, and
     the last is an elementwise approximation of its input, so structure analysis sees the
-    same transformer before and after quantization.
+    same transformer before and after quantization. It also steps back through a DuQuant
+    block transform (:func:`oqcompile.rotation.insert_block_rotation`), whose inverse the
+    reading linear's weight holds.
     """
     while (node := value.producer()) is not None:
-        if (node.op_type == "Identity"
+        if BlockRotationTag.read(node) is not None:
+            value = node.inputs[0]
+        elif (node.op_type == "Identity"
                 or (node.op_type == "Cast" and node.attributes.get_int("to") in _FLOAT_TYPES
                     and (node.inputs[0].dtype is None or node.inputs[0].dtype.value in _FLOAT_TYPES))
                 or (node.op_type == "Slice" and _slices_leading_axes_only(node))
