@@ -14,9 +14,12 @@ pattern guessing, and Netron shows what they are.
 DuQuant's block transform ``y = x T``, ``T = B₁ P B₂`` (:mod:`oqcompile.block_rotation`), is
 emitted as::
 
-    X = Reshape(x, [-1, k, 1, b]);  Y = MatMul(X, B₁[k, b, b]);  Z = Gather(Reshape(Y, [-1, n]), P, axis=1)
-    y = Reshape(MatMul(Reshape(Z, [-1, k, 1, b]), B₂[k, b, b]), shape(x))
+    X = Reshape(Transpose(Reshape(x, [-1, n])), [k, b, -1])             # channels first: [k, b, tokens]
+    Z = Gather(Reshape(MatMul(B₁ᵀ[k, b, b], X), [n, -1]), P, axis=0)     # rows of channels, permuted
+    y = Reshape(Transpose(Reshape(MatMul(B₂ᵀ, Reshape(Z, [k, b, -1])), [n, -1])), shape(x))
 
+(channel-major in the middle, so that each MatMul is ``k`` GEMMs of ``b x b`` by ``b x tokens``
+and the permutation a Gather of whole rows).
 Its nodes carry ``oq.block_rotation`` (their name prefix ``<where>/block_rotation``) and
 ``oq.block_rotation_size``; structure analysis looks through them
 (:func:`oqcompile.structure.matchers.peel_noop`), since a linear that reads ``x T`` with the
@@ -154,17 +157,24 @@ def insert_block_rotation(value: ir.Value, transform: BlockRotation, name: str) 
     def const(tag: str, array: np.ndarray) -> ir.Value:
         return add_initializer(graph, f"{prefix}.{tag}", array)
 
-    split = const("split", np.array([-1, blocks, 1, block], np.int64))
+    # Channel-major in the middle: each MatMul is k GEMMs (b x b) x (b x tokens), and the
+    # permutation a Gather of whole rows.
+    rows, columns = const("rows", np.array([-1, size], np.int64)), const("columns", np.array([size, -1], np.int64))
+    blocked = const("blocks", np.array([blocks, block, -1], np.int64))
     shape = tape.op("Shape", [value], name=f"{prefix}/shape")
-    grouped = tape.op("Reshape", [value, split], name=f"{prefix}/split")
-    first = tape.op("MatMul", [grouped, const("first", transform.first.astype(dtype))], name=f"{prefix}/first")
-    flat = tape.op("Reshape", [first, const("flat", np.array([-1, size], np.int64))], name=f"{prefix}/flatten")
-    permuted = tape.op("Gather", [flat, const("permutation", transform.permutation)], {"axis": 1},
-                       name=f"{prefix}/permute")
-    regrouped = tape.op("Reshape", [permuted, split], name=f"{prefix}/regroup")
-    second = tape.op("MatMul", [regrouped, const("second", transform.second.astype(dtype))],
+    channels = tape.op("Transpose", [tape.op("Reshape", [value, rows], name=f"{prefix}/flatten")], {"perm": [1, 0]},
+                       name=f"{prefix}/to_channels")
+    first = tape.op("MatMul", [const("first", transform.first.transpose(0, 2, 1).astype(dtype)),
+                               tape.op("Reshape", [channels, blocked], name=f"{prefix}/split")],
+                    name=f"{prefix}/first")
+    permuted = tape.op("Gather", [tape.op("Reshape", [first, columns], name=f"{prefix}/merge_blocks"),
+                                  const("permutation", transform.permutation)], {"axis": 0}, name=f"{prefix}/permute")
+    second = tape.op("MatMul", [const("second", transform.second.transpose(0, 2, 1).astype(dtype)),
+                                tape.op("Reshape", [permuted, blocked], name=f"{prefix}/split_again")],
                      name=f"{prefix}/second")
-    output = tape.op("Reshape", [second, shape], name=f"{prefix}/merge")
+    tokens = tape.op("Transpose", [tape.op("Reshape", [second, columns], name=f"{prefix}/merge_blocks_again")],
+                     {"perm": [1, 0]}, name=f"{prefix}/to_tokens")
+    output = tape.op("Reshape", [tokens, shape], name=f"{prefix}/merge")
     output.name = f"{prefix}/output"
     copy_type(value, output)
     for user, index in former_uses:

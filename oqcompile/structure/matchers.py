@@ -39,7 +39,7 @@ def peel_noop(value: ir.Value) -> ir.Value:
     """
     while (node := value.producer()) is not None:
         if BlockRotationTag.read(node) is not None:
-            value = node.inputs[0]
+            value = next(i for i in node.inputs if not is_const(i))  # the data, beside constant factors and shapes
         elif (node.op_type == "Identity"
                 or (node.op_type == "Cast" and node.attributes.get_int("to") in _FLOAT_TYPES
                     and (node.inputs[0].dtype is None or node.inputs[0].dtype.value in _FLOAT_TYPES))
