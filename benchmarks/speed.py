@@ -52,7 +52,8 @@ LINEAR_SHAPES = {"SmolLM2 q_proj": (576, 576), "SmolLM2 up_proj": (576, 1536), "
 HADAMARD_SIZES = (576, 1536, 2048, 4096, 8192, 14336)
 # (weight bits, activation bits, weight group: None is per channel, activation group: None is per token)
 OQ_FORMATS = {"W8A8": (8, 8, None, None), "W6A6": (6, 6, None, None), "W4A8": (4, 8, None, None),
-              "W4A8 g32": (4, 8, 32, None), "W4A4": (4, 4, None, None), "W4A4 g32 a32": (4, 4, 32, 32)}
+              "W4A8 g32": (4, 8, 32, None), "W4A4": (4, 4, None, None), "W4A4 g32 a32": (4, 4, 32, 32),
+              "W4A4 g16 a16": (4, 4, 16, 16)}
 FP32, DYNAMIC, NBITS = "ORT fp32 MatMul", "ORT DynamicQuantizeMatMul (int8)", "ORT MatMulNBits (int4, acc. level 4)"
 PERPLEXITY_TOKENS = 2048  # end to end: perplexity in windows of 512, as the accuracy-tests section
 SCALAR_MACS = 2e9  # the scalar kernels are timed only below this many multiply-adds per call

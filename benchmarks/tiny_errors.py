@@ -166,6 +166,11 @@ def float_rounding_errors(work: Workspace) -> list[list]:
     after_rotation = [("fuse_norms", {}), ("rotate_residual", {}), ("online_hadamard", {}), ("outliertune", {"bits": 4})]
     outliertune = max(relative_error(logits(work.compile(work.export(m), r)), logits(work.export(m))) for m, r in (
         ("tiny-mistral", after_rotation), ("tiny-qwen2", [("outliertune", {"bits": 4, "prescale": False})])))
+    rotated = [("fuse_norms", {}), ("rotate_residual", {}), ("rotate_heads", {}), ("online_hadamard", {})]
+    duquant = max(relative_error(logits(work.compile(work.export(m), [*(rotated if r else []), ("duquant", {"block": 16})],
+                                                     portable=p)), logits(work.export(m)))
+                  for m, r, p in itertools.product(("tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-opt"), (False, True),
+                                                   (True, False)))
     grouped_int4 = [("quantize_weights", {"bits": 4, "group": 32}), ("insert_qdq", {"bits": 8})]
     optimizations = 0.0
     for recipe, portable in itertools.product(("quarot-w4a4-gptq", "outliertune-w6a6", "naive-w8a8", grouped_int4),
@@ -192,6 +197,8 @@ def float_rounding_errors(work: Workspace) -> list[list]:
          f"{folding:.1e}"],
         ["`test_outliertune_after_rotation_keeps_logits`, `test_symmetrization_alone_keeps_logits_and_per_token_inputs`",
          "OutlierTune (bits 4) after rotation, symmetrization alone", f"{outliertune:.1e}"],
+        ["`test_duquant_keeps_the_float_function`", "duquant (blocks of 16) alone and after R1, R2, R4 on "
+         "tiny-llama, -qwen2, -phi3, -opt, portable and lowered", f"{duquant:.1e}"],
         ["`test_numerics_survive_ort_graph_optimizations`", "ORT_ENABLE_ALL against ORT_DISABLE_ALL",
          f"{optimizations:.1e}"],
     ]

@@ -15,8 +15,8 @@ DuQuant's block transform ``y = x T``, ``T = B₁ P B₂`` (:mod:`oqcompile.bloc
 emitted as::
 
     X = Reshape(Transpose(Reshape(x, [-1, n])), [k, b, -1])             # channels first: [k, b, tokens]
-    Z = Gather(Reshape(MatMul(B₁ᵀ[k, b, b], X), [n, -1]), P, axis=0)     # rows of channels, permuted
-    y = Reshape(Transpose(Reshape(MatMul(B₂ᵀ, Reshape(Z, [k, b, -1])), [n, -1])), shape(x))
+    Z = Gather(Reshape(MatMul(R₁ᵀ[b, b], X), [n, -1]), P, axis=0)        # rows of channels, permuted
+    y = Reshape(Transpose(Reshape(MatMul(R₂ᵀ, Reshape(Z, [k, b, -1])), [n, -1])), shape(x))
 
 (channel-major in the middle, so that each MatMul is ``k`` GEMMs of ``b x b`` by ``b x tokens``
 and the permutation a Gather of whole rows).
@@ -151,7 +151,7 @@ def insert_block_rotation(value: ir.Value, transform: BlockRotation, name: str) 
     former_uses = list(value.uses())
     dtype = _float_type(value)
     prefix = f"{name}/block_rotation"
-    blocks, size, block = transform.first.shape[0], transform.size, transform.block
+    size, block = transform.size, transform.block
     tape = ir.tape.Tape()
 
     def const(tag: str, array: np.ndarray) -> ir.Value:
@@ -160,16 +160,16 @@ def insert_block_rotation(value: ir.Value, transform: BlockRotation, name: str) 
     # Channel-major in the middle: each MatMul is k GEMMs (b x b) x (b x tokens), and the
     # permutation a Gather of whole rows.
     rows, columns = const("rows", np.array([-1, size], np.int64)), const("columns", np.array([size, -1], np.int64))
-    blocked = const("blocks", np.array([blocks, block, -1], np.int64))
+    blocked = const("blocks", np.array([size // block, block, -1], np.int64))
     shape = tape.op("Shape", [value], name=f"{prefix}/shape")
     channels = tape.op("Transpose", [tape.op("Reshape", [value, rows], name=f"{prefix}/flatten")], {"perm": [1, 0]},
                        name=f"{prefix}/to_channels")
-    first = tape.op("MatMul", [const("first", transform.first.transpose(0, 2, 1).astype(dtype)),
+    first = tape.op("MatMul", [const("first", transform.first.T.astype(dtype)),
                                tape.op("Reshape", [channels, blocked], name=f"{prefix}/split")],
                     name=f"{prefix}/first")
     permuted = tape.op("Gather", [tape.op("Reshape", [first, columns], name=f"{prefix}/merge_blocks"),
                                   const("permutation", transform.permutation)], {"axis": 0}, name=f"{prefix}/permute")
-    second = tape.op("MatMul", [const("second", transform.second.transpose(0, 2, 1).astype(dtype)),
+    second = tape.op("MatMul", [const("second", transform.second.T.astype(dtype)),
                                 tape.op("Reshape", [permuted, blocked], name=f"{prefix}/split_again")],
                      name=f"{prefix}/second")
     tokens = tape.op("Transpose", [tape.op("Reshape", [second, columns], name=f"{prefix}/merge_blocks_again")],
