@@ -15,7 +15,8 @@ section ``speed-per-op``:
   memory as they do when a model decodes (its layers' weights do not stay in cache);
 - the resident memory each format adds per weight (RSS of a fresh process after creating the
   session and running one token, less before, over K x N);
-- ``oq.Hadamard`` per instruction set against a dense ``MatMul`` by ``H_n`` and a NumPy copy.
+- ``oq.Hadamard`` per instruction set against a dense ``MatMul`` by ``H_n`` and a NumPy copy, and
+  the online DuQuant transform of the same size (standard ONNX, as the ``duquant`` pass emits it).
 
 End to end (section ``speed``), SmolLM2 and ``llama-1b-shaped`` (LLaMA-3.2-1B's shape with
 seeded random weights, :mod:`oqcompile.models.shaped`) exported with a KV cache, each model in
@@ -220,10 +221,28 @@ def resident_bytes(small: str, large: str, folder: pathlib.Path) -> str:
                                   f"bytes per weight ({large} less {small})"], rows)
 
 
+def duquant_model(size: int):
+    """x -> x T for a DuQuant transform of ``size`` channels as ``duquant`` emits it (blocks of up
+    to 128; its time does not depend on the fitted values, so T is fitted with no greedy steps)."""
+    import onnx_ir as ir
+
+    from oqcompile.block_rotation import block_size, fit_block_rotation
+    from oqcompile.rotation import insert_block_rotation
+
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["tokens", size]))
+    identity = ir.node("Identity", [x])
+    graph = ir.Graph([x], [], nodes=[identity], opset_imports={"": 21}, name="bench")
+    sample = np.random.default_rng(3).standard_normal((16, size))
+    graph.outputs.append(insert_block_rotation(identity.outputs[0], fit_block_rotation(
+        sample, block_size(size, 128), 0, seed=0), "duquant"))
+    return ir.serde.serialize_model(ir.Model(graph, ir_version=10))
+
+
 def per_op_hadamard(rows_count: int, isas: list[str]) -> str:
     import onnx
     from onnx import numpy_helper
 
+    from oqcompile.block_rotation import block_size
     from oqcompile.hadamard import dense_factor, hadamard
 
     rows = []
@@ -239,17 +258,19 @@ def per_op_hadamard(rows_count: int, isas: list[str]) -> str:
         fast = _model([onnx.helper.make_node("Hadamard", inputs, ["y"], domain="oq")], ["x"], initializers)
         x = np.random.default_rng(2).standard_normal((rows_count, size)).astype(np.float32)
         dense_s = median_seconds(lambda s=_session(dense): s.run(None, {"x": x}))
+        duquant_s = median_seconds(lambda s=_session(duquant_model(size)): s.run(None, {"x": x}))
         copy_s = median_seconds(lambda: x.copy())
         for isa in isas:
             os.environ["OQ_CPU_ISA"] = isa
             fast_s = median_seconds(lambda s=_session(fast): s.run(None, {"x": x}))
             rows.append([size, f"{k}x{size // k}", isa, f"{dense_s * 1e3:.3f}", f"{fast_s * 1e3:.3f}",
-                         f"{dense_s / fast_s:.1f}x", f"{fast_s / copy_s:.1f}x"])
+                         f"{dense_s / fast_s:.1f}x", f"{fast_s / copy_s:.1f}x",
+                         f"{duquant_s * 1e3:.3f} ({block_size(size, 128)})"])
             print(f"Hadamard {size} [{isa}]: dense {dense_s * 1e3:.2f} ms, oq {fast_s * 1e3:.2f} ms, "
-                  f"copy {copy_s * 1e3:.2f} ms", flush=True)
+                  f"copy {copy_s * 1e3:.2f} ms, DuQuant T {duquant_s * 1e3:.2f} ms", flush=True)
         os.environ.pop("OQ_CPU_ISA")
     return report.markdown_table(["n", "H_K x H_m", "oq ISA", "dense MatMul ms", "oq.Hadamard ms", "oq speed-up",
-                                  "oq time / NumPy copy time"], rows)
+                                  "oq time / NumPy copy time", "DuQuant T ms (block)"], rows)
 
 
 # --- end to end --------------------------------------------------------------------------
@@ -409,7 +430,8 @@ def main() -> None:
                     + per_op_linear([int(m) for m in args.tokens.split(",")], isas, folder)
                     + "\n\n### Resident memory per weight (a fresh process: session created, one token run)\n\n"
                     + resident_bytes("SmolLM2 q_proj", "LLaMA-7B up_proj", folder)
-                    + "\n\n### oq.Hadamard against a dense MatMul and a NumPy copy, 512 rows\n\n"
+                    + "\n\n### oq.Hadamard against a dense MatMul and a NumPy copy (and the DuQuant transform), "
+                    "512 rows\n\n"
                     + per_op_hadamard(512, isas))
             report.write_section("speed-per-op", "CPU speed per op (benchmarks/speed.py --part per-op)", body)
         if args.part in ("end-to-end", "all"):
