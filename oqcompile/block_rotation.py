@@ -4,8 +4,8 @@ For an activation ``x`` with ``n = k · b`` channels (``k`` blocks of ``b``), Du
 2024) finds an orthogonal ``T = B₁ P B₂`` such that ``x T`` has no outlier channel:
 
 - ``B₁ = diag(R₁, …, R₁)`` is block diagonal, one ``b x b`` rotation repeated over the blocks
-  (as DuQuant's reference code does; a rotation per block fits SmolLM2's activations barely
-  better and stores ``k`` times the constants: 72 MiB more in SmolLM2's file). ``R₁`` is grown
+  (as DuQuant's reference code does; a rotation per block stores ``k`` times the constants:
+  72 MiB more in SmolLM2's lowered file, where the weights take 112 MiB). ``R₁`` is grown
   greedily on the calibration rows cut into blocks, ``X`` (``[rows · k, b]``): take the
   channel ``d`` holding the peak ``max |X R|`` and append ``E_d G E_d``, where ``G`` is an
   orthogonal matrix whose first row is flat (``1/√b`` everywhere) and ``E_d`` swaps channels 0
