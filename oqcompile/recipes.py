@@ -16,7 +16,10 @@ folded into biases) with per-token codes and per-layer activation clip search: s
 per-channel ranges are too coarse there, while removing the offsets shrinks every token's
 range. ``ot-quarot-w4a4-g32`` and ``-g16`` also give weights and activations one scale per 32
 or 16 input channels (a token's int4 codes then follow its local range; SmolLM2 numbers in
-docs/RESULTS.md section ``accuracy-best-per-width``).
+docs/RESULTS.md section ``accuracy-best-per-width``). ``duquant`` replaces the rotations by
+SmoothQuant and DuQuant's per-layer block rotations and permutation (the stream is not
+rotated, so the norms can keep SmoothQuant's scales), with the same GPTQ and activation
+settings as ``ot-quarot``.
 
 A TOML recipe lists passes with their parameters::
 
@@ -94,6 +97,14 @@ def _quantize_model(bits: int, **options) -> list[Step]:
     return [*_quantize(bits, lm_head_bits=8, **options), (QuantizeEmbedding, {})]
 
 
+def _duquant_gptq(bits: int, group: int | None = None) -> list[Step]:
+    """``duquant`` as published: SmoothQuant (α 0.5) on the unrotated stream, DuQuant's block
+    rotations and permutation, then :func:`_quantize_model` as :func:`_symmetrized_gptq` does."""
+    return [(FuseNorms, {}), (SmoothQuant, {"alpha": 0.5}), (DuQuant, {}),
+            *_quantize_model(bits, method="gptq", clip_search=True, act_order=True, act_clip_search=True,
+                             group=group, act_group=group)]
+
+
 def _symmetrized_gptq(bits: int, group: int | None = None) -> list[Step]:
     """``ot-quarot`` below 8 bits: ``rotate``, OutlierTune's symmetrization alone, then
     :func:`_quantize_model` with act-order GPTQ and both clip searches; ``group``: one scale per
@@ -146,6 +157,11 @@ RECIPES: dict[str, tuple[str, list[Step]]] = {
                            "and int4 activations per token and group of 32", _symmetrized_gptq(4, group=32)),
     "ot-quarot-w4a4-g16": ("ot-quarot-w4a4 with scales in groups of 16 input channels: act-order GPTQ int4 weights "
                            "and int4 activations per token and group of 16", _symmetrized_gptq(4, group=16)),
+    "duquant-w4a4": ("SmoothQuant (alpha 0.5), DuQuant block rotations and zigzag permutation of every block "
+                     "linear's input, act-order GPTQ int4, per-token int4 with per-layer clip search; int8 "
+                     "lm_head and token embedding", _duquant_gptq(4)),
+    "duquant-w4a4-g16": ("duquant-w4a4 with scales in groups of 16 input channels for the weights and each "
+                         "token's activations", _duquant_gptq(4, group=16)),
 }
 
 

@@ -51,6 +51,8 @@ MEASURED = {
     ("tiny-llama", "ot-quarot-w4a4"): 0.3474, ("tiny-opt", "ot-quarot-w4a4"): 0.4526,
     ("tiny-llama", "ot-quarot-w4a4-g32"): 0.3275, ("tiny-opt", "ot-quarot-w4a4-g32"): 0.2616,
     ("tiny-llama", "ot-quarot-w4a4-g16"): 0.2458, ("tiny-opt", "ot-quarot-w4a4-g16"): 0.2912,
+    ("tiny-llama", "duquant-w4a4"): 0.3011, ("tiny-opt", "duquant-w4a4"): 0.3325,
+    ("tiny-llama", "duquant-w4a4-g16"): 0.2891, ("tiny-opt", "duquant-w4a4-g16"): 0.2759,
     # single checks on tiny-llama
     "kv4 prefill": 0.3220,  # KV-cache export, quarot-w4a4kv4-gptq (lowered), prefill logits
     "per-tensor a8": 0.0482,  # insert_qdq alone: static per-tensor int8 activations
