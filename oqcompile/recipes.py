@@ -98,8 +98,9 @@ def _quantize_model(bits: int, **options) -> list[Step]:
 
 
 def _duquant_gptq(bits: int, group: int | None = None) -> list[Step]:
-    """``duquant`` as published: SmoothQuant (α 0.5) on the unrotated stream, DuQuant's block
-    rotations and permutation, then :func:`_quantize_model` as :func:`_symmetrized_gptq` does."""
+    """``duquant``: SmoothQuant (α 0.5) on the unrotated stream and DuQuant's block rotations and
+    permutation, as the DuQuant paper orders them, then :func:`_quantize_model` as
+    :func:`_symmetrized_gptq` does."""
     return [(FuseNorms, {}), (SmoothQuant, {"alpha": 0.5}), (DuQuant, {}),
             *_quantize_model(bits, method="gptq", clip_search=True, act_order=True, act_clip_search=True,
                              group=group, act_group=group)]
