@@ -129,17 +129,25 @@ def insert_hadamard(value: ir.Value, size: int, name: str, *, inverse: bool = Fa
         left = tape.op("MatMul", [const(f"{kind}.{a}{'' if inverse else '.T'}", h_a.T.astype(dtype)), right],
                        name=f"{rotated_name}/matmul_left")
         output = tape.op("Reshape", [left, shape], name=f"{rotated_name}/merge")
-    output.name = f"{rotated_name}/output"
+    return _splice(value, output, former_uses, tape, RotationTag(rotated_name, size, inverse, online),
+                   f"{'Inverse ' if inverse else ''}Hadamard rotation of size {size} "
+                   f"({a}x{b} Kronecker factors) on the last axis, inserted by oqcompile.")
+
+
+def _splice(value: ir.Value, output: ir.Value, former_uses: list, tape: ir.tape.Tape, tag: NodeMetadata,
+            doc: str) -> ir.Value:
+    """Put ``tape``'s nodes (which compute ``output`` from ``value``) right after ``value``'s producer,
+    tagged and documented; ``former_uses`` of ``value`` and graph outputs read ``output`` instead."""
+    graph = value.producer().graph
+    output.name = f"{tag.name}/output"
     copy_type(value, output)
     for user, index in former_uses:
         user.replace_input_with(index, output)
     if value.is_graph_output():
         graph.outputs[:] = [output if v is value else v for v in graph.outputs]
-    tag = RotationTag(rotated_name, size, inverse, online)
     for node in tape.nodes:
         tag.write(node)
-        node.doc_string = (f"{'Inverse ' if inverse else ''}Hadamard rotation of size {size} "
-                           f"({a}x{b} Kronecker factors) on the last axis, inserted by oqcompile.")
+        node.doc_string = doc
     graph.insert_after(value.producer(), tape.nodes)
     return output
 
@@ -175,19 +183,9 @@ def insert_block_rotation(value: ir.Value, transform: BlockRotation, name: str) 
     tokens = tape.op("Transpose", [tape.op("Reshape", [second, columns], name=f"{prefix}/merge_blocks_again")],
                      {"perm": [1, 0]}, name=f"{prefix}/to_tokens")
     output = tape.op("Reshape", [tokens, shape], name=f"{prefix}/merge")
-    output.name = f"{prefix}/output"
-    copy_type(value, output)
-    for user, index in former_uses:
-        user.replace_input_with(index, output)
-    if value.is_graph_output():
-        graph.outputs[:] = [output if v is value else v for v in graph.outputs]
-    tag = BlockRotationTag(prefix, size, block)
-    for node in tape.nodes:
-        tag.write(node)
-        node.doc_string = (f"DuQuant transform of size {size}: rotations of blocks of {block}, a zigzag "
-                           "channel permutation, rotations of blocks again; inserted by oqcompile.")
-    graph.insert_after(value.producer(), tape.nodes)
-    return output
+    return _splice(value, output, former_uses, tape, BlockRotationTag(prefix, size, block),
+                   f"DuQuant transform of size {size}: rotations of blocks of {block}, a zigzag "
+                   "channel permutation, rotations of blocks again; inserted by oqcompile.")
 
 
 def find_rotations(graph: ir.Graph) -> list[Rotation]:
