@@ -28,11 +28,13 @@ TINY_CONFIGS: dict[str, transformers.PretrainedConfig] = {
     "tiny-qwen2": transformers.Qwen2Config(
         hidden_size=112, intermediate_size=144, num_hidden_layers=2, num_attention_heads=7,
         num_key_value_heads=7, tie_word_embeddings=True, **_COMMON),
-    # Packed projections (qkv_proj, gate_up_proj) as Phi-3 has them; hidden 96 = 12*8 (6 heads of 16), FFN 160.
+    # Packed projections (qkv_proj, gate_up_proj) as Phi-3 has them; hidden 96 = 12*8 (3 heads of 32, one KV
+    # head), FFN 160. RoPE on half of each head, as Phi-4-mini has it on 3/4 (16 channels: ORT's
+    # GroupQueryAttention needs a multiple of 16); no LongRoPE (its trained context is its whole context).
     "tiny-phi3": transformers.Phi3Config(
-        hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        **_COMMON),
+        hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=3,
+        num_key_value_heads=1, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        original_max_position_embeddings=_COMMON["max_position_embeddings"], partial_rotary_factor=0.5, **_COMMON),
     # Post-norm blocks (a norm on each sub-layer's output before the residual add), tanh soft-capping.
     "tiny-gemma2": transformers.Gemma2Config(
         hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,

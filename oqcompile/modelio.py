@@ -57,8 +57,33 @@ def load(path: str | os.PathLike) -> ir.Model:
         ShapeInferencePass(strict_mode=False, data_prop=True)(model)
     except Exception as error:  # inference is a help, not a requirement
         logger.warning("%s: shape inference failed (%s); continuing with the stored shapes", path, error)
+    _restore_sequence_types(model)
     _forget_departed_inputs(model.graph)
     return model
+
+
+def _restore_sequence_types(model: ir.Model) -> None:
+    """Give sequence-valued outputs back their sequence type.
+
+    ``ShapeInferencePass`` (onnx_ir 1.1) types the output of ``SplitToSequence`` and the other
+    sequence ops as a tensor of its element type, and ORT refuses the saved file (torch's dynamo
+    exporter without its optimizer writes ``chunk`` as ``SplitToSequence``).
+    """
+    import onnx
+
+    version = model.opset_imports.get("", 1)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, version, "")
+        except onnx.defs.SchemaError:
+            continue
+        constraints = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+        for value, formal in zip(node.outputs, schema.outputs):
+            allowed = constraints.get(formal.type_str, [formal.type_str])
+            if isinstance(value.type, ir.TensorType) and all(t.startswith("seq(") for t in allowed):
+                value.type, value.shape = ir.SequenceType(value.type), None
 
 
 def _forget_departed_inputs(graph: ir.Graph) -> None:

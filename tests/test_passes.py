@@ -1,6 +1,6 @@
 """Every function-preserving pass keeps the fp32 ORT logits (max|Δ| / max|logits| <= 1e-4).
 
-Measured: at most 1.2e-6 over every recipe, family and exporter below (benchmarks/tiny_errors.py,
+Measured: at most 1.4e-6 over every recipe, family and exporter below (benchmarks/tiny_errors.py,
 section "tiny-errors" of docs/RESULTS.md).
 """
 
@@ -40,10 +40,14 @@ def test_recipe_keeps_logits(tiny_export, tmp_path, model_id, recipe):
 @pytest.mark.parametrize("exporter", TORCH_EXPORTERS)
 @pytest.mark.parametrize("model_id", ["tiny-llama", "tiny-opt", "tiny-phi3"])
 def test_rotate_on_every_exporter(tiny_export, tmp_path, model_id, exporter):
+    """Lowered and portable: torch's dynamo exporter without its optimizer writes Phi-3's gate/up
+    ``chunk`` as ``SplitToSequence``, whose sequence type the saved file must keep."""
     source = tiny_export(model_id, exporter)
     expected = run_logits(source, input_ids())
-    actual = run_logits(optimized(source, "rotate", tmp_path / "out.onnx"), input_ids())
-    assert relative_error(actual, expected) <= TOLERANCE
+    for portable in (True, False):
+        actual = run_logits(optimized(source, "rotate", tmp_path / f"out-{portable}.onnx", portable=portable),
+                            input_ids())
+        assert relative_error(actual, expected) <= TOLERANCE
 
 
 def test_rotate_changes_weights_and_inserts_named_online_rotations(tiny_export):
@@ -143,7 +147,7 @@ def test_residual_rotation_requires_fused_norms(tiny_export):
 def test_rotate_at_opsets_18_and_23(tiny_export, tmp_path, model_id, opset):
     """At opset 23 the dynamo exporter writes the ONNX Attention, RotaryEmbedding (R3 goes after it)
     and RMSNormalization ops. One sequence: ORT runs torch's opset-23 RoPE only at batch 1 (its cos/sin
-    have batch 1, which ORT's RotaryEmbedding requires to match the input's). Measured: at most 1.1e-6
+    have batch 1, which ORT's RotaryEmbedding requires to match the input's). Measured: at most 1.7e-6
     ("tiny-errors")."""
     source = tiny_export(model_id, "dynamo", opset=opset)
     attention = analyze(modelio.load(source)).blocks[0].attention

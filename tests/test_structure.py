@@ -25,12 +25,10 @@ def test_roles_match_the_config(tiny_export, model_id, exporter):
         assert a.q.weight().shape == (config.hidden_size, config.num_attention_heads * head_dim)
         assert a.k.weight().shape == (config.hidden_size, config.num_key_value_heads * head_dim)
         assert a.o.weight().shape == (config.num_attention_heads * head_dim, config.hidden_size)
-        # TorchScript's Phi-3 cuts RoPE's part of each head with Slices and gate/up at bounds computed
-        # from the shape: neither is read (R3 declines, gate_up_proj stays one linear; test_passes.py)
-        legacy_phi3 = (model_id, exporter) == ("tiny-phi3", "legacy")
-        assert (a.q_rotary is not None and a.k_rotary is not None) != legacy_phi3
-        assert (b.mlp.gate is not None) != legacy_phi3
-        assert b.mlp.up.weight().shape == (config.hidden_size, config.intermediate_size * (1 + legacy_phi3))
+        # TorchScript's Phi-3 cuts RoPE's part of each head and gate/up at bounds it computes from shapes
+        assert a.q_rotary is not None and a.k_rotary is not None
+        assert b.mlp.gate is not None
+        assert b.mlp.up.weight().shape == (config.hidden_size, config.intermediate_size)
         assert b.mlp.down.weight().shape == (config.intermediate_size, config.hidden_size)
         assert (a.q.bias_slot is not None) == (model_id == "tiny-qwen2")
         assert b.attn_norm.kind == b.mlp_norm.kind == "rms"

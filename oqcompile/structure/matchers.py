@@ -238,9 +238,7 @@ def _last_axis_cuts(node: ir.Node, width: int) -> list[tuple[ir.Value, int, int]
     if rank is None:
         return None
     if node.op_type == "Slice":
-        arrays = [const_array(peel_index_reshapes(v)) if v is not None else None  # noopt: Reshape(constant)
-                  for v in list(node.inputs[1:]) + [None] * 4][:4]
-        starts, ends, axes, steps = arrays
+        starts, ends, axes, steps = [static_ints(v) for v in list(node.inputs[1:]) + [None] * 4][:4]
         if starts is None or ends is None or starts.size != 1 or (axes is not None and axes.size != 1):
             return None
         axis = int(axes.reshape(-1)[0]) % rank if axes is not None else 0
@@ -251,16 +249,18 @@ def _last_axis_cuts(node: ir.Node, width: int) -> list[tuple[ir.Value, int, int]
         return [(node.outputs[0], start, stop)]
     if node.op_type not in ("Split", "SplitToSequence") or node.attributes.get_int("axis", 0) % rank != rank - 1:
         return None
-    sizes = (const_array(peel_index_reshapes(node.inputs[1])) if len(node.inputs) > 1 and node.inputs[1] is not None
-             else None)
     if node.op_type == "Split":
+        sizes = static_ints(node.inputs[1]) if len(node.inputs) > 1 else None
         if sizes is None:
             if width % len(node.outputs):
                 return None
             sizes = np.full(len(node.outputs), width // len(node.outputs))
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         return [(output, int(bounds[i]), int(bounds[i + 1])) for i, output in enumerate(node.outputs)]
-    # SplitToSequence (torch's chunk without the optimizer): pieces read back by SequenceAt
+    # SplitToSequence (torch's chunk without the optimizer): pieces read back by SequenceAt; a scalar
+    # split is the size of every piece
+    sizes = (const_array(peel_index_reshapes(node.inputs[1])) if len(node.inputs) > 1 and node.inputs[1] is not None
+             else None)
     if sizes is None or sizes.ndim > 1:
         return None
     sizes = np.full(-(-width // int(sizes)), int(sizes)) if sizes.ndim == 0 else sizes
@@ -350,25 +350,61 @@ def find_head_dim(scores: ir.Node, q: Linear) -> int:
 
 def rope_output(projection: Linear) -> ir.Value | None:
     """The RoPE ``Add(x*cos, rotate_half(x)*sin)``, or a 4-D ``RotaryEmbedding`` op, fed by a q or k
-    projection (after its head split)."""
+    projection (after its head split); with partial rotary, the ``Concat`` that joins the rotated
+    channels to the rest of the head."""
     value = projection.output
     for _ in range(8):
-        users = [n for n in value.consumers() if n.op_type not in ("Shape", "Size")]
-        for rotary in users:  # the ONNX (opset 23) or ORT op, on [batch, heads, sequence, head size]
-            if (rotary.op_type == "RotaryEmbedding" and rotary.inputs[0] is value and value.shape is not None
-                    and len(value.shape) == 4):
-                return rotary.outputs[0]
-        for mul in users:
-            if mul.op_type != "Mul":
-                continue
-            for add in mul.outputs[0].consumers():
-                if add.op_type == "Add" and all(producer_op(i) == "Mul" for i in add.inputs):
-                    return add.outputs[0]
+        users = _readers(value)
+        if (rope := _rope(value, users)) is not None:
+            return rope
+        if (joined := _partial_rotary(value, users)) is not None:
+            return joined
         layout = [n for n in users if n.op_type in LAYOUT_OPS]
         if len(layout) != 1:
             return None
         value = layout[0].outputs[0]
     return None
+
+
+def _readers(value: ir.Value) -> list[ir.Node]:
+    return [n for n in value.consumers() if n.op_type not in ("Shape", "Size")]
+
+
+def _rope(value: ir.Value, users: list[ir.Node]) -> ir.Value | None:
+    """RoPE applied to ``value`` by one of its readers ``users``: a ``RotaryEmbedding`` op (ONNX opset
+    23 or ORT's, on [batch, heads, sequence, head size]) or ``Add(x*cos, rotate_half(x)*sin)``."""
+    for rotary in users:
+        if (rotary.op_type == "RotaryEmbedding" and rotary.inputs[0] is value and value.shape is not None
+                and len(value.shape) == 4):
+            return rotary.outputs[0]
+    for mul in users:
+        if mul.op_type != "Mul":
+            continue
+        for add in mul.outputs[0].consumers():
+            if add.op_type == "Add" and all(producer_op(i) == "Mul" for i in add.inputs):
+                return add.outputs[0]
+    return None
+
+
+def _partial_rotary(value: ir.Value, users: list[ir.Node]) -> ir.Value | None:
+    """``Concat(rope(x[..., :r]), x[..., r:])`` on the last axis of a head-split x (HF's partial
+    rotary, Phi-3 as TorchScript writes it even at r = head size): the Concat's output."""
+    width = value.shape[-1] if value.shape is not None and len(value.shape) else None
+    if not isinstance(width, int) or len(users) != 2 or any(n.op_type != "Slice" for n in users):
+        return None
+    cuts = [_last_axis_cuts(n, width) for n in users]
+    if any(c is None for c in cuts):
+        return None
+    (rotated, start, r), (kept, r2, stop) = sorted((c[0] for c in cuts), key=lambda cut: cut[1])
+    rope = _rope(rotated, _readers(rotated)) if (start, r2, stop) == (0, r, width) else None
+    if rope is None or len(rope.consumers()) != 1:
+        return None
+    concat = rope.consumers()[0]
+    rank = len(value.shape)
+    if (concat.op_type != "Concat" or list(concat.inputs) != [rope, kept]
+            or concat.attributes.get_int("axis", 0) % rank != rank - 1):
+        return None
+    return concat.outputs[0]
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -379,6 +415,58 @@ def peel_index_reshapes(value: ir.Value) -> ir.Value:
             "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze"):
         value = node.inputs[0]
     return value
+
+
+def static_ints(value: ir.Value | None) -> np.ndarray | None:
+    """The integers behind ``value`` where constants and static dims decide them, else None.
+
+    Exporters compute slice bounds as integer arithmetic on shapes (TorchScript's ``chunk`` and
+    Phi-3's ``x[..., :cos.shape[-1]]``: ``Shape → Gather → Add/Div/Mul → Unsqueeze``); a bound is
+    static when every dim it reads is. Reshapes and (un)squeezes keep the values in order, so the
+    result is given flat.
+    """
+    if value is None:
+        return None
+    array = const_array(value)
+    if array is not None:
+        return array.reshape(-1) if array.dtype.kind in "iu" else None
+    node = value.producer()
+    if node is None:
+        return None
+    if node.op_type in ("Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze"):
+        return static_ints(node.inputs[0])
+    if node.op_type == "Gather" and producer_op(node.inputs[0]) == "Shape":
+        dims = _shape_dims(node.inputs[0].producer())
+        index = static_ints(node.inputs[1])
+        if dims is None or index is None or not all(-len(dims) <= i < len(dims) for i in index):
+            return None
+        picked = [dims[i] for i in index]
+        return np.array(picked, np.int64) if all(isinstance(d, int) for d in picked) else None
+    if node.op_type == "Shape":
+        dims = _shape_dims(node)
+        return np.array(dims, np.int64) if dims is not None and all(isinstance(d, int) for d in dims) else None
+    if node.op_type == "Concat":
+        parts = [static_ints(v) for v in node.inputs]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+    operations = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": lambda a, b: np.trunc(a / b)}
+    if node.op_type in operations:
+        a, b = static_ints(node.inputs[0]), static_ints(node.inputs[1])
+        if a is None or b is None or (a.size != b.size and 1 not in (a.size, b.size)):
+            return None
+        if node.op_type == "Div" and not b.all():
+            return None
+        return operations[node.op_type](a, b).astype(np.int64)
+    return None
+
+
+def _shape_dims(shape_node: ir.Node) -> list[int | None] | None:
+    """The dims a ``Shape`` node returns (its ``start``/``end`` applied), ints where static."""
+    shape = shape_node.inputs[0].shape
+    if shape is None:
+        return None
+    dims = [d if isinstance(d, int) else None for d in shape]
+    start, end = shape_node.attributes.get_int("start", 0), shape_node.attributes.get_int("end", len(dims))
+    return dims[start:end]
 
 
 def positional_gather(value: ir.Value) -> ir.Node | None:
