@@ -7,8 +7,11 @@ from oqcompile.hadamard import (dense_factor, hadamard, hadamard_rows, kronecker
 
 @pytest.mark.parametrize("n", [1, 2, 16, 12, 20, 28, 36, 40, 64, 96, 576, 1536, 4096, 14336])
 def test_hadamard_is_orthonormal_with_equal_magnitudes(n):
+    """Every row against every row; above 4096, 256 seeded rows against every row (all 14336 rows
+    would take a minute of float64 products)."""
     h = hadamard(n)
-    np.testing.assert_allclose(h @ h.T, np.eye(n), atol=1e-12)
+    rows = np.arange(n) if n <= 4096 else np.sort(np.random.default_rng(0).choice(n, 256, replace=False))
+    np.testing.assert_allclose(h[rows] @ h.T, np.eye(n)[rows], atol=1e-12)
     np.testing.assert_allclose(np.abs(h), 1 / np.sqrt(n))
 
 
