@@ -310,25 +310,18 @@ def _ancestors(targets: Sequence[ir.Value], computed: dict[ir.Node, int]) -> set
 
 
 def _write_stage(model: ir.Model, stage: _Stage, folder: pathlib.Path) -> pathlib.Path:
-    """One stage as an ONNX file: a copy of the graph whose inputs are the graph inputs the stage
-    reads and the earlier values it reads, whose outputs are its observed and kept values."""
-    graph = model.graph.clone()  # new nodes and values; tensors shared, not copied
-    produced = {value.name: value for node in graph for value in node.outputs}
-    cut_inputs = []
-    for name in stage.inputs:
-        value = produced[name]
-        value.name = f"{name}.computed_earlier"
-        fed = ir.Value(name=name, type=value.type, shape=value.shape)
-        value.replace_all_uses_with(fed)
-        cut_inputs.append(fed)
-    graph.outputs.clear()
-    graph.outputs.extend(produced[v.name] for v in stage.observed)
-    graph.outputs.extend(produced[name] for name in stage.kept if name not in {v.name for v in stage.observed})
-    stage_model = ir.Model(graph, ir_version=model.ir_version, functions=model.functions.values())
-    ir.passes.common.RemoveUnusedNodesPass()(stage_model)
-    used_inputs = [value for value in graph.inputs if value.uses()]
+    """One stage as an ONNX file: a copy of the stage's nodes, whose inputs are the graph inputs the
+    stage reads and the earlier values it reads, whose outputs are its observed and kept values."""
+    produced = {value.name: value for node in model.graph for value in node.outputs}
+    observed = {v.name for v in stage.observed}
+    outputs = [*stage.observed, *(produced[name] for name in stage.kept if name not in observed)]
+    earlier = [produced[name] for name in stage.inputs]
+    # new nodes and values for what the outputs need; tensors shared, not copied
+    graph = ir.convenience.extract(model.graph, [*model.graph.inputs, *earlier], outputs)
+    used = [value for value in graph.inputs if value.uses()]
     graph.inputs.clear()
-    graph.inputs.extend(used_inputs + cut_inputs)
+    graph.inputs.extend(used)
+    stage_model = ir.Model(graph, ir_version=model.ir_version, functions=model.functions.values())
     for value in graph.initializers.values():  # its own mappings, dropped with the stage
         tensor = value.const_value
         if isinstance(tensor, ir.ExternalTensor):
