@@ -38,8 +38,10 @@ setup: $(LIBRARY_STAMP)
 demo: setup
 	$(BIN)/python benchmarks/demo.py --out $(OUT)
 
+# One worker per core (at most 4: a real-model module holds a few GiB), a module per worker at a
+# time, so module-scoped compiles are made once; the real-model modules are collected first.
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(OUT) build

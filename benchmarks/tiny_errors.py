@@ -26,6 +26,7 @@ from report import relative_error
 MODELS = ("tiny-llama", "tiny-opt")
 FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt", "tiny-phi3")
 GENAI_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3")  # the builder has no OPT
+OPTIMUM_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3", "tiny-gemma2", "tiny-opt")
 IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
 
 
@@ -232,6 +233,25 @@ def genai_errors(work: Workspace) -> list[list]:
     return rows
 
 
+def optimum_errors(work: Workspace) -> list[list]:
+    """tests/test_optimum_inputs.py: graphs of Hugging Face Optimum's exporter (with past, unless said)."""
+    rotate = max(relative_error(logits(work.compile(work.export(m, "optimum", kv_cache=True), "rotate",
+                                                    portable=p)), logits(work.export(m, "optimum", kv_cache=True)))
+                 for m, p in itertools.product(OPTIMUM_FAMILIES, (True, False)))
+    no_cache = work.export("tiny-qwen2", "optimum")
+    rows = [["`test_optimum_graph_maps_rotates_and_quantizes`", "rotate on every family, portable and lowered, "
+             "against the export", f"{rotate:.1e}"],
+            ["`test_optimum_graph_without_cache_rotates`", "tiny-qwen2 without past, rotate (lowered)",
+             f"{relative_error(logits(work.compile(no_cache, 'rotate')), logits(no_cache)):.1e}"]]
+    for model_id in OPTIMUM_FAMILIES:
+        source = work.export(model_id, "optimum", kv_cache=True)
+        worst = max(relative_error(logits(work.compile(source, "quarot-w8a8", portable=p)), logits(source))
+                    for p in (True, False))
+        rows.append(["`test_optimum_graph_maps_rotates_and_quantizes`" if model_id == OPTIMUM_FAMILIES[0] else "",
+                     f"{model_id}, quarot-w8a8 against the export (worst of portable and lowered)", f"{worst:.4f}"])
+    return rows
+
+
 def ort_optimized_rotate_error(work: Workspace) -> float:
     """tests/test_fuse_ort.py: the export as ORT's session optimizer saves it, rotated."""
     import onnxruntime as ort
@@ -340,8 +360,9 @@ def main() -> None:
         rounding = report.markdown_table(["test", "what", "worst error"], float_rounding_errors(work))
         exports = report.markdown_table(["test", "what", "worst error"], export_errors(work))
         genai = report.markdown_table(["test", "what", "error"], genai_errors(work))
+        optimum = report.markdown_table(["test", "what", "error"], optimum_errors(work))
     ratios = report.markdown_table(["test", "what", "ratio"], quant_ratios())
-    print(recipes, singles, rounding, exports, genai, ratios, sep="\n\n")
+    print(recipes, singles, rounding, exports, genai, optimum, ratios, sep="\n\n")
     report.write_section("tiny-errors", "Tiny models and synthetic data: the numbers the tests bound", f"""
 Logits of the tiny models (2 x 24 random token ids, seed 0) through ORT CPU; the error of
 logits `y` against `x` is max|y - x| / max|x|. Quantization recipes calibrate on 32 rows of
@@ -365,6 +386,11 @@ Graphs written by the ONNX Runtime GenAI model builder (`oqcompile export --expo
 packed QKV into GroupQueryAttention with RoPE inside), on the ids above:
 
 {genai}
+
+Graphs written by Hugging Face Optimum's exporter (`oqcompile export --exporter optimum --kv-cache`:
+TorchScript under Optimum's wrappers, `position_ids` and the KV cache as inputs), on the ids above:
+
+{optimum}
 
 The quantizers of oqcompile.quant on the seeded synthetic data of tests/test_quant.py:
 

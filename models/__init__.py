@@ -21,7 +21,7 @@ MODEL_IDS = (DEFAULT_MODEL, "tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-ph
              "llama-1b-shaped", "llama-3b-shaped", "llama-8b-shaped")
 # torch.onnx.export: dynamo with/without its optimizer, TorchScript
 TORCH_EXPORTERS = ("dynamo", "dynamo-noopt", "legacy")
-EXPORTERS = (*TORCH_EXPORTERS, "genai")  # and the ONNX Runtime GenAI model builder
+EXPORTERS = (*TORCH_EXPORTERS, "genai", "optimum")  # and the ONNX Runtime GenAI model builder, Hugging Face Optimum
 
 
 def load_torch_model(model: str):

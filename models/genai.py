@@ -36,6 +36,7 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32",
 
     from oqcompile.evaluate import check_loads
     from oqcompile.models import load_torch_model
+    from oqcompile.models.hf_folder import save_hf_folder
 
     path = pathlib.Path(path)
     modelio.check_writable(path)
@@ -45,7 +46,7 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32",
             tqdm(total=3, desc=f"export {model_id} (GenAI builder)", unit="step", disable=not progress) as bar:
         work = pathlib.Path(work)
         bar.set_postfix_str("loading")
-        _save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
+        save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
         bar.update()
         bar.set_postfix_str("building")
         built = work / "built"
@@ -69,31 +70,3 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32",
                 shutil.copy2(extra, path.parent / extra.name)
         bar.update()
     return path
-
-
-def _save_hf_folder(torch_model, model_id: str, folder: pathlib.Path) -> None:
-    """``torch_model`` (float weights) and its tokenizer as a Hugging Face folder."""
-    import transformers
-
-    from oqcompile.models import load_tokenizer
-
-    transformers.utils.logging.disable_progress_bar()
-    torch_model.config.__dict__.pop("quantization_config", None)  # SmolLM2 is read from GGUF: save it as float
-    torch_model.hf_quantizer = None
-    torch_model.save_pretrained(folder)
-    try:
-        tokenizer = load_tokenizer(model_id)
-    except OQError:
-        tokenizer = _placeholder_tokenizer(torch_model.config.vocab_size)
-    tokenizer.save_pretrained(folder)
-
-
-def _placeholder_tokenizer(vocab_size: int):
-    import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocabulary = {f"t{index}": index for index in range(vocab_size)}
-    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="t0"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", bos_token="t1",
-                                                eos_token="t2", pad_token="t2")

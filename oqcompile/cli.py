@@ -64,15 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=("fp32", "fp16", "int4"), default="fp32",
                         help="weights (int4: the genai exporter's MatMulNBits only)")
     export.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
-                        help="torch.onnx.export flavour (default: dynamo with its optimizer), or genai: the ONNX "
+                        help="torch.onnx.export flavour (default: dynamo with its optimizer); genai: the ONNX "
                              "Runtime GenAI model builder (a KV-cache model with genai_config.json and the "
-                             "tokenizer beside it)")
+                             "tokenizer beside it); optimum: Hugging Face Optimum's exporter (fp32, installed "
+                             "into the cache on first use)")
     export.add_argument("--opset", type=int, default=20,
                         help="ONNX opset of the torch exporters (at 23, dynamo writes the ONNX Attention, "
                              "RotaryEmbedding and RMSNormalization ops)")
     export.add_argument("--kv-cache", action="store_true",
                         help="decoder signature with attention_mask and past_key_values.* inputs "
-                             "and present.* outputs (dynamo exporters only)")
+                             "and present.* outputs (dynamo exporters and optimum)")
     export.set_defaults(handler=_export)
 
     inspect = commands.add_parser("inspect", help="what an ONNX file holds and what oqcompile did to it: recipe, "

@@ -33,7 +33,9 @@ from oqcompile.passes.split_skip_norms import SplitSkipNorms, holds_skip_norms
 from oqcompile.recipes import build_recipe
 from oqcompile.runtime import LIBRARY_METADATA
 
-__all__ = ["CompileSummary", "compile_file", "optimize", "run_passes"]
+__all__ = ["LOWERING", "CompileSummary", "compile_file", "optimize", "run_passes"]
+
+LOWERING = (Lower, FuseOrt)  # run after the recipe unless portable
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass
     if qdq is not None:  # the passes would rotate and requantize dequantized weights without saying so
         raise OQError(f"{qdq.op_type} {qdq.name}: the model is already quantized (QDQ form); oqcompile rewrites "
                       "float weights: give it the float model")
-    appended = (DropNanGuard,) if portable else (Lower, FuseOrt, DropNanGuard)
+    appended = (*(() if portable else LOWERING), DropNanGuard)
     passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
     if holds_skip_norms(model):  # ORT's fused residual add + norm: the passes edit the two apart
         passes.insert(0, SplitSkipNorms())

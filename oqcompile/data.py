@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from oqcompile.cache import cache_dir
+from oqcompile.cache import cache_dir, making
 from oqcompile.errors import OQError
 
 __all__ = ["CALIBRATION_BOOK", "EVALUATION_BOOK", "book_text", "book_tokens"]
@@ -35,11 +35,11 @@ _TOKENIZER_FILES = re.compile(r"token|vocab|merges|\.model$|^config\.json$")
 def book_text(book: str) -> str:
     """The full text of ``book`` (``emma``, ``prideprejudice``, ...), lines joined by newlines."""
     cached = cache_dir("text") / f"{book}.txt"
-    if not cached.is_file():
-        lines = _read_lazyload_db(_data_dir(), book)
-        partial = cached.with_suffix(".part")
-        partial.write_text("\n".join(lines), encoding="utf-8")
-        partial.rename(cached)
+    with making(cached):
+        if not cached.is_file():
+            partial = cached.with_suffix(".part")  # an interrupted write leaves no text
+            partial.write_text("\n".join(_read_lazyload_db(_data_dir(), book)), encoding="utf-8")
+            partial.rename(cached)
     return cached.read_text(encoding="utf-8")
 
 
@@ -47,11 +47,15 @@ def book_tokens(book: str, tokenizer_id: str) -> np.ndarray:
     """``book`` tokenized without special tokens by the tokenizer of ``tokenizer_id`` (a model id
     or a local HF directory), as int64; cached per tokenizer."""
     cached = cache_dir("tokens") / f"{_tokenizer_key(tokenizer_id)}-{book}.npy"
-    if not cached.is_file():
-        from oqcompile.models import load_tokenizer
+    with making(cached):
+        if not cached.is_file():
+            from oqcompile.models import load_tokenizer
 
-        ids = load_tokenizer(tokenizer_id)(book_text(book), add_special_tokens=False)["input_ids"]
-        np.save(cached, np.asarray(ids, dtype=np.int64))
+            ids = load_tokenizer(tokenizer_id)(book_text(book), add_special_tokens=False)["input_ids"]
+            partial = cached.with_suffix(".part")
+            with open(partial, "wb") as file:
+                np.save(file, np.asarray(ids, dtype=np.int64))
+            partial.rename(cached)
     return np.load(cached)
 
 
@@ -73,8 +77,14 @@ def _data_dir() -> pathlib.Path:
     if (installed / "Rdata.rdb").is_file():
         return installed
     extracted = cache_dir("janeaustenr")
-    if (extracted / _DATA_DIR / "Rdata.rdb").is_file():
-        return extracted / _DATA_DIR
+    with making(extracted):
+        if not (extracted / _DATA_DIR / "Rdata.rdb").is_file():
+            _unpack_package(extracted)
+    return extracted / _DATA_DIR
+
+
+def _unpack_package(extracted: pathlib.Path) -> None:
+    """Unpack the Debian package (downloaded into the cache first if it is not there) into ``extracted``."""
     downloads = cache_dir("downloads")
     debs = sorted(downloads.glob(f"{_DEB}_*.deb"))
     if not debs:
@@ -93,7 +103,6 @@ def _data_dir() -> pathlib.Path:
         raise OQError(f"cannot unpack {debs[-1]} (needs dpkg-deb): {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return extracted / _DATA_DIR
 
 
 def _read_lazyload_db(directory: pathlib.Path, name: str) -> list[str]:

@@ -8,13 +8,20 @@ import pathlib
 import numpy as np
 import pytest
 
-from oqcompile.cache import cache_dir
+from oqcompile.cache import cache_dir, making
 from oqcompile import evaluate
 from oqcompile.evaluate import feeds
 from oqcompile.models import TORCH_EXPORTERS  # noqa: F401  (re-exported to the tests)
 
 LLAMA_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3")  # phi3: packed qkv, gate_up
 FAMILIES = (*LLAMA_FAMILIES, "tiny-opt")
+FILE_EXPORTERS = (*TORCH_EXPORTERS, "optimum")  # the GenAI builder's graphs differ: test_genai_inputs.py
+
+
+def pytest_collection_modifyitems(items):
+    """Real-model tests first: with test workers (``make test``: one module per worker at a time)
+    the longest modules start at once and the tiny ones fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("real_model") is None)
 
 
 def export_to(model_id: str, exporter: str, path: pathlib.Path, **options) -> pathlib.Path:
@@ -29,6 +36,8 @@ def tiny_export(tmp_path_factory):
     made: dict[tuple, pathlib.Path] = {}
 
     def get(model_id: str, exporter: str = "dynamo", **options) -> pathlib.Path:
+        if exporter == "optimum":
+            options.setdefault("kv_cache", True)  # Optimum's usual decoder file: with past
         key = (model_id, exporter, *sorted(options.items()))
         if key not in made:
             folder = tmp_path_factory.mktemp(f"{model_id}-{exporter}")
@@ -49,9 +58,22 @@ def smollm2_onnx() -> pathlib.Path:
     source = pathlib.Path(export_module.__file__).read_bytes()
     key = hashlib.sha256(source + torch.__version__.encode() + transformers.__version__.encode())
     path = cache_dir("exports") / f"smollm2-135m-{key.hexdigest()[:12]}.onnx"
-    if not path.is_file():
-        export_to("smollm2-135m", "dynamo", path)
+    with making(path):  # test workers share the cache
+        if not path.is_file():
+            export_to("smollm2-135m", "dynamo", path)
     return path
+
+
+def lower_portable(portable: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """Lower a portable compile (the passes compile_file appends unless portable): the lowered compile's
+    logits, bit for bit (test_quantize.py), without running the recipe again."""
+    from oqcompile import modelio
+    from oqcompile.compiler import LOWERING, run_passes
+    from oqcompile.passes.drop_nan_guard import DropNanGuard
+
+    model = modelio.load(portable)
+    run_passes(model, [*(step() for step in LOWERING), DropNanGuard()])
+    return modelio.save(model, target, check=lambda staged: evaluate.check_loads(staged, target))
 
 
 def save_tokenizer(directory: pathlib.Path, text: str, vocab_size: int = 256) -> pathlib.Path:
@@ -87,6 +109,7 @@ def smollm2_genai() -> pathlib.Path:
     source = pathlib.Path(genai.__file__).read_bytes()
     key = hashlib.sha256(source + onnxruntime_genai.__version__.encode())
     path = cache_dir("exports", f"smollm2-135m-genai-{key.hexdigest()[:12]}") / "model.onnx"
-    if not path.is_file():
-        export_to("smollm2-135m", "genai", path)
+    with making(path.parent):
+        if not path.is_file():
+            export_to("smollm2-135m", "genai", path)
     return path

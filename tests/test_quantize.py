@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import relative_error, run_logits
+from conftest import lower_portable, relative_error, run_logits
 from oqcompile import compile_file, evaluate, modelio
 from oqcompile.calibrate import CalibrationData
 from oqcompile.compiler import optimize
@@ -120,6 +120,9 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
     typical logit agrees to float rounding (median below 1e-5; a wrong packing or scale layout
     moves every logit, by ~1e-1), and no logit moves by more than a flip can (5e-2: where codes
     flip depends on the CPU's float rounding, and a flip of a coarser code moves more).
+
+    Lowering the portable file afterwards gives these lowered logits bit for bit (what lets
+    test_real_quant.py lower its portable SmolLM2 compiles instead of compiling again).
     """
     source = tiny_export(model_id)
     portable = compiled(source, recipe, tmp_path / "portable.onnx", portable=True)
@@ -136,6 +139,7 @@ def test_lowered_recipe_computes_what_the_portable_one_does(tiny_export, tmp_pat
     assert ("oq", "Hadamard") in ops if "quarot" in recipe else ("oq", "Hadamard") not in ops
     assert modelio.metadata(lowered)[LIBRARY_METADATA].startswith("liboq_ops.so")
     lowered_logits, portable_logits = run_logits(lowered, IDS), run_logits(portable, IDS)
+    assert np.array_equal(run_logits(lower_portable(portable, tmp_path / "relowered.onnx"), IDS), lowered_logits)
     differences = np.abs(lowered_logits - portable_logits) / np.abs(portable_logits).max()
     assert np.median(differences) < 1e-5 and differences.max() < 5e-2
 
@@ -381,6 +385,7 @@ def test_activation_groups_lower_to_what_the_portable_graph_computes(tiny_export
         formats = {row["activations"] for row in describe(path)["linears"] if row["op"] != "MatMul"}  # not the lm_head
         assert formats == {f"int4 per token in groups of {activation_group}"}
     lowered_logits, portable_logits = run_logits(lowered, IDS), run_logits(portable, IDS)
+    assert np.array_equal(run_logits(lower_portable(portable, tmp_path / "relowered.onnx"), IDS), lowered_logits)
     differences = np.abs(lowered_logits - portable_logits) / np.abs(portable_logits).max()
     assert np.median(differences) < 1e-5 and differences.max() < 5e-2
 

@@ -3,6 +3,7 @@
 import onnx
 import pytest
 
+from conftest import lower_portable
 from oqcompile import compile_file
 from oqcompile.calibrate import calibration_data
 from oqcompile.data import EVALUATION_BOOK, book_tokens
@@ -19,7 +20,9 @@ TOKENS, SEQ, CALIBRATION_TOKENS = 2048, 512, 4096
 
 @pytest.fixture(scope="module")
 def compiled(smollm2_onnx, tmp_path_factory):
-    """``compiled(recipe, portable=False)`` -> path of SmolLM2 compiled with ``recipe`` (``"fp"``: the export)."""
+    """``compiled(recipe, portable=False)`` -> path of SmolLM2 compiled with ``recipe`` (``"fp"``: the export).
+    Each recipe runs once, portable; the lowered file is that one lowered, which gives compile_file's
+    lowered logits bit for bit (test_quantize.py)."""
     calibration = calibration_data("smollm2-135m", CALIBRATION_TOKENS, seq=SEQ)
     folder = tmp_path_factory.mktemp("quantized")
     paths = {}
@@ -29,8 +32,9 @@ def compiled(smollm2_onnx, tmp_path_factory):
             return smollm2_onnx
         if (recipe, portable) not in paths:
             target = folder / f"{recipe}{'.portable' if portable else ''}.onnx"
-            paths[recipe, portable] = compile_file(smollm2_onnx, target, recipe, calibration=calibration,
-                                                   portable=portable).target
+            paths[recipe, portable] = (
+                compile_file(smollm2_onnx, target, recipe, calibration=calibration, portable=True).target
+                if portable else lower_portable(get(recipe, portable=True), target))
         return paths[recipe, portable]
 
     return get

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from conftest import TORCH_EXPORTERS, LLAMA_FAMILIES
+from conftest import FILE_EXPORTERS, LLAMA_FAMILIES
 from oqcompile import modelio
 from oqcompile.models.tiny import TINY_CONFIGS
 from oqcompile.structure import StructureError, analyze
 
 
-@pytest.mark.parametrize("exporter", TORCH_EXPORTERS)
+@pytest.mark.parametrize("exporter", FILE_EXPORTERS)
 @pytest.mark.parametrize("model_id", LLAMA_FAMILIES)
 def test_roles_match_the_config(tiny_export, model_id, exporter):
     config = TINY_CONFIGS[model_id]
@@ -34,7 +34,7 @@ def test_roles_match_the_config(tiny_export, model_id, exporter):
         assert b.attn_norm.kind == b.mlp_norm.kind == "rms"
 
 
-@pytest.mark.parametrize("exporter", TORCH_EXPORTERS)
+@pytest.mark.parametrize("exporter", FILE_EXPORTERS)
 def test_opt_roles_match_the_config(tiny_export, exporter):
     config = TINY_CONFIGS["tiny-opt"]
     t = analyze(modelio.load(tiny_export("tiny-opt", exporter)))

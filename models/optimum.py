@@ -1,0 +1,86 @@
+"""Export through Hugging Face Optimum's ONNX exporter (``--exporter optimum``), as most users' files are made.
+
+Optimum's exporter (``optimum-onnx``) pins ``transformers < 4.58``, below the ``transformers``
+oqcompile runs on. So it runs in a child process whose ``PYTHONPATH`` puts a small package
+folder in front of this environment: Optimum and the ``transformers`` generation it supports
+(:data:`OVERLAY`), installed once with ``pip install --target`` into ``$OQ_CACHE``; ``torch``,
+``onnx`` and the rest are this environment's. The model goes to Optimum as a Hugging Face folder
+(:func:`oqcompile.models.hf_folder.save_hf_folder`); Optimum writes its usual decoder:
+``input_ids, attention_mask, position_ids, past_key_values.{i}.key/value -> logits, present.*``
+with ``kv_cache`` (task ``text-generation-with-past``), else ``input_ids, attention_mask,
+position_ids -> logits``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from oqcompile import modelio
+from oqcompile.cache import cache_dir, making
+from oqcompile.errors import OQError
+
+__all__ = ["OVERLAY", "export_optimum"]
+
+OVERLAY = ("optimum==2.1.0", "optimum-onnx==0.1.0", "transformers==4.57.6", "huggingface_hub==0.36.2",
+           "tokenizers==0.22.2")
+
+
+def export_optimum(model_id: str, path: str | pathlib.Path, kv_cache: bool = True,
+                   progress: bool = False) -> pathlib.Path:
+    """Export ``model_id`` (fp32) with Optimum to ``path`` (see module doc); returns ``path``.
+    ``progress``: a bar over the steps (load, export, write)."""
+    from tqdm import tqdm
+
+    from oqcompile.evaluate import check_loads
+    from oqcompile.models import load_torch_model
+    from oqcompile.models.hf_folder import save_hf_folder
+
+    path = pathlib.Path(path)
+    modelio.check_writable(path)
+    packages = overlay()
+    with tempfile.TemporaryDirectory(prefix=".optimum-", dir=path.parent) as work, \
+            tqdm(total=3, desc=f"export {model_id} (Optimum)", unit="step", disable=not progress) as bar:
+        work = pathlib.Path(work)
+        bar.set_postfix_str("loading")
+        save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
+        bar.update()
+        bar.set_postfix_str("exporting")
+        task = "text-generation-with-past" if kv_cache else "text-generation"
+        result = subprocess.run(
+            [sys.executable, "-m", "optimum.exporters.onnx", "--model", str(work / "hf"), "--task", task,
+             str(work / "onnx")], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(packages),
+                                                                            os.environ.get("PYTHONPATH")]))})
+        if result.returncode != 0 or not (work / "onnx" / "model.onnx").is_file():
+            last = (result.stderr.strip() or result.stdout.strip() or "no model written").splitlines()[-1]
+            raise OQError(f"Optimum's ONNX exporter failed on {model_id}: {last}")
+        bar.update()
+        bar.set_postfix_str("writing")
+        model = modelio.load(work / "onnx" / "model.onnx")
+        model.metadata_props["oq.source_model"] = model_id
+        written = modelio.save(model, path, check=lambda staged: check_loads(staged, path))
+        bar.update()
+    return written
+
+
+def overlay() -> pathlib.Path:
+    """The folder holding :data:`OVERLAY`, installed on first use (``pip install --target``)."""
+    folder = cache_dir("optimum") / hashlib.sha256(" ".join(OVERLAY).encode()).hexdigest()[:12]
+    with making(folder):
+        if not folder.is_dir():
+            staging = tempfile.mkdtemp(prefix=".installing-", dir=folder.parent)
+            result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                                     staging, *OVERLAY], capture_output=True, text=True)
+            if result.returncode != 0:
+                shutil.rmtree(staging, ignore_errors=True)
+                last = (result.stderr.strip() or "pip failed").splitlines()[-1]
+                raise OQError(f"cannot install Optimum's exporter ({' '.join(OVERLAY)}) into {folder.parent}: "
+                              f"{last}")
+            os.rename(staging, folder)
+    return folder
