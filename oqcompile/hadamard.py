@@ -29,8 +29,8 @@ def hadamard(n: int) -> np.ndarray:
 
 def hadamard_rows(rows: np.ndarray) -> np.ndarray:
     """``rows @ hadamard(n)`` for ``rows[..., n]`` through the Kronecker pair, ``x (A ⊗ B) = vec(Aᵀ X B)``:
-    ``O(n (a + b))`` per row and no dense ``n x n`` matrix."""
-    a, b = kronecker_pair(rows.shape[-1])
+    ``O(n (a + b))`` per row and no dense ``n x n`` matrix; formed in ``rows``' float type."""
+    a, b = (factor.astype(rows.dtype, copy=False) for factor in kronecker_pair(rows.shape[-1]))
     grid = rows.reshape(*rows.shape[:-1], a.shape[0], b.shape[0])
     return (a.T @ grid @ b).reshape(rows.shape)
 
@@ -58,7 +58,7 @@ def random_hadamard(n: int, seed: int) -> np.ndarray:
 def random_hadamard_rows(n: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """``rows -> rows @ random_hadamard(n, seed)`` through :func:`hadamard_rows` (no dense matrix)."""
     signs = _random_signs(n, seed)
-    return lambda rows: hadamard_rows(rows) * signs
+    return lambda rows: hadamard_rows(rows) * signs.astype(rows.dtype, copy=False)
 
 
 def _random_signs(n: int, seed: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import onnx_ir as ir
 from oqcompile.graph import add_initializer, copy_type, replace_input
 from oqcompile.passes.base import TransformerPass
 from oqcompile.structure import Norm, Transformer, analyze
-from oqcompile.weight_math import float64_rows
+from oqcompile.weight_math import wide_rows
 
 __all__ = ["FuseNorms"]
 
@@ -52,10 +52,10 @@ class FuseNorms(TransformerPass):
                 new_bias = linear.bias()
                 new_bias = np.zeros(weight.shape[1]) if new_bias is None else new_bias.astype(np.float64)
                 if bias is not None:  # β W, one output channel (a row of Wᵀ) at a time
-                    new_bias = new_bias + float64_rows(weight.T, lambda rows: rows @ bias[:, None], np.float64)[:, 0]
+                    new_bias = new_bias + wide_rows(weight.T, lambda rows: rows @ bias[:, None], np.float64)[:, 0]
                 if gain is not None:  # diag(g) W, formed as rows of Wᵀ (output channels) times g
                     gain64 = gain.astype(np.float64)
-                    linear.set_weight(float64_rows(weight.T, lambda rows: rows * gain64, weight.dtype).T)
+                    linear.set_weight(wide_rows(weight.T, lambda rows: rows * gain64, weight.dtype).T)
                 if bias is not None or linear.bias_slot is not None:
                     linear.set_bias(new_bias)
             _make_scale_free(model.graph, norm, as_rms=self.center)
@@ -69,10 +69,10 @@ def _center_stream(transformer: Transformer) -> None:
         return rows - rows.mean(axis=1, keepdims=True)
 
     for embedding in [transformer.embedding, *transformer.positional]:
-        embedding.set_table(float64_rows(embedding.table(), centre, embedding.dtype))
+        embedding.set_table(wide_rows(embedding.table(), centre, embedding.dtype))
     for linear in transformer.stream_writers():
         weight = linear.weight()
-        linear.set_weight(float64_rows(weight, centre, weight.dtype))
+        linear.set_weight(wide_rows(weight, centre, weight.dtype))
         bias = linear.bias()
         if bias is not None:
             linear.set_bias(bias.astype(np.float64) - bias.mean())

@@ -15,7 +15,7 @@ from oqcompile import qdq
 from oqcompile.errors import OQError
 from oqcompile.graph import add_initializer, append_op, const_array, replace_input, transposed_constant
 from oqcompile.quant import QuantizedWeight
-from oqcompile.weight_math import RotationLike, float64_rows, right_multiplier
+from oqcompile.weight_math import RotationLike, right_multiplier, wide_rows
 
 __all__ = ["MLP", "Attention", "Block", "Embedding", "Linear", "Norm", "StructureError", "Transformer"]
 
@@ -108,16 +108,16 @@ class Linear:
         self.weight_slot, self.transposed = (self.node, 1), False
 
     def rotate_outputs(self, rotation: RotationLike) -> None:
-        """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in float64)."""
+        """Make the layer emit ``y R``: ``W' = W R``, ``b' = b R`` (formed in a wider float: :func:`wide_rows`)."""
         times = right_multiplier(rotation)
-        self.set_weight(float64_rows(self.weight(), times, self._weight_type()))
+        self.set_weight(wide_rows(self.weight(), times, self._weight_type()))
         if self.bias_slot is not None:
             self.set_bias(times(self.bias().astype(np.float64)[None])[0])
 
     def rotate_inputs(self, rotation: RotationLike) -> None:
         """Make the layer expect ``x R`` (``R`` orthogonal): ``W' = Rᵀ W``, so ``(x R) W' = x W``
-        (formed as ``W'ᵀ = Wᵀ R`` in float64)."""
-        self.set_weight(float64_rows(self.weight().T, right_multiplier(rotation), self._weight_type()).T)
+        (formed as ``W'ᵀ = Wᵀ R`` in a wider float: :func:`wide_rows`)."""
+        self.set_weight(wide_rows(self.weight().T, right_multiplier(rotation), self._weight_type()).T)
 
     def set_bias(self, bias: np.ndarray) -> None:
         """Store a new bias, adding an ``Add`` node after the MatMul if there was none."""
@@ -237,8 +237,8 @@ class Embedding:
         return shape[1] if self._transposed() else shape[0]
 
     def rotate(self, rotation: RotationLike) -> None:
-        """``E' = E R`` (formed in float64): the rows the stream starts from, rotated."""
-        self.set_table(float64_rows(self.table(), right_multiplier(rotation), self.dtype))
+        """``E' = E R`` (formed in a wider float): the rows the stream starts from, rotated."""
+        self.set_table(wide_rows(self.table(), right_multiplier(rotation), self.dtype))
 
 
 @dataclasses.dataclass
