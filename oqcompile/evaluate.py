@@ -184,7 +184,9 @@ def cache_dims(graph: ir.Graph) -> dict[str, int]:
     The op takes its cache as ``[batch, kv heads, length, head size]``; the ONNX Runtime GenAI
     builder names the head size (``kv_cache_dim``), which an empty past must still match. It
     follows from the op's query width: ``heads · head size``, or ``(heads + 2 · kv heads) · head
-    size`` when q, k and v come packed.
+    size`` when q, k and v come packed. A sliding-window op (``local_window_size`` > 0, Gemma 2's
+    local layers) refuses a cache shorter than its window: its past is a buffer of that length,
+    empty while the attention mask covers the new tokens alone.
     """
     sizes = {}
     for node in graph:
@@ -195,9 +197,13 @@ def cache_dims(graph: ir.Graph) -> dict[str, int]:
         if not isinstance(width, int) or not heads:
             continue
         head_size = width // heads if key is not None else width // (heads + 2 * kv_heads)
+        window = node.attributes.get_int("local_window_size", -1)
         for past in node.inputs[3:5]:
             if past is not None and past.is_graph_input() and past.shape is not None and len(past.shape) == 4:
-                for dim, size in ((past.shape[1], kv_heads), (past.shape[3], head_size)):
+                dims = [(past.shape[1], kv_heads), (past.shape[3], head_size)]
+                if window > 0:
+                    dims.append((past.shape[2], window))
+                for dim, size in dims:
                     if not isinstance(dim, int) and dim.value:
                         sizes[dim.value] = size
     return sizes

@@ -12,7 +12,8 @@ so every reader computes ``x' W' = x Q Qᵀ W = x W``: the function is unchanged
 stream's outlier channels are spread over all channels. In a post-norm block (Gemma 2/3:
 ``x + g ⊙ rms(y W_o)``) the stream passes through no norm on its way, but the writer's output
 does, and ``rms(yW_oQ) ⊙ g ≠ (rms(yW_o) ⊙ g) Q`` for a gain that is not uniform: there the pass
-declines with a warning (nothing is rotated). Sums are formed in float64, and
+declines with a warning (nothing is rotated). Sums are formed in float64 (float32 for 16-bit
+weights: :mod:`oqcompile.weight_math`), and
 ``Q = H diag(s)`` is applied through ``H``'s Kronecker factors (:func:`oqcompile.hadamard.hadamard_rows`):
 ``O(n (a + b))`` multiply-adds per row of ``n = a · b`` instead of ``O(n²)``.
 """
