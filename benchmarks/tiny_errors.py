@@ -222,8 +222,8 @@ def genai_errors(work: Workspace) -> list[list]:
                  for m, p in itertools.product(GENAI_FAMILIES, (True, False)))
     rows = [["`test_split_skip_norms_alone_keeps_logits`", "tiny-qwen2, skip norms split into Add + norm",
              f"{split:.1e}"],
-            ["`test_rotate_keeps_genai_logits`", "rotate on every family the builder writes, portable and lowered, against "
-             "the export", f"{rotate:.1e}"]]
+            ["`test_rotate_keeps_genai_logits`", "rotate on every family the builder writes, portable and "
+             "lowered, against the export", f"{rotate:.1e}"]]
     for model_id in GENAI_FAMILIES:
         source = work.export(model_id, "genai")
         worst = max(relative_error(logits(work.compile(source, "quarot-w8a8", portable=p)), logits(source))
@@ -296,15 +296,16 @@ def export_errors(work: Workspace) -> list[list]:
     fp32 = max(relative_error(logits(work.export(m), ids), torch_logits(m)) for m in FAMILIES)
     half = work.export("tiny-llama", dtype="fp16")
     fp16 = logits(half, ids).astype(np.float32)
-    rotated = max(relative_error(logits(work.compile(work.export("tiny-llama", e, dtype="fp16"), "rotate", seed=1,
-                                                     portable=p), ids).astype(np.float32),
-                                 logits(work.export("tiny-llama", e, dtype="fp16"), ids).astype(np.float32))
-                  for e, p in itertools.product(("dynamo", "legacy"), (False, True)))
+    exports = [work.export("tiny-llama", "dynamo", dtype="fp16"), work.export("tiny-llama", "legacy", dtype="fp16"),
+               work.export("tiny-llama", "optimum", dtype="fp16", kv_cache=True)]
+    rotated = max(relative_error(logits(work.compile(source, "rotate", seed=1, portable=p), ids).astype(np.float32),
+                                 logits(source, ids).astype(np.float32))
+                  for source, p in itertools.product(exports, (False, True)))
     return [
         ["`test_ort_matches_pytorch`", "fp32 export of every family against PyTorch", f"{fp32:.1e}"],
         ["`test_fp16_export_matches_pytorch`", "tiny-llama fp16 export against PyTorch fp32",
          f"{relative_error(fp16, torch_logits('tiny-llama')):.1e}"],
-        ["`test_rotate_on_fp16_export`", "tiny-llama fp16 export (dynamo, legacy), rotate (lowered, portable) "
+        ["`test_rotate_on_fp16_export`", "tiny-llama fp16 export (dynamo, legacy, optimum), rotate (lowered, portable) "
          "against the export", f"{rotated:.1e}"],
         ["`test_shaped_export_draws_its_weights_when_saved_and_rotates`",
          "llama-1b-shaped, 2 layers, fp16 (weightless export), rotate against the export",

@@ -51,7 +51,7 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
 
     ``exporter="genai"`` runs the ONNX Runtime GenAI model builder instead of ``torch.onnx``
     (:mod:`oqcompile.models.genai`; ``dtype`` fp32 or int4), ``exporter="optimum"`` Hugging Face
-    Optimum's exporter (:mod:`oqcompile.models.optimum`; fp32, ``kv_cache``: its decoder with past). ``opset``: the ONNX opset of
+    Optimum's exporter (:mod:`oqcompile.models.optimum`; ``kv_cache``: its decoder with past). ``opset``: the ONNX opset of
     ``torch.onnx`` (at 23 the dynamo exporter writes attention, RoPE and RMS norms as the ONNX
     ``Attention``, ``RotaryEmbedding`` and ``RMSNormalization`` ops). The file records
     ``oq.source_model = model_id`` (eval and calibration find the
@@ -73,9 +73,9 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
     if exporter == "optimum":
         from oqcompile.models.optimum import export_optimum
 
-        if dtype != "fp32":
-            raise OQError(f"Optimum exports fp32 for CPUs here, not {dtype}")
-        return export_optimum(model_id, path, kv_cache, progress)
+        if dtype not in ("fp32", "fp16"):
+            raise OQError(f"Optimum exports fp32 or fp16, not {dtype}")
+        return export_optimum(model_id, path, dtype, kv_cache, progress)
     if dtype not in ("fp32", "fp16"):
         raise OQError(f"torch.onnx exports fp32 or fp16, not {dtype} (int4: --exporter genai)")
     if model_id in SHAPED_CONFIGS and exporter == "legacy":

@@ -31,10 +31,10 @@ OVERLAY = ("optimum==2.1.0", "optimum-onnx==0.1.0", "transformers==4.57.6", "hug
            "tokenizers==0.22.2")
 
 
-def export_optimum(model_id: str, path: str | pathlib.Path, kv_cache: bool = True,
+def export_optimum(model_id: str, path: str | pathlib.Path, dtype: str = "fp32", kv_cache: bool = True,
                    progress: bool = False) -> pathlib.Path:
-    """Export ``model_id`` (fp32) with Optimum to ``path`` (see module doc); returns ``path``.
-    ``progress``: a bar over the steps (load, export, write)."""
+    """Export ``model_id`` with Optimum to ``path`` (see module doc), ``dtype`` fp32 or fp16; returns
+    ``path``. ``progress``: a bar over the steps (load, export, write)."""
     from tqdm import tqdm
 
     from oqcompile.evaluate import check_loads
@@ -54,7 +54,7 @@ def export_optimum(model_id: str, path: str | pathlib.Path, kv_cache: bool = Tru
         task = "text-generation-with-past" if kv_cache else "text-generation"
         result = subprocess.run(
             [sys.executable, "-m", "optimum.exporters.onnx", "--model", str(work / "hf"), "--task", task,
-             str(work / "onnx")], capture_output=True, text=True,
+             "--dtype", dtype, str(work / "onnx")], capture_output=True, text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(packages),
                                                                             os.environ.get("PYTHONPATH")]))})
         if result.returncode != 0 or not (work / "onnx" / "model.onnx").is_file():

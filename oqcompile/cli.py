@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                         help="torch.onnx.export flavour (default: dynamo with its optimizer); genai: the ONNX "
                              "Runtime GenAI model builder (a KV-cache model with genai_config.json and the "
-                             "tokenizer beside it); optimum: Hugging Face Optimum's exporter (fp32, installed "
-                             "into the cache on first use)")
+                             "tokenizer beside it); optimum: Hugging Face Optimum's exporter (installed into "
+                             "the cache on first use)")
     export.add_argument("--opset", type=int, default=20,
                         help="ONNX opset of the torch exporters (at 23, dynamo writes the ONNX Attention, "
                              "RotaryEmbedding and RMSNormalization ops)")

@@ -60,7 +60,7 @@ def test_rotate_keeps_kv_cache_decoding(tiny_export, tmp_path, model_id):
 
 
 @pytest.mark.parametrize("portable", [False, True])
-@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy", "optimum"])
 def test_rotate_on_fp16_export(tiny_export, tmp_path, exporter, portable):
     """The TorchScript exporter records no types inside the graph: the inserted Hadamards take the
     type of the weights beside them (once were float32 beside float16 MatMuls, refused by ORT)."""
