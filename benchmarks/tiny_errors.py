@@ -164,7 +164,7 @@ def float_rounding_errors(work: Workspace) -> list[list]:
                                                      (True, False)))
     opsets = max(relative_error(logits(work.compile(work.export(m, opset=o), "rotate", portable=p), IDS[:1]),
                                 logits(work.export(m, opset=o), IDS[:1]))
-                 for m, o, p in itertools.product(("tiny-llama", "tiny-qwen2", "tiny-phi3"), (18, 23), (True, False)))
+                 for m, o, p in itertools.product((*FAMILIES, "tiny-gemma2"), (18, 23), (True, False)))
     folding = max(relative_error(logits(work.compile(work.export(m), [(p, {})])), logits(work.export(m)))
                   for m, p in itertools.product(("tiny-llama", "tiny-opt", "tiny-qwen2"), ("outliertune", "smoothquant")))
     after_rotation = [("fuse_norms", {}), ("rotate_residual", {}), ("online_hadamard", {}), ("outliertune", {"bits": 4})]

@@ -70,14 +70,12 @@ def export_to_file(model_id: str, path, *, exporter: str = "dynamo", dtype: str 
         from oqcompile.models.genai import export_genai
 
         return export_genai(model_id, path, dtype, progress)
+    if dtype not in ("fp32", "fp16"):
+        raise OQError(f"the {exporter} exporter writes fp32 or fp16, not {dtype} (int4: --exporter genai)")
     if exporter == "optimum":
         from oqcompile.models.optimum import export_optimum
 
-        if dtype not in ("fp32", "fp16"):
-            raise OQError(f"Optimum exports fp32 or fp16, not {dtype}")
         return export_optimum(model_id, path, dtype, kv_cache, progress)
-    if dtype not in ("fp32", "fp16"):
-        raise OQError(f"torch.onnx exports fp32 or fp16, not {dtype} (int4: --exporter genai)")
     if model_id in SHAPED_CONFIGS and exporter == "legacy":
         raise OQError(f"{model_id} is exported from a weightless model: use a dynamo exporter")
     with tqdm(total=3, desc=f"export {model_id}", unit="step", disable=not progress) as bar:
