@@ -4,7 +4,9 @@ The builder fuses the residual add into ``SkipSimplifiedLayerNormalization``, pa
 projection feeding ``GroupQueryAttention`` (RoPE inside), reads a tied embedding as the transpose of
 the lm_head weight and names the cache's head size. Bounds: docs/RESULTS.md section "tiny-errors"
 (split alone 5.8e-7 and rotate at most 1.4e-6 against the export; quarot-w8a8 0.0249 / 0.0314 /
-0.0344 / 0.0390 against it on tiny-llama / tiny-mistral / tiny-qwen2 / tiny-phi3).
+0.0344 / 0.0390 / 0.0365 against it on tiny-llama / tiny-mistral / tiny-qwen2 / tiny-phi3 / tiny-gemma2).
+The builder's Gemma 2 alternates sliding-window layers (``local_window_size``), which ORT runs only
+over a past buffer at least as long as the window (:func:`oqcompile.evaluate.cache_dims`).
 """
 
 import json
@@ -27,7 +29,7 @@ IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
 CALIBRATION = CalibrationData(np.random.default_rng(5).integers(0, 256, (32, 32)), "random tokens")
 TOLERANCE = 1e-4
 W8A8_ERROR = {"tiny-llama": 0.0249, "tiny-mistral": 0.0314, "tiny-qwen2": 0.0344, "tiny-phi3": 0.0390,
-              "tiny-gemma2": 1.0}
+              "tiny-gemma2": 0.0365}
 
 
 @pytest.mark.parametrize("model_id", GENAI_FAMILIES)
