@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import subprocess
 import sys
-import tempfile
 
 from oqcompile import modelio
 from oqcompile.errors import OQError
@@ -32,36 +30,21 @@ def export_genai(model_id: str, path: str | pathlib.Path, dtype: str = "fp32",
                  progress: bool = False) -> pathlib.Path:
     """Export ``model_id`` with the GenAI builder to ``path`` (see module doc); returns ``path``.
     ``progress``: a bar over the steps (load, build, package the folder)."""
-    from tqdm import tqdm
-
-    from oqcompile.evaluate import check_loads
-    from oqcompile.models import load_torch_model
-    from oqcompile.models.hf_folder import save_hf_folder
+    from oqcompile.models.hf_folder import exporting, run_exporter, save_exported
 
     path = pathlib.Path(path)
     modelio.check_writable(path)
     if dtype not in GENAI_PRECISIONS:
         raise OQError(f"the GenAI builder writes {' or '.join(GENAI_PRECISIONS)} models for CPUs, not {dtype}")
-    with tempfile.TemporaryDirectory(prefix=".genai-", dir=path.parent) as work, \
-            tqdm(total=3, desc=f"export {model_id} (GenAI builder)", unit="step", disable=not progress) as bar:
-        work = pathlib.Path(work)
-        bar.set_postfix_str("loading")
-        save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
-        bar.update()
+    with exporting(model_id, path, "GenAI builder", progress) as (work, bar):
         bar.set_postfix_str("building")
         built = work / "built"
-        result = subprocess.run(
-            [sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", model_id, "-i", str(work / "hf"),
-             "-o", str(built), "-p", dtype, "-e", "cpu", "-c", str(work / "cache")],
-            capture_output=True, text=True)
-        if result.returncode != 0 or not (built / "model.onnx").is_file():
-            last = (result.stderr.strip() or result.stdout.strip() or "no model written").splitlines()[-1]
-            raise OQError(f"the ONNX Runtime GenAI builder failed on {model_id}: {last}")
+        run_exporter([sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", model_id, "-i",
+                      str(work / "hf"), "-o", str(built), "-p", dtype, "-e", "cpu", "-c", str(work / "cache")],
+                     built / "model.onnx", model_id, "the ONNX Runtime GenAI builder")
         bar.update()
         bar.set_postfix_str("packaging")
-        model = modelio.load(built / "model.onnx")
-        model.metadata_props["oq.source_model"] = model_id
-        modelio.save(model, path, check=lambda staged: check_loads(staged, path))
+        save_exported(built / "model.onnx", model_id, path)
         config = json.loads((built / "genai_config.json").read_text())
         config["model"]["decoder"]["filename"] = path.name
         (path.parent / "genai_config.json").write_text(json.dumps(config, indent=4))

@@ -35,36 +35,21 @@ def export_optimum(model_id: str, path: str | pathlib.Path, dtype: str = "fp32",
                    progress: bool = False) -> pathlib.Path:
     """Export ``model_id`` with Optimum to ``path`` (see module doc), ``dtype`` fp32 or fp16; returns
     ``path``. ``progress``: a bar over the steps (load, export, write)."""
-    from tqdm import tqdm
-
-    from oqcompile.evaluate import check_loads
-    from oqcompile.models import load_torch_model
-    from oqcompile.models.hf_folder import save_hf_folder
+    from oqcompile.models.hf_folder import exporting, run_exporter, save_exported
 
     path = pathlib.Path(path)
     modelio.check_writable(path)
     packages = overlay()
-    with tempfile.TemporaryDirectory(prefix=".optimum-", dir=path.parent) as work, \
-            tqdm(total=3, desc=f"export {model_id} (Optimum)", unit="step", disable=not progress) as bar:
-        work = pathlib.Path(work)
-        bar.set_postfix_str("loading")
-        save_hf_folder(load_torch_model(model_id), model_id, work / "hf")
-        bar.update()
+    with exporting(model_id, path, "Optimum", progress) as (work, bar):
         bar.set_postfix_str("exporting")
         task = "text-generation-with-past" if kv_cache else "text-generation"
-        result = subprocess.run(
-            [sys.executable, "-m", "optimum.exporters.onnx", "--model", str(work / "hf"), "--task", task,
-             "--dtype", dtype, str(work / "onnx")], capture_output=True, text=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(packages),
-                                                                            os.environ.get("PYTHONPATH")]))})
-        if result.returncode != 0 or not (work / "onnx" / "model.onnx").is_file():
-            last = (result.stderr.strip() or result.stdout.strip() or "no model written").splitlines()[-1]
-            raise OQError(f"Optimum's ONNX exporter failed on {model_id}: {last}")
+        search_path = os.pathsep.join(filter(None, [str(packages), os.environ.get("PYTHONPATH")]))
+        run_exporter([sys.executable, "-m", "optimum.exporters.onnx", "--model", str(work / "hf"), "--task", task,
+                      "--dtype", dtype, str(work / "onnx")], work / "onnx" / "model.onnx", model_id,
+                     "Optimum's ONNX exporter", env={**os.environ, "PYTHONPATH": search_path})
         bar.update()
         bar.set_postfix_str("writing")
-        model = modelio.load(work / "onnx" / "model.onnx")
-        model.metadata_props["oq.source_model"] = model_id
-        written = modelio.save(model, path, check=lambda staged: check_loads(staged, path))
+        written = save_exported(work / "onnx" / "model.onnx", model_id, path)
         bar.update()
     return written
 
