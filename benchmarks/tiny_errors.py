@@ -21,12 +21,14 @@ import tempfile
 import numpy as np
 
 import report
+from oqcompile.models import TORCH_EXPORTERS
 from report import relative_error
 
 MODELS = ("tiny-llama", "tiny-opt")
 FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-opt", "tiny-phi3")
 GENAI_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3", "tiny-gemma2")  # the builder has no OPT
-OPTIMUM_FAMILIES = ("tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-phi3", "tiny-gemma2", "tiny-opt")
+EVERY_FAMILY = (*FAMILIES, "tiny-gemma2")
+FILE_EXPORTERS = (*TORCH_EXPORTERS, "optimum")  # the exporters that write one ONNX file
 IDS = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
 
 
@@ -120,9 +122,6 @@ def single_errors(work: Workspace) -> list[list]:
     tied = work.export("tiny-mistral")
     lm_head8 = work.compile(tied, LM_HEAD_INT8)
     embedding8 = work.compile(llama, [("quantize_embedding", {"group": 32})])
-    layouts = {(m, r): max(relative_error(logits(work.compile(work.export(m), r, portable=p)), logits(work.export(m)))
-                           for p in (True, False))
-               for m, r in (("tiny-phi3", "quarot-w8a8"), ("tiny-gemma2", "naive-w8a8"))}
     opset23 = {m: max(relative_error(logits(work.compile(work.export(m, opset=23), "quarot-w8a8", portable=p), IDS[:1]),
                                      logits(work.export(m, opset=23), IDS[:1])) for p in (True, False))
                for m in ("tiny-llama", "tiny-qwen2", "tiny-phi3")}
@@ -141,10 +140,6 @@ def single_errors(work: Workspace) -> list[list]:
          "recipe written as DequantizeLinear, run with ORT graph optimizations off", f"{relative_error(nbits, unfused):.1e}"],
         ["", "the same, DequantizeLinear run with ORT's default optimizations (ORT fuses DequantizeLinear + MatMul "
          "into MatMulNBits with int8 activations)", f"{relative_error(nbits, logits(dequantize_linear)):.1e}"],
-        ["`test_packed_and_post_norm_blocks_quantize`", "tiny-phi3 (packed qkv and gate_up), quarot-w8a8 against fp "
-         "(worst of portable and lowered)", f"{layouts['tiny-phi3', 'quarot-w8a8']:.4f}"],
-        ["", "tiny-gemma2 (post-norm blocks), naive-w8a8 against fp (worst of portable and lowered)",
-         f"{layouts['tiny-gemma2', 'naive-w8a8']:.4f}"],
         *[["`test_w8a8_at_opset_23`" if m == "tiny-llama" else "", f"{m}, dynamo at opset 23, quarot-w8a8 against fp "
            "(first row of the ids; worst of portable and lowered)", f"{error:.4f}"] for m, error in opset23.items()],
     ]
@@ -233,22 +228,26 @@ def genai_errors(work: Workspace) -> list[list]:
     return rows
 
 
-def optimum_errors(work: Workspace) -> list[list]:
-    """tests/test_optimum_inputs.py: graphs of Hugging Face Optimum's exporter (with past, unless said)."""
-    rotate = max(relative_error(logits(work.compile(work.export(m, "optimum", kv_cache=True), "rotate",
-                                                    portable=p)), logits(work.export(m, "optimum", kv_cache=True)))
-                 for m, p in itertools.product(OPTIMUM_FAMILIES, (True, False)))
+def exporter_errors(work: Workspace) -> list[list]:
+    """tests/test_file_exporters.py: every family as each exporter that writes one file spells it (Optimum's
+    with past, unless said)."""
+    def export(model_id: str, exporter: str) -> pathlib.Path:
+        return work.export(model_id, exporter, **({"kv_cache": True} if exporter == "optimum" else {}))
+
+    rotate = max(relative_error(logits(work.compile(export(m, e), "rotate", portable=p)), logits(export(m, e)))
+                 for m, e, p in itertools.product(EVERY_FAMILY, FILE_EXPORTERS, (True, False)))
     no_cache = work.export("tiny-qwen2", "optimum")
-    rows = [["`test_optimum_graph_maps_rotates_and_quantizes`", "rotate on every family, portable and lowered, "
-             "against the export", f"{rotate:.1e}"],
-            ["`test_optimum_graph_without_cache_rotates`", "tiny-qwen2 without past, rotate (lowered)",
+    rows = [["`test_export_maps_rotates_and_quantizes`", "rotate on every family and exporter, portable and "
+             "lowered, against the export", f"{rotate:.1e}"],
+            ["`test_optimum_graph_without_cache_rotates`", "tiny-qwen2 from Optimum without past, rotate (lowered)",
              f"{relative_error(logits(work.compile(no_cache, 'rotate')), logits(no_cache)):.1e}"]]
-    for model_id in OPTIMUM_FAMILIES:
-        source = work.export(model_id, "optimum", kv_cache=True)
-        worst = max(relative_error(logits(work.compile(source, "quarot-w8a8", portable=p)), logits(source))
-                    for p in (True, False))
-        rows.append(["`test_optimum_graph_maps_rotates_and_quantizes`" if model_id == OPTIMUM_FAMILIES[0] else "",
-                     f"{model_id}, quarot-w8a8 against the export (worst of portable and lowered)", f"{worst:.4f}"])
+    for model_id in EVERY_FAMILY:
+        errors = [relative_error(logits(work.compile(export(model_id, e), "quarot-w8a8", portable=p)),
+                                 logits(export(model_id, e)))
+                  for e, p in itertools.product(FILE_EXPORTERS, (True, False))]
+        rows.append(["`test_export_maps_rotates_and_quantizes`" if model_id == EVERY_FAMILY[0] else "",
+                     f"{model_id}, quarot-w8a8 against the export: worst (best) of every exporter, portable and "
+                     f"lowered", f"{max(errors):.4f} ({min(errors):.4f})"])
     return rows
 
 
@@ -361,9 +360,9 @@ def main() -> None:
         rounding = report.markdown_table(["test", "what", "worst error"], float_rounding_errors(work))
         exports = report.markdown_table(["test", "what", "worst error"], export_errors(work))
         genai = report.markdown_table(["test", "what", "error"], genai_errors(work))
-        optimum = report.markdown_table(["test", "what", "error"], optimum_errors(work))
+        exporters = report.markdown_table(["test", "what", "error"], exporter_errors(work))
     ratios = report.markdown_table(["test", "what", "ratio"], quant_ratios())
-    print(recipes, singles, rounding, exports, genai, optimum, ratios, sep="\n\n")
+    print(recipes, singles, rounding, exports, genai, exporters, ratios, sep="\n\n")
     report.write_section("tiny-errors", "Tiny models and synthetic data: the numbers the tests bound", f"""
 Logits of the tiny models (2 x 24 random token ids, seed 0) through ORT CPU; the error of
 logits `y` against `x` is max|y - x| / max|x|. Quantization recipes calibrate on 32 rows of
@@ -388,10 +387,12 @@ packed QKV into GroupQueryAttention with RoPE inside), on the ids above:
 
 {genai}
 
-Graphs written by Hugging Face Optimum's exporter (`oqcompile export --exporter optimum --kv-cache`:
-TorchScript under Optimum's wrappers, `position_ids` and the KV cache as inputs), on the ids above:
+Every family as each exporter that writes one ONNX file spells it: torch's dynamo exporter with and
+without its optimizer, TorchScript (legacy), and Hugging Face Optimum's exporter (`oqcompile export
+--exporter optimum --kv-cache`: TorchScript under Optimum's wrappers, `position_ids` and the KV cache as
+inputs), on the ids above:
 
-{optimum}
+{exporters}
 
 The quantizers of oqcompile.quant on the seeded synthetic data of tests/test_quant.py:
 

@@ -44,17 +44,27 @@ LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze"
 def const_array(value: ir.Value | None) -> np.ndarray | None:
     """The constant behind ``value`` as NumPy, else ``None``.
 
-    Initializers, ``Constant`` outputs, and ``DequantizeLinear`` of constant codes (a
+    Initializers, ``Constant`` outputs, ``DequantizeLinear`` of constant codes (a
     quantized weight reads as its float value, so analysis works before and after
-    quantization). The array may be a read-only view of a memory-mapped file: passes make
-    new arrays, never write into these.
+    quantization), and ``Add``/``Sub``/``Mul`` of two constants of one type, which an exporter
+    without constant folding leaves in the graph (Gemma's norm gain ``1 + w``). The array may be
+    a read-only view of a memory-mapped file: passes make new arrays, never write into these.
     """
     if value is None:
         return None
     if producer_op(value) == "DequantizeLinear":
         return dequantized_constant(value.producer())
+    if producer_op(value) in _CONSTANT_ARITHMETIC:
+        node = value.producer()
+        left, right = const_array(node.inputs[0]), const_array(node.inputs[1])
+        if left is None or right is None or left.dtype != right.dtype:
+            return None
+        return _CONSTANT_ARITHMETIC[node.op_type](left, right)
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()
+
+
+_CONSTANT_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}  # same-type operands: ONNX's result
 
 
 def dequantized_constant(node: ir.Node) -> np.ndarray | None:

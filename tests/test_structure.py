@@ -10,11 +10,11 @@ from oqcompile.structure import StructureError, analyze
 
 
 @pytest.mark.parametrize("exporter", FILE_EXPORTERS)
-@pytest.mark.parametrize("model_id", LLAMA_FAMILIES)
+@pytest.mark.parametrize("model_id", [*LLAMA_FAMILIES, "tiny-gemma2"])
 def test_roles_match_the_config(tiny_export, model_id, exporter):
     config = TINY_CONFIGS[model_id]
     t = analyze(modelio.load(tiny_export(model_id, exporter)))
-    head_dim = config.hidden_size // config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     assert len(t.blocks) == config.num_hidden_layers
     assert t.hidden_size == config.hidden_size
     assert t.lm_head.weight().shape == (config.hidden_size, config.vocab_size)
@@ -32,6 +32,8 @@ def test_roles_match_the_config(tiny_export, model_id, exporter):
         assert b.mlp.down.weight().shape == (config.intermediate_size, config.hidden_size)
         assert (a.q.bias_slot is not None) == (model_id == "tiny-qwen2")
         assert b.attn_norm.kind == b.mlp_norm.kind == "rms"
+        assert len(b.post_norms) == (2 if model_id == "tiny-gemma2" else 0)
+        assert all(norm.gain() is not None for norm in (b.attn_norm, b.mlp_norm, *b.post_norms))
 
 
 @pytest.mark.parametrize("exporter", FILE_EXPORTERS)

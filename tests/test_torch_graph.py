@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAMILIES, relative_error, run_logits
+from conftest import EVERY_FAMILY, relative_error, run_logits
 from oqcompile import modelio
 from oqcompile.errors import OQError
 from oqcompile.evaluate import graph_feeds
@@ -25,7 +25,7 @@ def torch_logits(path, ids: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
-@pytest.mark.parametrize("model_id", [*FAMILIES, "tiny-gemma2"])
+@pytest.mark.parametrize("model_id", EVERY_FAMILY)
 def test_torch_forward_matches_ort(tiny_export, model_id, exporter):
     source = tiny_export(model_id, exporter)
     ids = np.random.default_rng(0).integers(0, 256, (2, 24))

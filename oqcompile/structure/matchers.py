@@ -27,7 +27,8 @@ __all__ = ["FUSED_ATTENTION", "SKIP_NORMS", "column_views", "const_ndim", "dynam
 def peel_noop(value: ir.Value) -> ir.Value:
     """Step back through nodes that act on whole channel vectors without mixing channels.
 
-    These are ``Identity``, float-to-float ``Cast`` (exporters add them freely), a ``Slice``
+    These are ``Identity``, float-to-float ``Cast`` and ``CastLike`` (exporters add them freely;
+    torch's ``type_as`` is a ``CastLike``), a ``Slice``
     over leading axes only (HF's ``logits_to_keep`` slice), a ``Reshape`` that only merges or
     splits leading axes (OPT flattens tokens to 2-D around its MLP), and an activation
     quantize-dequantize (``QuantizeLinear → [Clip] → DequantizeLinear``, see
@@ -43,6 +44,7 @@ def peel_noop(value: ir.Value) -> ir.Value:
         elif (node.op_type == "Identity"
                 or (node.op_type == "Cast" and node.attributes.get_int("to") in _FLOAT_TYPES
                     and (node.inputs[0].dtype is None or node.inputs[0].dtype.value in _FLOAT_TYPES))
+                or (node.op_type == "CastLike" and _float_to_float(node.inputs[0], node.inputs[1]))
                 or (node.op_type == "Slice" and _slices_leading_axes_only(node))
                 or (node.op_type == "Reshape" and _same_static_last_dim(node))):
             value = node.inputs[0]
@@ -58,7 +60,7 @@ def peel_consumers(value: ir.Value) -> list[ir.Node]:
     (a quantize-dequantize counts as its ``DequantizeLinear``'s consumers)."""
     result = []
     for node in value.consumers():
-        if node.op_type in ("Identity", "Cast", "Slice", "Reshape") and peel_noop(node.outputs[0]) is value:
+        if node.op_type in ("Identity", "Cast", "CastLike", "Slice", "Reshape") and peel_noop(node.outputs[0]) is value:
             result += peel_consumers(node.outputs[0])
         elif node.op_type == "QuantizeLinear":
             for dequantize in qdq.dequantizers(node):
@@ -66,6 +68,11 @@ def peel_consumers(value: ir.Value) -> list[ir.Node]:
         elif not qdq.computes_scale(node):
             result.append(node)
     return result
+
+
+def _float_to_float(value: ir.Value, like: ir.Value) -> bool:
+    return (value.dtype is not None and like.dtype is not None
+            and value.dtype.value in _FLOAT_TYPES and like.dtype.value in _FLOAT_TYPES)
 
 
 def _same_static_last_dim(node: ir.Node) -> bool:
