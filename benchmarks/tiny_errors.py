@@ -72,6 +72,18 @@ class Workspace:
         return compile_file(source, self.path("compiled"), recipe, seed=seed, calibration=self.calibration,
                             portable=portable).target
 
+    def ort_optimized(self, source: pathlib.Path) -> pathlib.Path:
+        """``source`` as ORT's session optimizer saves it (ORT_ENABLE_EXTENDED)."""
+        import onnxruntime as ort
+
+        if ("ort-optimized", source) not in self.exports:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            options.optimized_model_filepath = str(self.path("ort-optimized"))
+            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+            self.exports["ort-optimized", source] = pathlib.Path(options.optimized_model_filepath)
+        return self.exports["ort-optimized", source]
+
     def path(self, stem: str, suffix: str = ".onnx") -> pathlib.Path:
         self.count += 1
         return self.folder / f"{stem}-{self.count}{suffix}"
@@ -122,9 +134,6 @@ def single_errors(work: Workspace) -> list[list]:
     tied = work.export("tiny-mistral")
     lm_head8 = work.compile(tied, LM_HEAD_INT8)
     embedding8 = work.compile(llama, [("quantize_embedding", {"group": 32})])
-    opset23 = {m: max(relative_error(logits(work.compile(work.export(m, opset=23), "quarot-w8a8", portable=p), IDS[:1]),
-                                     logits(work.export(m, opset=23), IDS[:1])) for p in (True, False))
-               for m in ("tiny-llama", "tiny-qwen2", "tiny-phi3")}
     return [
         ["`test_kv4_quantizes_the_cache`", "tiny-llama (KV cache), quarot-w4a4kv4-gptq, prefill against fp",
          f"{kv4:.4f}"],
@@ -140,8 +149,6 @@ def single_errors(work: Workspace) -> list[list]:
          "recipe written as DequantizeLinear, run with ORT graph optimizations off", f"{relative_error(nbits, unfused):.1e}"],
         ["", "the same, DequantizeLinear run with ORT's default optimizations (ORT fuses DequantizeLinear + MatMul "
          "into MatMulNBits with int8 activations)", f"{relative_error(nbits, logits(dequantize_linear)):.1e}"],
-        *[["`test_w8a8_at_opset_23`" if m == "tiny-llama" else "", f"{m}, dynamo at opset 23, quarot-w8a8 against fp "
-           "(first row of the ids; worst of portable and lowered)", f"{error:.4f}"] for m, error in opset23.items()],
     ]
 
 
@@ -153,13 +160,6 @@ def float_rounding_errors(work: Workspace) -> list[list]:
     rotations = ("fuse_norms", "rotate_residual", "rotate_heads", "rotate_qk", "online_hadamard", "rotate")
     passes = max(relative_error(logits(work.compile(work.export(m), r, seed=7)), logits(work.export(m)))
                  for m, r in itertools.product(FAMILIES, rotations))
-    exporters = max(relative_error(logits(work.compile(work.export(m, e), "rotate", portable=p)),
-                                   logits(work.export(m, e)))
-                    for m, e, p in itertools.product((*MODELS, "tiny-phi3"), ("dynamo", "dynamo-noopt", "legacy"),
-                                                     (True, False)))
-    opsets = max(relative_error(logits(work.compile(work.export(m, opset=o), "rotate", portable=p), IDS[:1]),
-                                logits(work.export(m, opset=o), IDS[:1]))
-                 for m, o, p in itertools.product((*FAMILIES, "tiny-gemma2"), (18, 23), (True, False)))
     folding = max(relative_error(logits(work.compile(work.export(m), [(p, {})])), logits(work.export(m)))
                   for m, p in itertools.product(("tiny-llama", "tiny-opt", "tiny-qwen2"), ("outliertune", "smoothquant")))
     after_rotation = [("fuse_norms", {}), ("rotate_residual", {}), ("online_hadamard", {}), ("outliertune", {"bits": 4})]
@@ -178,18 +178,13 @@ def float_rounding_errors(work: Workspace) -> list[list]:
         optimizations = max(optimizations, relative_error(logits(path, optimization=level.ORT_ENABLE_ALL),
                                                           logits(path, optimization=level.ORT_DISABLE_ALL)))
     padded = padded_kv_error(work)
-    ort_optimized = ort_optimized_rotate_error(work)
     post_norm = max(relative_error(logits(work.compile(work.export("tiny-gemma2"), "rotate", portable=p)),
                                    logits(work.export("tiny-gemma2"))) for p in (True, False))
     return [
-        ["`test_passes.py` (recipe on every family, rotate on every exporter)",
-         "rotation recipes against fp (lowered: `fuse_ort` included; on every exporter also portable)", f"{max(passes, exporters):.1e}"],
-        ["`test_rotate_at_opsets_18_and_23`", "rotate (lowered, portable) on dynamo exports at opsets 18 and 23 "
-         "(ONNX Attention, RotaryEmbedding), first row of the ids", f"{opsets:.1e}"],
+        ["`test_recipe_keeps_logits`", "rotation recipes on every family against fp (lowered: `fuse_ort` "
+         "included)", f"{passes:.1e}"],
         ["`test_post_norm_blocks_decline_r1_and_keep_logits`", "tiny-gemma2, rotate (R1 declined; R2-R4) against "
          "fp, portable and lowered", f"{post_norm:.1e}"],
-        ["`test_ort_optimized_graphs_rotate_exactly`", "tiny-llama as ORT's optimizer saves it (ORT_ENABLE_EXTENDED),"
-         " rotate (portable, lowered) against the export", f"{ort_optimized:.1e}"],
         ["`test_fused_kv_cache_model_keeps_left_padded_batches`",
          "rotate + fuse_ort, KV cache, left-padded batch: prefill and decode at real tokens", f"{padded:.1e}"],
         ["`test_scale_folding_alone_keeps_logits`", "OutlierTune / SmoothQuant without quantization",
@@ -230,38 +225,36 @@ def genai_errors(work: Workspace) -> list[list]:
 
 def exporter_errors(work: Workspace) -> list[list]:
     """tests/test_file_exporters.py: every family as each exporter that writes one file spells it (Optimum's
-    with past, unless said)."""
-    def export(model_id: str, exporter: str) -> pathlib.Path:
-        return work.export(model_id, exporter, **({"kv_cache": True} if exporter == "optimum" else {}))
+    with past, unless said), at opsets 18 and 23 (one sequence), and as ORT's session optimizer saves it."""
+    def sources(model_id: str) -> dict[str, pathlib.Path]:
+        exports = {e: work.export(model_id, e, **({"kv_cache": True} if e == "optimum" else {}))
+                   for e in FILE_EXPORTERS}
+        return {**exports, "ORT-optimized": work.ort_optimized(exports["dynamo"])}
 
-    rotate = max(relative_error(logits(work.compile(export(m, e), "rotate", portable=p)), logits(export(m, e)))
-                 for m, e, p in itertools.product(EVERY_FAMILY, FILE_EXPORTERS, (True, False)))
+    def errors(source: pathlib.Path, recipe: str, ids: np.ndarray = IDS) -> list[float]:
+        return [relative_error(logits(work.compile(source, recipe, portable=p), ids), logits(source, ids))
+                for p in (True, False)]
+
+    opsets = {m: [work.export(m, opset=o) for o in (18, 23)] for m in EVERY_FAMILY}
+    rotate = max(max(error for s in sources(m).values() for error in errors(s, "rotate")) for m in EVERY_FAMILY)
+    rotate_opsets = max(error for m in EVERY_FAMILY for s in opsets[m] for error in errors(s, "rotate", IDS[:1]))
     no_cache = work.export("tiny-qwen2", "optimum")
-    rows = [["`test_export_maps_rotates_and_quantizes`", "rotate on every family and exporter, portable and "
-             "lowered, against the export", f"{rotate:.1e}"],
+    rows = [["`test_export_maps_rotates_and_quantizes`, `test_ort_optimized_graph`", "rotate on every family and "
+             "source, portable and lowered, against the source", f"{rotate:.1e}"],
+            ["`test_opsets_18_and_23`", "the same at opsets 18 and 23 (first row of the ids)", f"{rotate_opsets:.1e}"],
             ["`test_optimum_graph_without_cache_rotates`", "tiny-qwen2 from Optimum without past, rotate (lowered)",
              f"{relative_error(logits(work.compile(no_cache, 'rotate')), logits(no_cache)):.1e}"]]
     for model_id in EVERY_FAMILY:
-        errors = [relative_error(logits(work.compile(export(model_id, e), "quarot-w8a8", portable=p)),
-                                 logits(export(model_id, e)))
-                  for e, p in itertools.product(FILE_EXPORTERS, (True, False))]
-        rows.append(["`test_export_maps_rotates_and_quantizes`" if model_id == EVERY_FAMILY[0] else "",
-                     f"{model_id}, quarot-w8a8 against the export: worst (best) of every exporter, portable and "
-                     f"lowered", f"{max(errors):.4f} ({min(errors):.4f})"])
+        w8a8 = [error for s in sources(model_id).values() for error in errors(s, "quarot-w8a8")]
+        rows.append(["`test_export_maps_rotates_and_quantizes`, `test_ort_optimized_graph`"
+                     if model_id == EVERY_FAMILY[0] else "",
+                     f"{model_id}, quarot-w8a8 against the source: worst (best) of {', '.join(sources(model_id))}, "
+                     "portable and lowered", f"{max(w8a8):.4f} ({min(w8a8):.4f})"])
+    for model_id in EVERY_FAMILY:
+        w8a8 = [error for s in opsets[model_id] for error in errors(s, "quarot-w8a8", IDS[:1])]
+        rows.append(["`test_opsets_18_and_23`" if model_id == EVERY_FAMILY[0] else "",
+                     f"{model_id}, quarot-w8a8 at opsets 18 and 23 (first row of the ids), worst", f"{max(w8a8):.4f}"])
     return rows
-
-
-def ort_optimized_rotate_error(work: Workspace) -> float:
-    """tests/test_fuse_ort.py: the export as ORT's session optimizer saves it, rotated."""
-    import onnxruntime as ort
-
-    source = work.export("tiny-llama")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    saved = work.path("ort-optimized")
-    options.optimized_model_filepath = str(saved)
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-    return max(relative_error(logits(work.compile(saved, "rotate", portable=p)), logits(source)) for p in (True, False))
 
 
 def padded_kv_error(work: Workspace) -> float:

@@ -29,6 +29,7 @@ from oqcompile.passes.base import TransformerPass
 from oqcompile.passes.drop_nan_guard import DropNanGuard
 from oqcompile.passes.fuse_ort import FuseOrt
 from oqcompile.passes.lower import Lower
+from oqcompile.passes.split_fused_linears import SplitFusedLinears, holds_fused_linears
 from oqcompile.passes.split_skip_norms import SplitSkipNorms, holds_skip_norms
 from oqcompile.recipes import build_recipe
 from oqcompile.runtime import LIBRARY_METADATA
@@ -136,7 +137,8 @@ def _summary(target: pathlib.Path | None, recipe: str, seed: int, portable: bool
 def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass],
            portable: bool, progress: bool = False) -> list[TransformerPass]:
     """Run ``passes`` (plus ``lower`` and ``fuse_ort`` unless ``portable``, then ``drop_nan_guard``;
-    ``split_skip_norms`` first where the graph has ORT's skip norms), record them; return what ran."""
+    ``split_fused_linears`` and ``split_skip_norms`` first where the graph has those ORT fusions),
+    record them; return what ran."""
     if "oq.recipe" in model.metadata_props:  # its online rotations would sit where new ones assume none
         raise OQError(f"the model was already compiled by oqcompile (recipe {model.metadata_props['oq.recipe']}): "
                       "compile the model it came from")
@@ -148,6 +150,8 @@ def _apply(model: ir.Model, recipe: str, seed: int, passes: list[TransformerPass
     passes = [*passes, *(step() for step in appended if not any(isinstance(p, step) for p in passes))]
     if holds_skip_norms(model):  # ORT's fused residual add + norm: the passes edit the two apart
         passes.insert(0, SplitSkipNorms())
+    if holds_fused_linears(model):  # and a linear fused with the op after it
+        passes.insert(0, SplitFusedLinears())
     run_passes(model, passes, progress)
     ir.passes.common.DeduplicateInitializersPass()(model)
     ir.passes.common.NameFixPass()(model)  # a second compile of an output names its new values alike

@@ -42,6 +42,7 @@ __all__ = ["describe"]
 
 def describe(path: str | os.PathLike) -> dict:
     """The sections of the module doc for the ONNX file ``path``."""
+    from oqcompile.passes.split_fused_linears import SplitFusedLinears
     from oqcompile.passes.split_skip_norms import SplitSkipNorms
 
     path = pathlib.Path(path)
@@ -60,7 +61,8 @@ def describe(path: str | os.PathLike) -> dict:
                                                     "the portable output (--portable) shows the map"}
     else:
         try:
-            SplitSkipNorms()(model)  # in memory only: the map names the residual adds and norms apart
+            SplitFusedLinears()(model)  # in memory only: the map names the linears,
+            SplitSkipNorms()(model)  # the residual adds and the norms apart
             transformer = analyze(model)
             description["transformer"] = transformer.summary()
             roles = {id(linear.node): linear.name for linear in transformer.linears()}

@@ -24,8 +24,9 @@ How it is found:
 4. Attention may also be one of ONNX Runtime's fused ops (``GroupQueryAttention``,
    ``MultiHeadAttention``): q, k and v are the linears feeding its inputs 0, 1 and 2, or
    column ranges of one packed projection feeding input 0 (the GenAI builder's QKV). ORT's
-   skip norms (residual add and norm in one op) are read once split apart
-   (:mod:`oqcompile.passes.split_skip_norms`, which ``optimize`` and ``inspect`` run first);
+   skip norms (residual add and norm in one op) and its linears fused with the op after them
+   (``FusedGemm``, ``FusedMatMul``) are read once split apart (:mod:`oqcompile.passes.split_skip_norms`,
+   :mod:`oqcompile.passes.split_fused_linears`, which ``optimize`` and ``inspect`` run first);
    a token table may be stored transposed (``Gather(Transpose(W))``).
 
 Exporters may put ``Cast``/``Identity`` nodes anywhere; they are looked through.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from oqcompile.graph import transposed_constant
+from oqcompile.graph import is_const, transposed_constant
 from oqcompile.structure.matchers import (SKIP_NORMS, column_views, const_ndim, dynamic_matmul_hits, feeds_softmax,
                                           find_head_dim, is_fused_attention, is_scalar_const, match_linear, match_norm,
                                           peel_consumers, peel_index_reshapes, peel_noop, positional_gather, rope_output)
@@ -66,6 +66,9 @@ class _Analyzer:
             if node.op_type in SKIP_NORMS:
                 raise StructureError(f"{node.op_type} {node.name} fuses a residual add with a norm: split it "
                                      "first (the split_skip_norms pass; optimize and inspect do this themselves)")
+            if node.op_type in ("FusedGemm", "FusedMatMul") and is_const(node.inputs[1]):
+                raise StructureError(f"{node.op_type} {node.name} fuses a linear with the op after it: split it "
+                                     "first (the split_fused_linears pass; optimize and inspect do this themselves)")
             if node.op_type == "Attention":
                 raise StructureError(f"ONNX Runtime's Attention {node.name} holds the q/k/v weights inside the "
                                      "op: export without ORT's attention fusion (GroupQueryAttention and "
