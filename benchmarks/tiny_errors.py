@@ -288,8 +288,8 @@ def export_errors(work: Workspace) -> list[list]:
     fp32 = max(relative_error(logits(work.export(m), ids), torch_logits(m)) for m in FAMILIES)
     half = work.export("tiny-llama", dtype="fp16")
     fp16 = logits(half, ids).astype(np.float32)
-    exports = [work.export("tiny-llama", "dynamo", dtype="fp16"), work.export("tiny-llama", "legacy", dtype="fp16"),
-               work.export("tiny-llama", "optimum", dtype="fp16", kv_cache=True)]
+    exports = [work.export("tiny-llama", e, dtype="fp16", **({"kv_cache": True} if e == "optimum" else {}))
+               for e in FILE_EXPORTERS]
     rotated = max(relative_error(logits(work.compile(source, "rotate", seed=1, portable=p), ids).astype(np.float32),
                                  logits(source, ids).astype(np.float32))
                   for source, p in itertools.product(exports, (False, True)))
@@ -297,7 +297,7 @@ def export_errors(work: Workspace) -> list[list]:
         ["`test_ort_matches_pytorch`", "fp32 export of every family against PyTorch", f"{fp32:.1e}"],
         ["`test_fp16_export_matches_pytorch`", "tiny-llama fp16 export against PyTorch fp32",
          f"{relative_error(fp16, torch_logits('tiny-llama')):.1e}"],
-        ["`test_rotate_on_fp16_export`", "tiny-llama fp16 export (dynamo, legacy, optimum), rotate (lowered, portable) "
+        ["`test_rotate_on_fp16_export`", f"tiny-llama fp16 export ({', '.join(FILE_EXPORTERS)}), rotate (lowered, portable) "
          "against the export", f"{rotated:.1e}"],
         ["`test_shaped_export_draws_its_weights_when_saved_and_rotates`",
          "llama-1b-shaped, 2 layers, fp16 (weightless export), rotate against the export",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAMILIES, relative_error, run_logits
+from conftest import FAMILIES, FILE_EXPORTERS, relative_error, run_logits
 from oqcompile import compile_file, evaluate, modelio
 from oqcompile.models import load_torch_model
 
@@ -60,7 +60,7 @@ def test_rotate_keeps_kv_cache_decoding(tiny_export, tmp_path, model_id):
 
 
 @pytest.mark.parametrize("portable", [False, True])
-@pytest.mark.parametrize("exporter", ["dynamo", "legacy", "optimum"])
+@pytest.mark.parametrize("exporter", FILE_EXPORTERS)
 def test_rotate_on_fp16_export(tiny_export, tmp_path, exporter, portable):
     """The TorchScript exporter records no types inside the graph: the inserted Hadamards take the
     type of the weights beside them (once were float32 beside float16 MatMuls, refused by ORT)."""
