@@ -381,9 +381,10 @@ packed QKV into GroupQueryAttention with RoPE inside), on the ids above:
 {genai}
 
 Every family as each exporter that writes one ONNX file spells it: torch's dynamo exporter with and
-without its optimizer, TorchScript (legacy), and Hugging Face Optimum's exporter (`oqcompile export
---exporter optimum --kv-cache`: TorchScript under Optimum's wrappers, `position_ids` and the KV cache as
-inputs), on the ids above:
+without its optimizer and at opsets 18 and 23, TorchScript (legacy), Hugging Face Optimum's exporter
+(`oqcompile export --exporter optimum --kv-cache`: TorchScript under Optimum's wrappers, `position_ids`
+and the KV cache as inputs), and the dynamo export as ONNX Runtime's session optimizer saves it
+(`ORT_ENABLE_EXTENDED`), on the ids above:
 
 {exporters}
 
