@@ -48,16 +48,20 @@ def tiny_export(tmp_path_factory):
     return get
 
 
+def exporter_sources() -> bytes:
+    """The code of every exporter path (models/*.py): a cached export is made again when it changes."""
+    from oqcompile import models
+
+    return b"".join(path.read_bytes() for path in sorted(pathlib.Path(models.__file__).parent.glob("*.py")))
+
+
 @pytest.fixture(scope="session")
 def smollm2_onnx() -> pathlib.Path:
     """SmolLM2-135M exported once (dynamo, fp32) and kept in $OQ_CACHE between runs."""
     import torch
     import transformers
 
-    from oqcompile.models import export as export_module
-
-    source = pathlib.Path(export_module.__file__).read_bytes()
-    key = hashlib.sha256(source + torch.__version__.encode() + transformers.__version__.encode())
+    key = hashlib.sha256(exporter_sources() + torch.__version__.encode() + transformers.__version__.encode())
     path = cache_dir("exports") / f"smollm2-135m-{key.hexdigest()[:12]}.onnx"
     with making(path):  # test workers share the cache
         if not path.is_file():
@@ -105,10 +109,7 @@ def smollm2_genai() -> pathlib.Path:
     """SmolLM2-135M through the ONNX Runtime GenAI model builder (fp32), in its own folder of $OQ_CACHE."""
     import onnxruntime_genai
 
-    from oqcompile.models import genai
-
-    source = pathlib.Path(genai.__file__).read_bytes()
-    key = hashlib.sha256(source + onnxruntime_genai.__version__.encode())
+    key = hashlib.sha256(exporter_sources() + onnxruntime_genai.__version__.encode())
     path = cache_dir("exports", f"smollm2-135m-genai-{key.hexdigest()[:12]}") / "model.onnx"
     with making(path.parent):
         if not path.is_file():
