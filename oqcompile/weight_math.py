@@ -12,6 +12,8 @@ matrix).
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +21,7 @@ import numpy as np
 __all__ = ["RotationLike", "right_multiplier", "wide_rows", "wide_type"]
 
 CHUNK_ROWS = 1024  # rows per chunk of wide_rows (float64 at 4096 columns: 32 MiB)
+WORKERS = min(4, len(os.sched_getaffinity(0)))  # chunks formed at once: a few wide chunks in memory
 
 RowTransform = Callable[[np.ndarray], np.ndarray]
 # An orthogonal R, as a matrix or as the function ``rows -> rows @ R``.
@@ -37,12 +40,20 @@ def wide_type(dtype: np.dtype) -> type[np.floating]:
 
 def wide_rows(matrix: np.ndarray, transform: RowTransform, dtype: np.dtype) -> np.ndarray:
     """``transform(matrix)`` for a row-wise ``transform``, formed in ``wide_type(dtype)``
-    ``CHUNK_ROWS`` rows at a time and stored as ``dtype``: no wide copy of the whole matrix exists."""
-    result = None
-    for start in range(0, matrix.shape[0], CHUNK_ROWS):
-        chunk = transform(matrix[start:start + CHUNK_ROWS].astype(wide_type(dtype)))
-        if result is None:
-            result = np.empty((matrix.shape[0], chunk.shape[1]), dtype)
-        result[start:start + CHUNK_ROWS] = chunk
+    ``CHUNK_ROWS`` rows at a time and stored as ``dtype``: no wide copy of the whole matrix exists.
+    Chunks run on up to ``WORKERS`` threads (NumPy releases the GIL in their copies and products);
+    each is formed alone, so the result does not depend on how many run at once."""
+    def formed(start: int) -> np.ndarray:
+        return transform(matrix[start:start + CHUNK_ROWS].astype(wide_type(dtype)))
+
+    first = formed(0)
+    result = np.empty((matrix.shape[0], first.shape[1]), dtype)
+    result[:CHUNK_ROWS] = first
+
+    def store(start: int) -> None:
+        result[start:start + CHUNK_ROWS] = formed(start)
+
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(store, range(CHUNK_ROWS, matrix.shape[0], CHUNK_ROWS)))
     return result
 

@@ -10,13 +10,16 @@ from oqcompile.hadamard import hadamard, random_hadamard_rows
 from oqcompile.weight_math import right_multiplier, wide_rows
 
 
+@pytest.mark.parametrize("workers", [1, 4])
 @pytest.mark.parametrize("rotation", ["dense", "transform"])
-def test_rows_in_chunks_equal_the_whole_product(monkeypatch, rotation):
-    """Chunks that split the rows unevenly give the whole matrix's float64 product, rounded once."""
+def test_rows_in_chunks_equal_the_whole_product(monkeypatch, rotation, workers):
+    """Chunks that split the rows unevenly, formed on one thread or several, give the whole matrix's
+    float64 product, rounded once."""
     matrix = np.random.default_rng(0).standard_normal((37, 96)).astype(np.float32)
     r = hadamard(96) if rotation == "dense" else random_hadamard_rows(96, 5)
     expected = right_multiplier(r)(matrix.astype(np.float64)).astype(np.float32)
     monkeypatch.setattr(weight_math, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(weight_math, "WORKERS", workers)
     np.testing.assert_array_equal(wide_rows(matrix, right_multiplier(r), np.float32), expected)
 
 
